@@ -1,0 +1,226 @@
+//! kinto-signer's `resources` setting: which source collections are signed, and where they are published.
+//!
+//! One rule per line (or comma): `src -> dst` or `src -> preview -> dst`; the legacy `;` separator is accepted.
+//! URIs are `/buckets/<b>`, `/buckets/<b>/collections/<c>` or the short `<b>/<c>`. A rule is either all
+//! buckets (every collection of the source bucket, same collection id on the other side) or all collections.
+//! A collection rule overrides the bucket rule of its bucket.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CollectionRef {
+    pub bucket: String,
+    pub collection: String,
+}
+
+impl CollectionRef {
+    pub fn new(bucket: impl Into<String>, collection: impl Into<String>) -> Self {
+        Self { bucket: bucket.into(), collection: collection.into() }
+    }
+
+    /// Parses `/buckets/b/collections/c` or `b/c`.
+    pub fn parse(text: &str) -> Result<Self, ResourceError> {
+        match parse_uri(text)? {
+            Uri { bucket, collection: Some(collection) } => Ok(Self { bucket, collection }),
+            Uri { .. } => Err(ResourceError::new(text, "expected a collection, got a bucket")),
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("/buckets/{}/collections/{}", self.bucket, self.collection)
+    }
+}
+
+impl fmt::Display for CollectionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+/// Where one source collection goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub source: CollectionRef,
+    pub preview: Option<CollectionRef>,
+    pub destination: CollectionRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid resource {text:?}: {reason}")]
+pub struct ResourceError {
+    pub text: String,
+    pub reason: String,
+}
+
+impl ResourceError {
+    fn new(text: &str, reason: impl Into<String>) -> Self {
+        Self { text: text.to_owned(), reason: reason.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Uri {
+    bucket: String,
+    collection: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    source: Uri,
+    preview: Option<Uri>,
+    destination: Uri,
+}
+
+/// The parsed `resources` setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    rules: Vec<Rule>,
+}
+
+impl Resources {
+    /// Parses the multi-line setting; every line must be valid and no URI may appear twice.
+    pub fn parse(text: &str) -> Result<Self, ResourceError> {
+        let lines = text.split(['\n', '\r', ',']).map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut seen: Vec<Uri> = Vec::new();
+        for line in lines {
+            let rule = parse_rule(line)?;
+            for uri in [Some(&rule.source), rule.preview.as_ref(), Some(&rule.destination)].into_iter().flatten() {
+                if seen.contains(uri) {
+                    return Err(ResourceError::new(line, format!("{} appears in more than one place", display(uri))));
+                }
+                seen.push(uri.clone());
+            }
+            rules.push(rule);
+        }
+        Ok(Self { rules })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Resolves a source collection, the collection rule winning over its bucket's rule.
+    pub fn resolve(&self, source: &CollectionRef) -> Option<Resource> {
+        let exact = self
+            .rules
+            .iter()
+            .find(|r| r.source.bucket == source.bucket && r.source.collection.as_deref() == Some(&source.collection));
+        let rule = exact.or_else(|| {
+            self.rules.iter().find(|r| r.source.bucket == source.bucket && r.source.collection.is_none())
+        })?;
+        let place = |uri: &Uri| CollectionRef {
+            bucket: uri.bucket.clone(),
+            collection: uri.collection.clone().unwrap_or_else(|| source.collection.clone()),
+        };
+        Some(Resource { source: source.clone(), preview: rule.preview.as_ref().map(place), destination: place(&rule.destination) })
+    }
+
+    /// The source URIs as written (for the capability listing and error messages).
+    pub fn sources(&self) -> Vec<String> {
+        self.rules.iter().map(|r| display(&r.source)).collect()
+    }
+}
+
+fn parse_rule(line: &str) -> Result<Rule, ResourceError> {
+    let separator = if line.contains("->") { "->" } else { ";" };
+    let parts: Vec<&str> = line.split(separator).map(str::trim).collect();
+    let uris = parts.iter().map(|p| parse_uri(p)).collect::<Result<Vec<_>, _>>()?;
+    let (source, preview, destination) = match uris.as_slice() {
+        [s, d] => (s.clone(), None, d.clone()),
+        [s, p, d] => (s.clone(), Some(p.clone()), d.clone()),
+        _ => return Err(ResourceError::new(line, "expected `source -> destination` or `source -> preview -> destination`")),
+    };
+    let is_bucket = source.collection.is_none();
+    let all_same_kind = [Some(&source), preview.as_ref(), Some(&destination)]
+        .into_iter()
+        .flatten()
+        .all(|u| u.collection.is_none() == is_bucket);
+    if !all_same_kind {
+        return Err(ResourceError::new(line, "cannot mix bucket and collection URIs in one rule"));
+    }
+    Ok(Rule { source, preview, destination })
+}
+
+fn parse_uri(text: &str) -> Result<Uri, ResourceError> {
+    let parts: Vec<&str> = text.trim().split('/').collect();
+    let (bucket, collection) = match parts.as_slice() {
+        [b, c] => (*b, Some(*c)),
+        ["", "buckets", b] => (*b, None),
+        ["", "buckets", b, "collections", c] => (*b, Some(*c)),
+        _ => return Err(ResourceError::new(text, "expected /buckets/<bid>, /buckets/<bid>/collections/<cid> or <bid>/<cid>")),
+    };
+    for id in [Some(bucket), collection].into_iter().flatten() {
+        if !is_valid_id(id) {
+            return Err(ResourceError::new(text, format!("{id:?} is not a valid Kinto id (letters, digits, - and _)")));
+        }
+    }
+    Ok(Uri { bucket: bucket.to_owned(), collection: collection.map(str::to_owned) })
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn display(uri: &Uri) -> String {
+    match &uri.collection {
+        Some(c) => format!("/buckets/{}/collections/{c}", uri.bucket),
+        None => format!("/buckets/{}", uri.bucket),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(b: &str, c: &str) -> CollectionRef {
+        CollectionRef::new(b, c)
+    }
+
+    #[test]
+    fn all_three_syntaxes_parse() {
+        let r = Resources::parse(
+            "source/c1;destination/c1\n/buckets/a/collections/b -> /buckets/c/collections/d\n /buckets/ws -> /buckets/preview -> /buckets/main ",
+        )
+        .unwrap();
+        assert_eq!(r.resolve(&c("source", "c1")).unwrap().destination, c("destination", "c1"));
+        assert_eq!(r.resolve(&c("a", "b")).unwrap().destination, c("c", "d"));
+        let bucket_wide = r.resolve(&c("ws", "anything")).unwrap();
+        assert_eq!(bucket_wide.preview, Some(c("preview", "anything")));
+        assert_eq!(bucket_wide.destination, c("main", "anything"));
+        assert_eq!(r.resolve(&c("unknown", "x")), None);
+        assert_eq!(r.resolve(&c("source", "other")), None);
+    }
+
+    #[test]
+    fn collection_rule_overrides_its_bucket_rule() {
+        let r = Resources::parse("/buckets/ws -> /buckets/main\nws/special -> other/special").unwrap();
+        assert_eq!(r.resolve(&c("ws", "special")).unwrap().destination, c("other", "special"));
+        assert_eq!(r.resolve(&c("ws", "plain")).unwrap().destination, c("main", "plain"));
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_reason() {
+        let cases = [
+            ("a/b -> /buckets/c", "cannot mix"),
+            ("a/b", "expected `source -> destination`"),
+            ("a/b -> c/d -> e/f -> g/h", "expected `source -> destination`"),
+            ("a/b -> c/d/e", "expected /buckets/<bid>"),
+            ("a/b c -> d/e", "not a valid Kinto id"),
+            ("a/b -> c/d\na/b -> e/f", "appears in more than one place"),
+            ("a/b -> c/d\ne/f -> c/d", "appears in more than one place"),
+        ];
+        for (text, expected) in cases {
+            let err = Resources::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?} gave {err:?}");
+        }
+    }
+
+    #[test]
+    fn collection_ref_parses_both_forms() {
+        assert_eq!(CollectionRef::parse("/buckets/a/collections/b").unwrap(), c("a", "b"));
+        assert_eq!(CollectionRef::parse("a/b").unwrap(), c("a", "b"));
+        assert!(CollectionRef::parse("/buckets/a").is_err());
+        assert_eq!(c("a", "b").uri(), "/buckets/a/collections/b");
+    }
+}

@@ -1,0 +1,161 @@
+//! A job: "bring the destination in line with the source and sign it". States, kinds and what they mean.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?} (expected one of: {})",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a job is in its life. `queued` and `running` are live; the others are final.
+    JobState {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+}
+
+string_enum!(
+    /// What the job does to the collection (the status value that asks for it, without `to-`).
+    JobKind {
+        Sign => "sign",
+        Review => "review",
+        Resign => "resign",
+        Rollback => "rollback",
+    }
+);
+
+string_enum!(
+    /// Who asked.
+    Trigger {
+        Webhook => "webhook",
+        Api => "api",
+        Feed => "feed",
+    }
+);
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    /// Source collection URI, `/buckets/<b>/collections/<c>`.
+    pub resource: String,
+    pub destination: String,
+    pub preview: Option<String>,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub priority: i32,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub worker_id: Option<String>,
+    pub trigger: Trigger,
+    pub requested_by: String,
+    pub source_timestamp: Option<i64>,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// The proof a worker holds while running this attempt; every write it makes is guarded by it.
+    pub fn lease(&self) -> Option<Lease> {
+        Some(Lease { job_id: self.id, attempt: self.attempt, worker_id: self.worker_id.clone()? })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub worker_id: String,
+}
+
+/// A request for work, before the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub resource: String,
+    pub destination: String,
+    pub preview: Option<String>,
+    pub kind: JobKind,
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub trigger: Trigger,
+    pub requested_by: String,
+    pub source_timestamp: Option<i64>,
+}
+
+/// One line of a job's history.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobEvent {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub attempt: i32,
+    pub worker_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_choices() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), *state);
+        }
+        let err = "done".parse::<JobState>().unwrap_err();
+        assert!(err.contains("queued, running, succeeded, failed, cancelled"), "{err}");
+        assert_eq!(serde_json::to_string(&JobKind::Resign).unwrap(), "\"resign\"");
+    }
+
+    #[test]
+    fn only_succeeded_failed_cancelled_are_final() {
+        let finals: Vec<_> = JobState::ALL.iter().filter(|s| s.is_final()).collect();
+        assert_eq!(finals, [&JobState::Succeeded, &JobState::Failed, &JobState::Cancelled]);
+    }
+}

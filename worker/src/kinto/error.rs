@@ -1,0 +1,51 @@
+use std::time::Duration;
+
+/// A failed Kinto request, classified so the job engine knows whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum KintoError {
+    #[error("{method} {url}: {source}")]
+    Network { method: String, url: String, source: reqwest::Error },
+    #[error("{method} {url} answered {status}{}: {message}", errno.map(|e| format!(" (errno {e})")).unwrap_or_default())]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        errno: Option<i64>,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{method} {url}: unexpected response: {reason}")]
+    Invalid { method: String, url: String, reason: String },
+    #[error("the records of {uri} changed while they were being listed (ETag {first} then {last})")]
+    ListingMoved { uri: String, first: i64, last: i64 },
+    #[error("batch request {path} answered {status}: {message}")]
+    BatchItem { path: String, status: u16, message: String },
+}
+
+impl KintoError {
+    /// Network trouble, 5xx, 429 and the 409/412 races are worth retrying; other 4xx are configuration or data
+    /// problems that retrying cannot fix.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            KintoError::Network { .. } | KintoError::ListingMoved { .. } => true,
+            KintoError::Status { status, .. } | KintoError::BatchItem { status, .. } => {
+                *status >= 500 || matches!(status, 408 | 409 | 412 | 429)
+            }
+            KintoError::Invalid { .. } => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            KintoError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            KintoError::Status { status, .. } | KintoError::BatchItem { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Kinto HTTP client: the handful of calls a signer needs, with Kinto's own rules for pagination (`Next-Page`),
+//! timestamps (`ETag`), batching (`batch_max_requests`), concurrency (`If-Match`) and back-pressure
+//! (`Backoff`, `Retry-After`).
+
+mod error;
+
+pub use error::KintoError;
+
+use crate::config::{CollectionRef, ServerSettings};
+use backon::{ExponentialBuilder, Retryable as _};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// Kinto's documented default, used if the server does not publish its own.
+const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
+
+/// One write inside a `/v1/batch` call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Full replacement of a record (idempotent, so safe to retry).
+    Put { id: String, data: Value },
+    Delete { id: String },
+}
+
+/// A collection's records as listed, with the records timestamp (`ETag`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub records: Vec<Value>,
+    pub timestamp: i64,
+}
+
+/// A collection object with its own timestamp (for `If-Match`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectionObject {
+    pub data: Value,
+    pub last_modified: i64,
+}
+
+pub struct KintoClient {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<HeaderValue>,
+    page_size: u32,
+    batch_max: OnceCell<usize>,
+    /// Set when the server sent `Backoff`: no request leaves before this instant.
+    backoff_until: Mutex<Option<Instant>>,
+    retry: ExponentialBuilder,
+}
+
+impl KintoClient {
+    pub fn new(settings: &ServerSettings) -> Result<Self, String> {
+        use base64::Engine as _;
+        let auth = match (&settings.token, &settings.user) {
+            (Some(token), _) => Some(format!("{} {token}", settings.token_type)),
+            (None, Some(user)) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", settings.password.as_deref().unwrap_or_default()))
+            )),
+            (None, None) => None,
+        };
+        let auth = auth
+            .map(|value| {
+                let mut value = HeaderValue::from_str(&value).map_err(|_| "credentials contain invalid characters")?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
+            })
+            .transpose()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(settings.timeout_seconds.min(10)))
+            .timeout(Duration::from_secs(settings.timeout_seconds))
+            .user_agent(concat!("kinto-signer-rs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            base: settings.url.trim_end_matches('/').to_owned(),
+            auth,
+            page_size: settings.page_size.max(1),
+            batch_max: OnceCell::new(),
+            backoff_until: Mutex::new(None),
+            retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(3)
+                .with_jitter(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /v1/`: the server's settings and capabilities.
+    pub async fn server_info(&self) -> Result<Value, KintoError> {
+        Ok(self.send(Method::GET, self.url("/"), None, HeaderMap::new()).await?.1)
+    }
+
+    async fn batch_max_requests(&self) -> Result<usize, KintoError> {
+        self.batch_max
+            .get_or_try_init(|| async {
+                let info = self.server_info().await?;
+                Ok(info
+                    .pointer("/settings/batch_max_requests")
+                    .and_then(Value::as_u64)
+                    .map(|n| n.max(1) as usize)
+                    .unwrap_or(DEFAULT_BATCH_MAX_REQUESTS))
+            })
+            .await
+            .copied()
+    }
+
+    /// The collection object, or `None` when it does not exist.
+    pub async fn get_collection(&self, c: &CollectionRef) -> Result<Option<CollectionObject>, KintoError> {
+        match self.send(Method::GET, self.url(&c.uri()), None, HeaderMap::new()).await {
+            Ok((_, body)) => {
+                let data = body.get("data").cloned().unwrap_or(Value::Null);
+                let last_modified = data.get("last_modified").and_then(Value::as_i64).unwrap_or_default();
+                Ok(Some(CollectionObject { data, last_modified }))
+            }
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All live records (no tombstones), following `Next-Page`; the timestamp is the first page's `ETag`, and the
+    /// listing is refused if the `ETag` moved before the last page (records changed underneath).
+    pub async fn list_records(&self, c: &CollectionRef) -> Result<Listing, KintoError> {
+        let mut url = format!("{}?_limit={}&_sort=id", self.url(&format!("{}/records", c.uri())), self.page_size);
+        let mut records = Vec::new();
+        let mut first_ts = None;
+        loop {
+            let (headers, body) = self.send(Method::GET, url.clone(), None, HeaderMap::new()).await?;
+            let ts = etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
+            let first = *first_ts.get_or_insert(ts);
+            match body.get("data") {
+                Some(Value::Array(page)) => records.extend(page.iter().cloned()),
+                _ => return Err(invalid("GET", &url, "body has no `data` array")),
+            }
+            match headers.get("next-page").and_then(|v| v.to_str().ok()) {
+                Some(next) => url = next.to_owned(),
+                None if ts != first => return Err(KintoError::ListingMoved { uri: c.uri(), first, last: ts }),
+                None => return Ok(Listing { records, timestamp: first }),
+            }
+        }
+    }
+
+    /// The records timestamp alone (cheap: one record, read from the `ETag`).
+    pub async fn records_timestamp(&self, c: &CollectionRef) -> Result<i64, KintoError> {
+        let url = format!("{}?_limit=1", self.url(&format!("{}/records", c.uri())));
+        let (headers, _) = self.send(Method::GET, url.clone(), None, HeaderMap::new()).await?;
+        etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))
+    }
+
+    /// Creates the bucket if missing (an existing one is left as it is).
+    pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), KintoError> {
+        self.create_if_missing(&format!("/buckets/{bucket}"), json!({})).await
+    }
+
+    /// Creates the collection if missing, readable by everyone (clients read destinations anonymously).
+    pub async fn ensure_collection(&self, c: &CollectionRef) -> Result<(), KintoError> {
+        self.create_if_missing(&c.uri(), json!({"read": ["system.Everyone"]})).await
+    }
+
+    async fn create_if_missing(&self, path: &str, permissions: Value) -> Result<(), KintoError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
+        let body = json!({"data": {}, "permissions": permissions});
+        match self.send(Method::PUT, self.url(path), Some(body), headers).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(412) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies writes through `/v1/batch`, in chunks of the server's `batch_max_requests`. Every sub-response
+    /// must succeed (a missing record on delete counts as done).
+    pub async fn apply(&self, c: &CollectionRef, writes: &[Write]) -> Result<(), KintoError> {
+        let chunk = self.batch_max_requests().await?;
+        let prefix = self.path_prefix();
+        for part in writes.chunks(chunk) {
+            let requests: Vec<Value> = part
+                .iter()
+                .map(|w| match w {
+                    Write::Put { id, data } => json!({
+                        "method": "PUT",
+                        "path": format!("{prefix}{}/records/{id}", c.uri()),
+                        "body": {"data": data},
+                    }),
+                    Write::Delete { id } => json!({
+                        "method": "DELETE",
+                        "path": format!("{prefix}{}/records/{id}", c.uri()),
+                    }),
+                })
+                .collect();
+            let (_, body) = self
+                .send(Method::POST, self.url("/batch"), Some(json!({"requests": requests})), HeaderMap::new())
+                .await?;
+            let responses = body
+                .get("responses")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("POST", &self.url("/batch"), "no `responses` array"))?;
+            for (write, response) in part.iter().zip(responses) {
+                let status = response.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+                let ok = (200..300).contains(&status) || (status == 404 && matches!(write, Write::Delete { .. }));
+                if !ok {
+                    return Err(KintoError::BatchItem {
+                        path: response.get("path").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        status,
+                        message: response
+                            .pointer("/body/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("no message")
+                            .to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges `data` into the collection's metadata; with `if_match`, fails with 412 if it changed meanwhile.
+    pub async fn patch_collection(
+        &self,
+        c: &CollectionRef,
+        data: Value,
+        if_match: Option<i64>,
+    ) -> Result<CollectionObject, KintoError> {
+        let mut headers = HeaderMap::new();
+        if let Some(ts) = if_match {
+            headers.insert(IF_MATCH, HeaderValue::from_str(&format!("\"{ts}\"")).expect("digits are a valid header"));
+        }
+        let (_, body) = self.send(Method::PATCH, self.url(&c.uri()), Some(json!({"data": data})), headers).await?;
+        let data = body.get("data").cloned().unwrap_or(Value::Null);
+        let last_modified = data.get("last_modified").and_then(Value::as_i64).unwrap_or_default();
+        Ok(CollectionObject { data, last_modified })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// The path part of the base URL (`/v1`), which batch sub-requests must carry.
+    fn path_prefix(&self) -> String {
+        url::Url::parse(&self.base).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default()
+    }
+
+    /// One logical request: waits out any `Backoff`, retries transient failures a few times with jittered
+    /// exponential delays (or the server's `Retry-After`), and turns error bodies into `KintoError`.
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Value>,
+        headers: HeaderMap,
+    ) -> Result<(HeaderMap, Value), KintoError> {
+        let attempt = || self.send_once(method.clone(), &url, body.as_ref(), headers.clone());
+        attempt
+            .retry(self.retry)
+            .when(KintoError::is_transient)
+            .adjust(|e, delay| e.retry_after().or(delay))
+            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "kinto request failed, retrying"))
+            .await
+    }
+
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        headers: HeaderMap,
+    ) -> Result<(HeaderMap, Value), KintoError> {
+        let wait = self.backoff_until.lock().expect("backoff lock").and_then(|t| t.checked_duration_since(Instant::now()));
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+        let mut request = self.http.request(method.clone(), url).headers(headers);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let network = |source| KintoError::Network { method: method.to_string(), url: url.to_owned(), source };
+        let response = request.send().await.map_err(network)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        if let Some(seconds) = header_seconds(&headers, "backoff") {
+            *self.backoff_until.lock().expect("backoff lock") = Some(Instant::now() + seconds);
+        }
+        let bytes = response.bytes().await.map_err(network)?;
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            let json = json.ok_or_else(|| invalid(method.as_str(), url, "body is not JSON"))?;
+            return Ok((headers, json));
+        }
+        let field = |name: &str| json.as_ref().and_then(|j| j.get(name).cloned());
+        Err(KintoError::Status {
+            method: method.to_string(),
+            url: url.to_owned(),
+            status: status.as_u16(),
+            errno: field("errno").and_then(|v| v.as_i64()),
+            message: field("message")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+            retry_after: header_seconds(&headers, "retry-after")
+                .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1))),
+        })
+    }
+}
+
+fn invalid(method: &str, url: &str, reason: &str) -> KintoError {
+    KintoError::Invalid { method: method.to_owned(), url: url.to_owned(), reason: reason.to_owned() }
+}
+
+/// Kinto quotes its timestamps: `ETag: "1700000000000"`.
+fn etag(headers: &HeaderMap) -> Option<i64> {
+    headers.get(ETAG)?.to_str().ok()?.trim_matches('"').parse().ok()
+}
+
+fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
+    let seconds: u64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.min(600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_and_backoff_headers_parse() {
+        let mut h = HeaderMap::new();
+        h.insert(ETAG, HeaderValue::from_static("\"1700000000003\""));
+        h.insert("backoff", HeaderValue::from_static("30"));
+        assert_eq!(etag(&h), Some(1700000000003));
+        assert_eq!(header_seconds(&h, "backoff"), Some(Duration::from_secs(30)));
+        assert_eq!(header_seconds(&h, "retry-after"), None);
+    }
+
+    #[test]
+    fn transient_errors_are_races_server_errors_and_network() {
+        let status = |status| KintoError::Status {
+            method: "GET".into(),
+            url: "u".into(),
+            status,
+            errno: None,
+            message: String::new(),
+            retry_after: None,
+        };
+        for s in [409, 412, 429, 500, 503] {
+            assert!(status(s).is_transient(), "{s}");
+        }
+        for s in [400, 401, 403, 404] {
+            assert!(!status(s).is_transient(), "{s}");
+        }
+    }
+
+    #[test]
+    fn basic_and_token_auth_headers() {
+        let mut s = crate::config::Settings::default().kinto.source;
+        s.user = Some("signer".into());
+        s.password = Some("pw".into());
+        let c = KintoClient::new(&s).unwrap();
+        assert_eq!(c.auth.as_ref().unwrap().to_str().unwrap(), "Basic c2lnbmVyOnB3");
+        s.token = Some("abc".into());
+        let c = KintoClient::new(&s).unwrap();
+        assert_eq!(c.auth.as_ref().unwrap().to_str().unwrap(), "Bearer abc");
+        assert_eq!(c.path_prefix(), "/v1");
+    }
+}

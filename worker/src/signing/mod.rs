@@ -1,0 +1,98 @@
+//! Content signatures: what is signed (the `Content-Signature:\0` prefixed message), how it is encoded, and the
+//! `Signer` seam behind which local keys and (later) Autograph sit.
+
+mod local_ecdsa;
+
+pub use local_ecdsa::{generate_key_pair, LocalEcdsaSigner};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha384};
+
+/// Prepended to the canonical JSON before hashing (19 bytes, the last one NUL).
+pub const CONTENT_SIGNATURE_PREFIX: &[u8] = b"Content-Signature:\x00";
+
+/// The only mode Firefox accepts.
+pub const MODE_P384ECDSA: &str = "p384ecdsa";
+
+/// One entry of the destination's `signatures` array (and `signature` = the first one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureMetadata {
+    pub signature: String,
+    pub x5u: String,
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
+    pub signature_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigningError {
+    #[error("cannot read the private key {path}: {reason}")]
+    KeyUnreadable { path: String, reason: String },
+    #[error("the private key {path} is not a P-384 key in PKCS#8 or SEC1 PEM: {reason}")]
+    KeyInvalid { path: String, reason: String },
+    #[error("signature is not valid base64url: {0}")]
+    Encoding(String),
+    #[error("signature has {0} bytes, expected 96 (r||s of P-384)")]
+    Length(usize),
+    #[error("signature does not verify")]
+    Mismatch,
+}
+
+/// Signs canonical payloads. Network-backed implementations are fallible at run time, hence `async` + `Result`.
+pub trait Signer: Send + Sync {
+    fn sign(
+        &self,
+        payload: &[u8],
+    ) -> impl std::future::Future<Output = Result<Vec<SignatureMetadata>, SigningError>> + Send;
+}
+
+/// SHA-384 of the prefixed message: what Autograph's `/sign/hash` takes and what the ECDSA signature covers.
+pub fn message_digest(payload: &[u8]) -> [u8; 48] {
+    let mut hasher = Sha384::new();
+    hasher.update(CONTENT_SIGNATURE_PREFIX);
+    hasher.update(payload);
+    hasher.finalize().into()
+}
+
+/// Verifies an r||s base64url signature (padding and the standard alphabet tolerated, as Firefox does).
+pub fn verify(public_key: &p384::PublicKey, payload: &[u8], signature_b64: &str) -> Result<(), SigningError> {
+    use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
+    let normalized: String = signature_b64
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            other => other,
+        })
+        .collect();
+    let raw = URL_SAFE_NO_PAD
+        .decode(normalized)
+        .map_err(|e| SigningError::Encoding(e.to_string()))?;
+    if raw.len() != 96 {
+        return Err(SigningError::Length(raw.len()));
+    }
+    let signature = p384::ecdsa::Signature::from_slice(&raw).map_err(|_| SigningError::Mismatch)?;
+    p384::ecdsa::VerifyingKey::from(public_key)
+        .verify_prehash(&message_digest(payload), &signature)
+        .map_err(|_| SigningError::Mismatch)
+}
+
+/// Parses a public key from PEM (SPKI) or bare base64 DER, the form kinto-signer prints.
+pub fn parse_public_key(text: &str) -> Result<p384::PublicKey, String> {
+    use p384::pkcs8::DecodePublicKey as _;
+    let text = text.trim();
+    if text.starts_with("-----BEGIN") {
+        return p384::PublicKey::from_public_key_pem(text).map_err(|e| e.to_string());
+    }
+    let der = STANDARD.decode(text).map_err(|e| e.to_string())?;
+    p384::PublicKey::from_public_key_der(&der).map_err(|e| e.to_string())
+}
