@@ -2,7 +2,11 @@
 
 pub mod canonical;
 pub mod config;
+pub mod dispatch;
 pub mod job;
 pub mod kinto;
 pub mod pipeline;
+pub mod pool;
+pub mod service;
 pub mod signing;
+pub mod store;

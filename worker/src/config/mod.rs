@@ -81,8 +81,12 @@ pub struct QueueSettings {
     pub poll_interval_ms: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
-    /// How often each worker looks for expired leases.
+    /// How often each worker looks for expired leases (and prunes old jobs).
     pub rescue_interval_seconds: u64,
+    /// Finished jobs are deleted this long after they finish.
+    pub retention_hours: u64,
+    /// `false` for poll-only mode (PgBouncer in transaction mode cannot `LISTEN`).
+    pub listen: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +153,8 @@ impl Default for Settings {
                 backoff_min_ms: 1_000,
                 backoff_max_ms: 300_000,
                 rescue_interval_seconds: 15,
+                retention_hours: 24 * 7,
+                listen: true,
             },
             api: ApiSettings { listen: "127.0.0.1:8000".into(), max_body_bytes: 1 << 20 },
             worker: WorkerSettings { concurrency: 4, shutdown_grace_seconds: 30 },

@@ -262,7 +262,7 @@ impl KintoClient {
         attempt
             .retry(self.retry)
             .when(KintoError::is_transient)
-            .adjust(|e, delay| e.retry_after().or(delay))
+            .adjust(|e, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
             .notify(|e, delay| tracing::warn!(error = %e, ?delay, "kinto request failed, retrying"))
             .await
     }

@@ -1,0 +1,303 @@
+//! The claim loop: up to `concurrency` jobs at once, each under a lease renewed by heartbeat; transient failures
+//! retried with exponential backoff and jitter, permanent ones failed at once; expired leases rescued; on
+//! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
+
+use crate::dispatch::PgWaker;
+use crate::job::{Job, Lease};
+use crate::pipeline::Pipeline;
+use crate::signing::Signer;
+use crate::store::{JobStore, RetryOutcome};
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+/// How a job's work failed, as far as the pool cares.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    pub message: String,
+    pub transient: bool,
+}
+
+/// The work behind a job (the signing pipeline in production).
+pub trait JobRunner: Send + Sync + 'static {
+    fn run(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+}
+
+impl<G: Signer + 'static> JobRunner for Pipeline<G> {
+    async fn run(&self, job: &Job) -> Result<serde_json::Value, JobError> {
+        match Pipeline::run(self, job).await {
+            Ok(outcome) => Ok(serde_json::to_value(outcome).expect("outcome serializes")),
+            Err(e) => Err(JobError { transient: e.is_transient(), message: e.to_string() }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub rescue_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub retention: Duration,
+}
+
+impl PoolSettings {
+    pub fn from_settings(settings: &crate::config::Settings, worker_id: String) -> Self {
+        Self {
+            worker_id,
+            concurrency: settings.worker.concurrency,
+            lease: settings.lease(),
+            poll_interval: Duration::from_millis(settings.queue.poll_interval_ms),
+            backoff_min: Duration::from_millis(settings.queue.backoff_min_ms),
+            backoff_max: Duration::from_millis(settings.queue.backoff_max_ms),
+            rescue_interval: Duration::from_secs(settings.queue.rescue_interval_seconds),
+            shutdown_grace: Duration::from_secs(settings.worker.shutdown_grace_seconds),
+            retention: Duration::from_secs(settings.queue.retention_hours * 3600),
+        }
+    }
+
+    /// Delay before attempt `attempt + 1`: exponential from `backoff_min`, capped, with jitter.
+    pub fn retry_delay(&self, attempt: i32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.backoff_min)
+            .with_max_delay(self.backoff_max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .nth(usize::try_from(attempt.max(1) - 1).unwrap_or_default())
+            .unwrap_or(self.backoff_max)
+            .min(self.backoff_max)
+    }
+}
+
+/// A unique, readable worker id: host, pid and a random suffix (pids repeat across containers).
+pub fn new_worker_id(prefix: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "localhost".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+pub struct WorkerPool<S, R> {
+    store: Arc<S>,
+    runner: Arc<R>,
+    settings: PoolSettings,
+}
+
+impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
+    pub fn new(store: Arc<S>, runner: Arc<R>, settings: PoolSettings) -> Self {
+        Self { store, runner, settings }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains within the grace period.
+    pub async fn run(self, mut waker: PgWaker, shutdown: CancellationToken) {
+        let settings = Arc::new(self.settings);
+        tracing::info!(worker_id = %settings.worker_id, concurrency = settings.concurrency, "worker pool started");
+        let slots = Arc::new(Semaphore::new(settings.concurrency));
+        let hard_stop = CancellationToken::new();
+        let mut running = JoinSet::new();
+        let maintenance = tokio::spawn(maintain(self.store.clone(), settings.clone(), shutdown.clone()));
+
+        loop {
+            let slot = tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => break,
+            };
+            while running.try_join_next().is_some() {}
+            match self.store.claim(&settings.worker_id, settings.lease).await {
+                Ok(Some(job)) => {
+                    let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
+                    let work = execute(self.store.clone(), self.runner.clone(), settings.clone(), job, hard_stop.clone());
+                    running.spawn(
+                        async move {
+                            work.await;
+                            drop(slot);
+                        }
+                        .instrument(span),
+                    );
+                    continue;
+                }
+                Ok(None) => drop(slot),
+                Err(e) => {
+                    drop(slot);
+                    tracing::error!(error = %e, "claim failed");
+                }
+            }
+            let idle = idle_time(self.store.as_ref(), &settings).await;
+            tokio::select! {
+                () = waker.wait(idle) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+
+        tracing::info!(running = running.len(), grace = ?settings.shutdown_grace, "stopped claiming; draining");
+        let drained = tokio::time::timeout(settings.shutdown_grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(running = running.len(), "grace period over: releasing the remaining jobs");
+            hard_stop.cancel();
+            while running.join_next().await.is_some() {}
+        }
+        maintenance.abort();
+        tracing::info!("worker pool stopped");
+    }
+}
+
+/// Until the earliest scheduled retry, but never longer than the poll interval.
+async fn idle_time<S: JobStore>(store: &S, settings: &PoolSettings) -> Duration {
+    match store.next_run_at().await {
+        Ok(Some(at)) => (at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::from_millis(10))
+            .clamp(Duration::from_millis(10), settings.poll_interval),
+        _ => settings.poll_interval,
+    }
+}
+
+/// One attempt of one job, start to recorded outcome.
+async fn execute<S: JobStore, R: JobRunner>(
+    store: Arc<S>,
+    runner: Arc<R>,
+    settings: Arc<PoolSettings>,
+    job: Job,
+    hard_stop: CancellationToken,
+) {
+    let Some(lease) = job.lease() else { return };
+    tracing::info!("job started");
+    let lease_lost = CancellationToken::new();
+    let heartbeat = tokio::spawn(keep_lease(store.clone(), lease.clone(), settings.lease, lease_lost.clone()));
+    let outcome = tokio::select! {
+        result = runner.run(&job) => Some(result),
+        () = lease_lost.cancelled() => None,
+        () = hard_stop.cancelled() => {
+            heartbeat.abort();
+            match store.release(&lease).await {
+                Ok(_) => tracing::info!("job released for another worker"),
+                Err(e) => tracing::error!(error = %e, "could not release the job; its lease will expire"),
+            }
+            return;
+        }
+    };
+    heartbeat.abort();
+    let Some(outcome) = outcome else {
+        tracing::warn!("lease lost: another worker owns this job now; abandoning this attempt");
+        return;
+    };
+    if let Err(e) = record(store.as_ref(), &settings, &job, &lease, outcome).await {
+        tracing::error!(error = %e, "could not record the outcome; the lease will expire and the job run again");
+    }
+}
+
+async fn record<S: JobStore>(
+    store: &S,
+    settings: &PoolSettings,
+    job: &Job,
+    lease: &Lease,
+    outcome: Result<serde_json::Value, JobError>,
+) -> Result<(), crate::store::StoreError> {
+    match outcome {
+        Ok(result) => {
+            if store.succeed(lease, result).await? {
+                tracing::info!("job succeeded");
+            } else {
+                tracing::warn!("job finished but its lease was gone; result discarded");
+            }
+        }
+        Err(e) if e.transient => {
+            let delay = settings.retry_delay(job.attempt);
+            match store.retry(lease, &e.message, delay).await? {
+                RetryOutcome::Scheduled => tracing::warn!(error = %e.message, ?delay, "attempt failed; retry scheduled"),
+                RetryOutcome::Exhausted => tracing::error!(error = %e.message, "attempt failed; out of attempts"),
+                RetryOutcome::Superseded => tracing::info!(error = %e.message, "attempt failed; a newer job will do it"),
+                RetryOutcome::LeaseLost => tracing::warn!(error = %e.message, "attempt failed after its lease was lost"),
+            }
+        }
+        Err(e) => {
+            store.fail(lease, &e.message).await?;
+            tracing::error!(error = %e.message, "job failed");
+        }
+    }
+    Ok(())
+}
+
+/// Renews the lease every third of its length; cancels `lost` once the store says it is no longer ours.
+async fn keep_lease<S: JobStore>(store: Arc<S>, lease: Lease, duration: Duration, lost: CancellationToken) {
+    let mut tick = tokio::time::interval(duration / 3);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match store.heartbeat(&lease, duration).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will try again"),
+        }
+    }
+}
+
+/// Rescues expired leases and prunes old finished jobs. Safe on every worker at once: the store's updates are
+/// guarded and skip locked rows.
+async fn maintain<S: JobStore>(store: Arc<S>, settings: Arc<PoolSettings>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(settings.rescue_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match store.rescue_expired().await {
+            Ok(rescued) => {
+                for r in rescued {
+                    tracing::warn!(job_id = %r.job_id, attempt = r.attempt, previous_worker = ?r.previous_worker,
+                        state = %r.state, "rescued a job whose lease expired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+        }
+        match store.prune(settings.retention, 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_exponentially_within_bounds() {
+        let s = PoolSettings {
+            worker_id: "w".into(),
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            rescue_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+            retention: Duration::from_secs(1),
+        };
+        // Jitter adds up to one extra delay: attempt n waits within [min*2^(n-1), 2*min*2^(n-1)].
+        for (attempt, low) in [(1, 100), (2, 200), (3, 400), (4, 800)] {
+            let d = s.retry_delay(attempt).as_millis() as u64;
+            assert!((low..=2 * low).contains(&d), "attempt {attempt}: {d} ms");
+        }
+        assert!(s.retry_delay(50) <= Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,94 @@
+//! Wiring: settings in, a ready store and signing pipeline out, and the worker pools that run on them. Shared by
+//! `signer-worker` and `signer-api serve --workers N`, so both start the same way and fail the same way.
+
+use crate::config::{ConfigError, Settings};
+use crate::dispatch::PgWaker;
+use crate::kinto::KintoClient;
+use crate::pipeline::Pipeline;
+use crate::pool::{new_worker_id, PoolSettings, WorkerPool};
+use crate::signing::{LocalEcdsaSigner, SigningError};
+use crate::store::{PgStore, StoreError};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub type SignPipeline = Pipeline<LocalEcdsaSigner>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signer: {0}")]
+    Signer(#[from] SigningError),
+    #[error("no database configured: set database_url in the config file or SIGNER_DATABASE_URL")]
+    NoDatabase,
+    #[error("ecdsa.private_key is not set (generate one with `signer-api keygen`)")]
+    NoKey,
+    #[error("kinto server {url}: {reason}")]
+    Kinto { url: String, reason: String },
+}
+
+/// Everything a worker or the API needs, built once.
+pub struct Service {
+    pub settings: Settings,
+    pub store: Arc<PgStore>,
+    pub pipeline: Arc<SignPipeline>,
+}
+
+impl Service {
+    pub async fn start(settings: Settings) -> Result<Self, StartupError> {
+        let key_path = settings.ecdsa.private_key.clone().ok_or(StartupError::NoKey)?;
+        let signer = LocalEcdsaSigner::from_pem_file(&key_path)?;
+        let client = |s: &crate::config::ServerSettings| {
+            KintoClient::new(s).map(Arc::new).map_err(|reason| StartupError::Kinto { url: s.url.clone(), reason })
+        };
+        let source = client(&settings.kinto.source)?;
+        let destination = match &settings.kinto.destination {
+            Some(d) if d != &settings.kinto.source => client(d)?,
+            _ => source.clone(),
+        };
+        let pipeline = Arc::new(Pipeline::new(settings.parsed_resources()?, source, destination, signer));
+        let url = settings.database_url.clone().ok_or(StartupError::NoDatabase)?;
+        let connections = u32::try_from(settings.worker.concurrency).unwrap_or(u32::MAX).saturating_mul(2).max(5);
+        let store = Arc::new(PgStore::connect(&url, connections).await?);
+        Ok(Self { settings, store, pipeline })
+    }
+
+    /// Starts one pool of `concurrency` workers; it returns once `shutdown` fired and it drained.
+    pub fn spawn_pool(&self, concurrency: usize, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let mut pool_settings = PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
+        pool_settings.concurrency = concurrency;
+        let waker = PgWaker::new(self.store.pool().clone(), self.settings.queue.listen);
+        let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
+        tokio::spawn(pool.run(waker, shutdown))
+    }
+}
+
+/// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        trigger.cancel();
+    });
+    token
+}
+
+/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}

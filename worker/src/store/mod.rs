@@ -1,0 +1,101 @@
+//! Where jobs live. Every transition a worker makes is guarded by its lease (job id + attempt + worker id), so a
+//! worker that lost its lease cannot overwrite a newer attempt.
+
+mod postgres;
+
+pub use postgres::{redact, PgStore};
+
+/// The `NOTIFY` channel of the Postgres store.
+pub fn postgres_channel() -> &'static str {
+    postgres::NOTIFY_CHANNEL
+}
+
+use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unreachable at {url}: {source} (start Postgres, or check SIGNER_DATABASE_URL)")]
+    Unreachable { url: String, source: sqlx::Error },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt job row {id}: {reason}")]
+    Corrupt { id: Uuid, reason: String },
+    #[error("could not enqueue for {0}: the queued job kept changing under us")]
+    Contended(String),
+}
+
+/// What `enqueue` did.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub job: Job,
+    /// True when an already queued job for the resource was returned instead of a new one.
+    pub coalesced: bool,
+}
+
+/// What a transient failure turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// Queued again, to run after the delay.
+    Scheduled,
+    /// Out of attempts: failed for good.
+    Exhausted,
+    /// Another job for the same resource is already queued and will do the work.
+    Superseded,
+    /// The lease was gone: someone else owns the job now.
+    LeaseLost,
+}
+
+/// A running job whose lease had expired, and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rescued {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub previous_worker: Option<String>,
+    pub state: JobState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub resource: Option<String>,
+    pub state: Option<JobState>,
+    /// Keyset cursor: list jobs created before this one.
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub trait JobStore: Send + Sync + 'static {
+    /// Durably records a job (or returns the queued one for the same resource) and wakes the workers.
+    fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
+    fn get(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    fn list(&self, filter: &JobFilter) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<JobEvent>, StoreError>> + Send;
+    /// Takes the next runnable job whose destination has no running job, with a fresh lease.
+    fn claim(&self, worker_id: &str, lease: Duration) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// Extends the lease; false when it is no longer ours.
+    fn heartbeat(&self, lease: &Lease, duration: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn succeed(&self, lease: &Lease, result: serde_json::Value) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn fail(&self, lease: &Lease, error: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<RetryOutcome, StoreError>> + Send;
+    /// Gives a job back untouched (shutdown): queued again at once, the attempt not counted.
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Requeues (or fails, when out of attempts) running jobs whose lease expired.
+    fn rescue_expired(&self) -> impl Future<Output = Result<Vec<Rescued>, StoreError>> + Send;
+    /// Cancels a queued job; false if it is not queued.
+    fn cancel(&self, id: Uuid, by: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Deletes finished jobs older than the retention, at most `batch` at a time; returns how many.
+    fn prune(&self, older_than: Duration, batch: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// When the next queued job becomes runnable, if any is queued.
+    fn next_run_at(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

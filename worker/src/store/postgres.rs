@@ -1,0 +1,437 @@
+//! The Postgres job store: `FOR UPDATE SKIP LOCKED` claims, partial unique indexes for coalescing and one writer
+//! per destination, guarded transitions that append their history in the same statement, `NOTIFY` on enqueue.
+
+use super::{Enqueued, JobFilter, JobStore, Rescued, RetryOutcome, StoreError};
+use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row as _};
+use std::str::FromStr as _;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The channel workers `LISTEN` on; the payload is the job id.
+pub const NOTIFY_CHANNEL: &str = "signer_jobs";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    url: String,
+}
+
+impl PgStore {
+    /// Connects (failing fast with an actionable message) and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let unreachable = |source| StoreError::Unreachable { url: redact(url), source };
+        let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        let store = Self { pool, url: url.to_owned() };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn requeue(
+        &self,
+        lease: &Lease,
+        error: Option<&str>,
+        delay: Duration,
+        event: &str,
+        refund_attempt: bool,
+    ) -> Result<RetryOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT j.attempt >= j.max_attempts AS exhausted,
+                    (SELECT q.id FROM jobs q WHERE q.resource = j.resource AND q.state = 'queued') AS queued
+             FROM jobs j WHERE j.id = $1 AND j.state = 'running' AND j.attempt = $2 AND j.worker_id = $3
+             FOR UPDATE",
+        )
+        .bind(lease.job_id)
+        .bind(lease.attempt)
+        .bind(&lease.worker_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(RetryOutcome::LeaseLost) };
+        let exhausted: bool = row.get("exhausted");
+        let queued: Option<Uuid> = row.get("queued");
+        let (state, outcome, detail) = match (queued, exhausted && !refund_attempt) {
+            (Some(other), _) => (JobState::Cancelled, RetryOutcome::Superseded, format!("superseded by queued job {other}")),
+            (None, true) => (JobState::Failed, RetryOutcome::Exhausted, "out of attempts".to_owned()),
+            (None, false) => (JobState::Queued, RetryOutcome::Scheduled, format!("next run in {} ms", delay.as_millis())),
+        };
+        let event = match outcome {
+            RetryOutcome::Scheduled => event,
+            RetryOutcome::Exhausted => "failed",
+            _ => "cancelled",
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
+                    attempt = attempt - $5::int,
+                    run_at = now() + make_interval(secs => $4),
+                    lease_expires_at = NULL,
+                    worker_id = CASE WHEN $2 = 'queued' THEN NULL ELSE worker_id END,
+                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+             WHERE id = $1",
+        )
+        .bind(lease.job_id)
+        .bind(state.as_str())
+        .bind(error)
+        .bind(delay.as_secs_f64())
+        .bind(i32::from(refund_attempt))
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, lease.job_id, event, lease.attempt, Some(&lease.worker_id), Some(&join(error, &detail)))
+            .await?;
+        if state == JobState::Queued {
+            notify(&mut tx, lease.job_id).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        state: JobState,
+        result: Option<serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "WITH done AS (
+                UPDATE jobs SET state = $4, result = $5, last_error = $6, finished_at = now(), lease_expires_at = NULL
+                WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3
+                RETURNING id, attempt, worker_id)
+             INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+             SELECT id, $4, attempt, worker_id, $6 FROM done",
+        )
+        .bind(lease.job_id)
+        .bind(lease.attempt)
+        .bind(&lease.worker_id)
+        .bind(state.as_str())
+        .bind(result)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl JobStore for PgStore {
+    async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
+        // The insert can race with a claim of the queued job it conflicts with: then try again.
+        for _ in 0..5 {
+            let mut tx = self.pool.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
+                                   requested_by, source_timestamp)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)
+                 ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
+                 RETURNING *",
+            )
+            .bind(Uuid::new_v4())
+            .bind(&new.resource)
+            .bind(&new.destination)
+            .bind(&new.preview)
+            .bind(new.kind.as_str())
+            .bind(new.priority)
+            .bind(new.max_attempts)
+            .bind(new.trigger.as_str())
+            .bind(&new.requested_by)
+            .bind(new.source_timestamp)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let detail = format!("{} by {}", new.trigger, new.requested_by);
+            if let Some(row) = inserted {
+                let job = job_from_row(&row)?;
+                insert_event(&mut tx, job.id, "queued", 0, None, Some(&detail)).await?;
+                notify(&mut tx, job.id).await?;
+                tx.commit().await?;
+                return Ok(Enqueued { job, coalesced: false });
+            }
+            let existing = sqlx::query("SELECT * FROM jobs WHERE resource = $1 AND state = 'queued' FOR UPDATE")
+                .bind(&new.resource)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = existing {
+                let job = job_from_row(&row)?;
+                insert_event(&mut tx, job.id, "coalesced", job.attempt, None, Some(&detail)).await?;
+                tx.commit().await?;
+                return Ok(Enqueued { job, coalesced: true });
+            }
+        }
+        Err(StoreError::Contended(new.resource))
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs
+             WHERE ($1::text IS NULL OR resource = $1) AND ($2::text IS NULL OR state = $2)
+               AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+        )
+        .bind(&filter.resource)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(filter.before)
+        .bind(filter.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError> {
+        let rows = sqlx::query("SELECT at, event, attempt, worker_id, detail FROM job_events WHERE job_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| JobEvent {
+                at: r.get("at"),
+                event: r.get("event"),
+                attempt: r.get("attempt"),
+                worker_id: r.get("worker_id"),
+                detail: r.get("detail"),
+            })
+            .collect())
+    }
+
+    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
+        let claimed = sqlx::query(
+            "WITH next AS (
+                SELECT id FROM jobs j
+                WHERE state = 'queued' AND run_at <= now()
+                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
+                ORDER BY priority DESC, run_at, created_at
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED),
+             claimed AS (
+                UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
+                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
+                FROM next WHERE jobs.id = next.id
+                RETURNING jobs.*),
+             event AS (
+                INSERT INTO job_events (job_id, event, attempt, worker_id)
+                SELECT id, 'running', attempt, worker_id FROM claimed)
+             SELECT * FROM claimed",
+        )
+        .bind(worker_id)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await;
+        match claimed {
+            Ok(row) => row.as_ref().map(job_from_row).transpose(),
+            // Two workers claimed jobs of different resources writing the same destination at the same instant:
+            // the index kept one; the other simply finds nothing this round.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4)
+             WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3",
+        )
+        .bind(lease.job_id)
+        .bind(lease.attempt)
+        .bind(&lease.worker_id)
+        .bind(duration.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError> {
+        self.finish(lease, JobState::Succeeded, Some(result), None).await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
+        self.finish(lease, JobState::Failed, None, Some(error)).await
+    }
+
+    async fn retry(&self, lease: &Lease, error: &str, delay: Duration) -> Result<RetryOutcome, StoreError> {
+        self.requeue(lease, Some(error), delay, "retry", false).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        Ok(self.requeue(lease, None, Duration::ZERO, "released", true).await? != RetryOutcome::LeaseLost)
+    }
+
+    async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
+        // One statement: rows are re-checked under their lock, so a job that finished or was renewed between
+        // the scan and the update is left alone (the guard River #1302 lacked).
+        let rows = sqlx::query(
+            "WITH expired AS (
+                SELECT id, worker_id AS previous_worker FROM jobs
+                WHERE state = 'running' AND lease_expires_at < now()
+                FOR UPDATE SKIP LOCKED),
+             moved AS (
+                UPDATE jobs j SET
+                    state = CASE
+                        WHEN EXISTS (SELECT 1 FROM jobs q WHERE q.resource = j.resource AND q.state = 'queued')
+                            THEN 'cancelled'
+                        WHEN j.attempt >= j.max_attempts THEN 'failed'
+                        ELSE 'queued' END,
+                    last_error = 'lease expired: worker ' || e.previous_worker || ' stopped renewing it',
+                    run_at = now(), lease_expires_at = NULL, worker_id = NULL
+                FROM expired e
+                WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < now()
+                RETURNING j.id, j.attempt, j.state, e.previous_worker),
+             finished AS (
+                UPDATE jobs SET finished_at = now() FROM moved WHERE jobs.id = moved.id AND moved.state <> 'queued'),
+             event AS (
+                INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+                SELECT id, 'rescued', attempt, previous_worker, 'lease expired; now ' || state FROM moved)
+             SELECT * FROM moved",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let rescued = rows
+            .iter()
+            .map(|r| {
+                let state: String = r.get("state");
+                Ok(Rescued {
+                    job_id: r.get("id"),
+                    attempt: r.get("attempt"),
+                    previous_worker: r.get("previous_worker"),
+                    state: state.parse().map_err(|reason| StoreError::Corrupt { id: r.get("id"), reason })?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if rescued.iter().any(|r| r.state == JobState::Queued) {
+            sqlx::query("SELECT pg_notify($1, 'rescued')").bind(NOTIFY_CHANNEL).execute(&self.pool).await?;
+        }
+        Ok(rescued)
+    }
+
+    async fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "WITH done AS (
+                UPDATE jobs SET state = 'cancelled', finished_at = now(), last_error = 'cancelled by ' || $2
+                WHERE id = $1 AND state = 'queued' RETURNING id, attempt)
+             INSERT INTO job_events (job_id, event, attempt, detail) SELECT id, 'cancelled', attempt, 'by ' || $2 FROM done",
+        )
+        .bind(id)
+        .bind(by)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - make_interval(secs => $1)
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT min(run_at) FROM jobs WHERE state = 'queued'").fetch_one(&self.pool).await?)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::PgConnection,
+    job_id: Uuid,
+    event: &str,
+    attempt: i32,
+    worker_id: Option<&str>,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO job_events (job_id, event, attempt, worker_id, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(job_id)
+        .bind(event)
+        .bind(attempt)
+        .bind(worker_id)
+        .bind(detail)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Delivered at commit, so a worker never wakes for a job it cannot see yet.
+async fn notify(tx: &mut sqlx::PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(job_id.to_string()).execute(tx).await?;
+    Ok(())
+}
+
+fn join(error: Option<&str>, detail: &str) -> String {
+    match error {
+        Some(e) => format!("{e}; {detail}"),
+        None => detail.to_owned(),
+    }
+}
+
+fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
+    let id: Uuid = row.get("id");
+    let corrupt = |reason: String| StoreError::Corrupt { id, reason };
+    Ok(Job {
+        id,
+        resource: row.get("resource"),
+        destination: row.get("destination"),
+        preview: row.get("preview"),
+        kind: row.get::<String, _>("kind").parse().map_err(corrupt)?,
+        state: row.get::<String, _>("state").parse().map_err(corrupt)?,
+        priority: row.get("priority"),
+        attempt: row.get("attempt"),
+        max_attempts: row.get("max_attempts"),
+        run_at: row.get("run_at"),
+        lease_expires_at: row.get("lease_expires_at"),
+        worker_id: row.get("worker_id"),
+        trigger: row.get::<String, _>("trigger").parse().map_err(corrupt)?,
+        requested_by: row.get("requested_by"),
+        source_timestamp: row.get("source_timestamp"),
+        result: row.get("result"),
+        last_error: row.get("last_error"),
+        created_at: row.get("created_at"),
+        started_at: row.get("started_at"),
+        finished_at: row.get("finished_at"),
+    })
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
