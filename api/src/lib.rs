@@ -1,1 +1,10 @@
+//! The HTTP API of the Kinto signing service: takes signing requests (direct or Kinto webhook), records them as
+//! jobs, answers their status.
 
+mod body;
+pub mod error;
+mod routes;
+pub mod state;
+
+pub use routes::router;
+pub use state::AppState;

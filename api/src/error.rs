@@ -1,0 +1,70 @@
+//! Errors in Kinto's shape (`{code, errno, error, message, details}`), so Kinto clients and operators read them
+//! the way they read Kinto's own.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Kinto's errno values (kinto/core/errors.py) for the cases the API meets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Errno {
+    BadJson = 106,
+    InvalidParameters = 107,
+    InvalidPostedData = 109,
+    InvalidResourceId = 110,
+    MissingResource = 111,
+    RequestTooLarge = 113,
+    MethodNotAllowed = 115,
+    Conflict = 122,
+    Backend = 201,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub errno: Errno,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, errno: Errno, message: impl Into<String>) -> Self {
+        Self { status, errno, message: message.into(), details: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, Errno::InvalidPostedData, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, Errno::MissingResource, message)
+    }
+
+    /// The database is down or failing: 503 so callers and load balancers retry, with the cause logged here.
+    pub fn backend(error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "job store failure");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Errno::Backend, "the job store is unavailable; retry later")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "code": self.status.as_u16(),
+            "errno": self.errno as u16,
+            "error": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+        });
+        if let Some(details) = self.details {
+            body["details"] = details;
+        }
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,29 @@
+//! The HTTP surface: one module per group of endpoints.
+
+mod health;
+mod jobs;
+mod webhook;
+
+use crate::error::{ApiError, Errno};
+use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(jobs::create).get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/webhooks/kinto", post(webhook::receive))
+        .route("/__heartbeat__", get(health::heartbeat))
+        .route("/__lbheartbeat__", get(health::lbheartbeat))
+        .route("/__version__", get(health::version))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Errno::MissingResource, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Errno::MethodNotAllowed, "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,46 @@
+use signer_worker::config::{CollectionRef, Resource, Resources, Settings};
+use signer_worker::job::{JobKind, NewJob, Trigger};
+use signer_worker::store::PgStore;
+use std::sync::Arc;
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<PgStore>,
+    pub resources: Arc<Resources>,
+    /// The source Kinto's base URL, to accept full record URIs in requests.
+    pub source_url: Arc<str>,
+    /// Recorded as `requested_by` for API calls until callers authenticate.
+    pub default_principal: Arc<str>,
+    pub max_attempts: i32,
+}
+
+impl AppState {
+    pub fn new(store: Arc<PgStore>, settings: &Settings) -> Result<Self, signer_worker::config::ConfigError> {
+        Ok(Self {
+            store,
+            resources: Arc::new(settings.parsed_resources()?),
+            source_url: settings.kinto.source.url.trim_end_matches('/').into(),
+            default_principal: settings.plugin_userid.as_str().into(),
+            max_attempts: settings.queue.max_attempts,
+        })
+    }
+
+    pub fn resolve(&self, source: &CollectionRef) -> Option<Resource> {
+        self.resources.resolve(source)
+    }
+
+    pub fn new_job(&self, resource: &Resource, trigger: Trigger, requested_by: String, priority: i32) -> NewJob {
+        NewJob {
+            resource: resource.source.uri(),
+            destination: resource.destination.uri(),
+            preview: resource.preview.as_ref().map(CollectionRef::uri),
+            kind: JobKind::Sign,
+            priority,
+            max_attempts: self.max_attempts,
+            trigger,
+            requested_by,
+            source_timestamp: None,
+        }
+    }
+}
