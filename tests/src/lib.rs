@@ -1,1 +1,58 @@
+//! Test support for the end-to-end suite: throw-away Postgres databases, real Kinto servers, the service's
+//! binaries as child processes, and the independent Python verifier. Everything runs on loopback.
 
+pub mod db;
+pub mod kinto;
+pub mod records;
+pub mod service;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The Python venv holding Kinto and the verifier's packages (`make venv`).
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("SIGNER_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv"));
+    let path = venv.join("bin").join(name);
+    assert!(path.exists(), "{} is missing: run `make venv` (make test does it)", path.display());
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("can bind loopback").local_addr().expect("bound").port()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {seconds}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Queue timings that keep tests short: short leases, quick retries, frequent rescues.
+pub const FAST_QUEUE: &str = "[queue]\nlease_seconds = 4\npoll_interval_ms = 500\nbackoff_min_ms = 200\nbackoff_max_ms = 2000\nrescue_interval_seconds = 1\n";
+
+/// Records keyed by id, without the `last_modified` each server assigns.
+pub fn by_id_without_timestamps(records: &[serde_json::Value]) -> std::collections::BTreeMap<String, serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().expect("records are objects").remove("last_modified");
+            (r["id"].as_str().expect("records have ids").to_owned(), r)
+        })
+        .collect()
+}

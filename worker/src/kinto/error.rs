@@ -35,6 +35,16 @@ impl KintoError {
         }
     }
 
+    /// Worth repeating the same request at once: the network, an overloaded or failing server. A 412 is not:
+    /// it means the data moved, which only the job can decide about.
+    pub fn is_retryable_in_place(&self) -> bool {
+        match self {
+            KintoError::Network { .. } => true,
+            KintoError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 409 | 429),
+            _ => false,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             KintoError::Status { retry_after, .. } => *retry_after,

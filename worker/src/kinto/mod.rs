@@ -261,7 +261,7 @@ impl KintoClient {
         let attempt = || self.send_once(method.clone(), &url, body.as_ref(), headers.clone());
         attempt
             .retry(self.retry)
-            .when(KintoError::is_transient)
+            .when(KintoError::is_retryable_in_place)
             .adjust(|e, delay| delay.map(|d| e.retry_after().unwrap_or(d)))
             .notify(|e, delay| tracing::warn!(error = %e, ?delay, "kinto request failed, retrying"))
             .await
@@ -357,6 +357,8 @@ mod tests {
         for s in [400, 401, 403, 404] {
             assert!(!status(s).is_transient(), "{s}");
         }
+        assert!(!status(412).is_retryable_in_place(), "a 412 goes back to the job");
+        assert!(status(503).is_retryable_in_place());
     }
 
     #[test]

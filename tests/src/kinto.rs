@@ -1,0 +1,146 @@
+//! Real Kinto servers (from the venv, memory backend) and the few calls tests make to set them up.
+
+use crate::{eventually, free_port, root, venv_bin};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+
+pub const EDITOR: (&str, &str) = ("editor", "editor-pw");
+pub const SIGNER: (&str, &str) = ("signer", "signer-pw");
+
+pub struct KintoServer {
+    pub port: u16,
+    pub url: String,
+    child: Option<Child>,
+}
+
+impl KintoServer {
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let mut server = Self { port, url: format!("http://127.0.0.1:{port}/v1"), child: None };
+        server.restart().await;
+        server
+    }
+
+    /// (Re)starts the process on the same port; the memory backend starts empty.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
+        let child = Command::new(venv_bin("kinto"))
+            .args(["start", "--ini"])
+            .arg(root().join("tests/kinto/kinto.ini"))
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("can create the Kinto log"))
+            .spawn()
+            .expect("can start kinto");
+        self.child = Some(child);
+        let url = format!("{}/", self.url);
+        let http = reqwest::Client::new();
+        eventually(60, "Kinto to answer", || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn editor(&self) -> KintoAdmin {
+        KintoAdmin { http: reqwest::Client::new(), url: self.url.clone(), auth: EDITOR }
+    }
+}
+
+impl Drop for KintoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Kinto client for test set-up and inspection.
+#[derive(Clone)]
+pub struct KintoAdmin {
+    http: reqwest::Client,
+    pub url: String,
+    auth: (&'static str, &'static str),
+}
+
+impl KintoAdmin {
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url)).basic_auth(self.auth.0, Some(self.auth.1));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("Kinto reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.request(method.clone(), path, body).await;
+        assert!((200..300).contains(&status), "{method} {path} answered {status}: {body}");
+        body
+    }
+
+    /// A source bucket the signer may write (to set `status`), and a collection holding `records`.
+    pub async fn create_source(&self, bucket: &str, collection: &str, metadata: Value, records: &[Value]) {
+        self.ok(reqwest::Method::PUT, &format!("/buckets/{bucket}"), Some(json!({"permissions": {"write": ["system.Authenticated"]}})))
+            .await;
+        self.ok(reqwest::Method::PUT, &format!("/buckets/{bucket}/collections/{collection}"), Some(json!({"data": metadata})))
+            .await;
+        self.put_records(bucket, collection, records).await;
+    }
+
+    pub async fn put_records(&self, bucket: &str, collection: &str, records: &[Value]) {
+        for chunk in records.chunks(25) {
+            let requests: Vec<Value> = chunk
+                .iter()
+                .map(|r| {
+                    json!({"method": "PUT", "path": format!("/buckets/{bucket}/collections/{collection}/records/{}", r["id"].as_str().unwrap()), "body": {"data": r}})
+                })
+                .collect();
+            let body = self.ok(reqwest::Method::POST, "/batch", Some(json!({"requests": requests}))).await;
+            for response in body["responses"].as_array().unwrap() {
+                assert!(response["status"].as_u64().unwrap() < 300, "batch item failed: {response}");
+            }
+        }
+    }
+
+    pub async fn delete_record(&self, bucket: &str, collection: &str, id: &str) {
+        self.ok(reqwest::Method::DELETE, &format!("/buckets/{bucket}/collections/{collection}/records/{id}"), None).await;
+    }
+
+    pub async fn patch_collection(&self, bucket: &str, collection: &str, data: Value) -> Value {
+        self.ok(reqwest::Method::PATCH, &format!("/buckets/{bucket}/collections/{collection}"), Some(json!({"data": data})))
+            .await["data"]
+            .clone()
+    }
+
+    pub async fn collection(&self, bucket: &str, collection: &str) -> Option<Value> {
+        let (status, body) = self.request(reqwest::Method::GET, &format!("/buckets/{bucket}/collections/{collection}"), None).await;
+        (status == 200).then(|| body["data"].clone())
+    }
+
+    /// Every live record, following pagination.
+    pub async fn records(&self, bucket: &str, collection: &str) -> Vec<Value> {
+        let mut url = format!("{}/buckets/{bucket}/collections/{collection}/records?_limit=10000", self.url);
+        let mut records = Vec::new();
+        loop {
+            let response = self.http.get(&url).basic_auth(self.auth.0, Some(self.auth.1)).send().await.expect("Kinto reachable");
+            let next = response.headers().get("next-page").map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.expect("JSON list");
+            records.extend(body["data"].as_array().cloned().unwrap_or_default());
+            match next {
+                Some(n) => url = n,
+                None => return records,
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The service's own binaries as child processes, with a config file and keys in a throw-away directory.
+
+use crate::eventually;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+/// `target/debug` (or whichever profile runs the tests): where cargo put `signer-api` and `signer-worker`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (make test does)", path.display());
+    path
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("can create a temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A key pair made by `signer-api keygen`, plus a config file next to it.
+pub struct Setup {
+    pub dir: TempDir,
+    pub private_key: PathBuf,
+    pub public_key: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// `extra` is appended to the generated TOML (tests tune queue timings and add servers there).
+    pub fn new(database_url: &str, source_url: &str, resources: &str, extra: &str) -> Self {
+        let dir = TempDir::new("signer-e2e");
+        let private_key = dir.0.join("ecdsa.private.pem");
+        let status = Command::new(bin("signer-api"))
+            .args(["keygen", "--out"])
+            .arg(&private_key)
+            .stdout(Stdio::null())
+            .status()
+            .expect("keygen runs");
+        assert!(status.success(), "keygen failed");
+        let config = dir.0.join("signer.toml");
+        let toml = format!(
+            r#"database_url = "{database_url}"
+resources = """
+{resources}
+"""
+[ecdsa]
+private_key = "{key}"
+[kinto.source]
+url = "{source_url}"
+user = "{user}"
+password = "{password}"
+{extra}
+"#,
+            key = private_key.display(),
+            user = crate::kinto::SIGNER.0,
+            password = crate::kinto::SIGNER.1,
+        );
+        std::fs::write(&config, toml).expect("can write the config");
+        Self { public_key: dir.0.join("ecdsa.pub.pem"), dir, private_key, config }
+    }
+
+    /// Checks `bucket/collection` on `server` with the independent Python verifier; returns its JSON verdict.
+    pub fn verify(&self, server: &str, bucket: &str, collection: &str) -> serde_json::Value {
+        let output = Command::new(crate::venv_bin("python"))
+            .arg(crate::root().join("tests/python/verify_signature.py"))
+            .args([server, bucket, collection])
+            .arg(&self.public_key)
+            .output()
+            .expect("python verifier runs");
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            panic!("verifier printed no verdict: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+        })
+    }
+}
+
+/// A running binary; SIGKILLed on drop unless it already exited.
+pub struct Process {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[&str], config: &Path, log: PathBuf) -> Self {
+        let child = Command::new(bin(name))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("can create the log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, the way an orchestrator stops a process.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("can poll the child") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not exit within {within:?}; log:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `signer-api serve` on a free port, ready to answer.
+pub struct Api {
+    pub process: Process,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn start(setup: &Setup, workers: usize) -> Self {
+        let port = crate::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = setup.dir.0.join(format!("api-{port}.log"));
+        let process = Process::spawn("signer-api", &["serve", "--listen", &listen, "--workers", &workers.to_string()], &setup.config, log);
+        let api = Self { process, url: format!("http://{listen}"), http: reqwest::Client::new() };
+        let probe = format!("{}/__lbheartbeat__", api.url);
+        let http = api.http.clone();
+        eventually(30, "signer-api to listen", || {
+            let (http, probe) = (http.clone(), probe.clone());
+            async move { http.get(&probe).send().await.ok().map(|_| ()) }
+        })
+        .await;
+        api
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("API reachable");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("API reachable");
+        (response.status().as_u16(), response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Polls a job until it reaches a final state; returns `{data, history}`.
+    pub async fn wait_final(&self, job_id: &str, seconds: u64) -> serde_json::Value {
+        eventually(seconds, &format!("job {job_id} to finish"), || async move {
+            let (_, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            matches!(body["data"]["state"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(body)
+        })
+        .await
+    }
+
+    /// Starts a sign through `POST /v1/jobs`; returns the job id.
+    pub async fn sign(&self, resource: &str) -> String {
+        let (status, _, body) = self.post("/v1/jobs", &serde_json::json!({"resource": resource}).to_string()).await;
+        assert_eq!(status, 202, "{body}");
+        body["data"]["id"].as_str().expect("job id").to_owned()
+    }
+}
