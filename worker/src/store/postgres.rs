@@ -5,7 +5,7 @@ use super::{Enqueued, JobFilter, JobStore, Rescued, RetryOutcome, StoreError};
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row as _};
+use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
 use std::str::FromStr as _;
 use std::time::Duration;
 use uuid::Uuid;
@@ -26,6 +26,8 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let unreachable = |source| StoreError::Unreachable { url: redact(url), source };
         let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
+        // One direct connection first: a refused connection fails start-up at once, not after the pool's timeout.
+        PgConnection::connect_with(&options).await.map_err(unreachable)?.close().await.map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
