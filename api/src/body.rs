@@ -14,13 +14,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, Errno::RequestTooLarge, "request body is too large")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Errno::RequestTooLarge,
+                    "request body is too large",
+                )
             } else {
-                ApiError::new(StatusCode::BAD_REQUEST, Errno::BadJson, rejection.body_text())
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    Errno::BadJson,
+                    rejection.body_text(),
+                )
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, Errno::BadJson, format!("body is not valid JSON: {e}")))?;
-        serde_json::from_value(value).map(JsonBody).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Errno::BadJson,
+                format!("body is not valid JSON: {e}"),
+            )
+        })?;
+        serde_json::from_value(value)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
     }
 }

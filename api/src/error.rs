@@ -31,7 +31,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, errno: Errno, message: impl Into<String>) -> Self {
-        Self { status, errno, message: message.into(), details: None }
+        Self {
+            status,
+            errno,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -50,7 +55,11 @@ impl ApiError {
     /// The database is down or failing: 503 so callers and load balancers retry, with the cause logged here.
     pub fn backend(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "job store failure");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, Errno::Backend, "the job store is unavailable; retry later")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Errno::Backend,
+            "the job store is unavailable; retry later",
+        )
     }
 }
 

@@ -67,13 +67,19 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Option<&Path>, listen: Option<String>, workers: usize) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<&Path>,
+    listen: Option<String>,
+    workers: usize,
+) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
     let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
     let max_body = settings.api.max_body_bytes;
     let service = Service::start(settings).await?;
     let state = AppState::new(service.store.clone(), &service.settings)?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, workers, "signer-api listening");
 
     let shutdown = shutdown_on_signals();
@@ -101,27 +107,44 @@ fn keygen(out: &Path, force: bool) -> anyhow::Result<()> {
         } else {
             options.create_new(true);
         }
-        options.open(path).with_context(|| format!("cannot create {} (use --force to replace it)", path.display()))
+        options.open(path).with_context(|| {
+            format!(
+                "cannot create {} (use --force to replace it)",
+                path.display()
+            )
+        })
     };
     // 0600 from creation, not chmod afterwards: the key is never readable by others, even briefly.
     open(out, 0o600)?.write_all(private.as_bytes())?;
     std::fs::set_permissions(out, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     open(&public_path, 0o644)?.write_all(public.as_bytes())?;
-    println!("private key: {}\npublic key:  {}", out.display(), public_path.display());
+    println!(
+        "private key: {}\npublic key:  {}",
+        out.display(),
+        public_path.display()
+    );
     Ok(())
 }
 
 /// `keys/ec.pem` → `keys/ec.pub.pem`.
 fn public_key_path(private: &Path) -> PathBuf {
-    let stem = private.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "ecdsa".into());
-    let ext = private.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "pem".into());
+    let stem = private
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "ecdsa".into());
+    let ext = private
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pem".into());
     let stem = stem.strip_suffix(".private").unwrap_or(&stem).to_owned();
     private.with_file_name(format!("{stem}.pub.{ext}"))
 }
 
 async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    let url = settings.database_url.context("no database configured: set database_url or SIGNER_DATABASE_URL")?;
+    let url = settings
+        .database_url
+        .context("no database configured: set database_url or SIGNER_DATABASE_URL")?;
     PgStore::connect(&url, 1).await?;
     println!("migrations applied");
     Ok(())

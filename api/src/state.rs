@@ -16,7 +16,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<PgStore>, settings: &Settings) -> Result<Self, signer_worker::config::ConfigError> {
+    pub fn new(
+        store: Arc<PgStore>,
+        settings: &Settings,
+    ) -> Result<Self, signer_worker::config::ConfigError> {
         Ok(Self {
             store,
             resources: Arc::new(settings.parsed_resources()?),
@@ -30,7 +33,13 @@ impl AppState {
         self.resources.resolve(source)
     }
 
-    pub fn new_job(&self, resource: &Resource, trigger: Trigger, requested_by: String, priority: i32) -> NewJob {
+    pub fn new_job(
+        &self,
+        resource: &Resource,
+        trigger: Trigger,
+        requested_by: String,
+        priority: i32,
+    ) -> NewJob {
         NewJob {
             resource: resource.source.uri(),
             destination: resource.destination.uri(),

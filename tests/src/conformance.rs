@@ -22,7 +22,13 @@ pub fn new_job(resource: &str, destination: &str, priority: i32) -> NewJob {
 }
 
 async fn events<S: JobStore>(store: &S, id: uuid::Uuid) -> Vec<String> {
-    store.history(id).await.unwrap().into_iter().map(|e| e.event).collect()
+    store
+        .history(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
 }
 
 pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(store: &S) {
@@ -40,8 +46,18 @@ pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
     .into();
     assert_eq!(order, vec![b.job.id, a.job.id, c.job.id]);
     assert!(store.claim("w", LONG).await.unwrap().is_none());
-    assert_eq!(events(store, a.job.id).await, ["queued", "coalesced", "running"]);
-    let running = store.list(&JobFilter { state: Some(JobState::Running), limit: 10, ..JobFilter::default() }).await.unwrap();
+    assert_eq!(
+        events(store, a.job.id).await,
+        ["queued", "coalesced", "running"]
+    );
+    let running = store
+        .list(&JobFilter {
+            state: Some(JobState::Running),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(running.len(), 3);
 }
 
@@ -50,75 +66,158 @@ pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S) {
     store.enqueue(new_job("one", "shared", 0)).await.unwrap();
     store.enqueue(new_job("two", "shared", 0)).await.unwrap();
     let first = store.claim("w1", LONG).await.unwrap().unwrap();
-    assert!(store.claim("w2", LONG).await.unwrap().is_none(), "the second job waits for the destination");
-    assert!(store.succeed(&first.lease().unwrap(), serde_json::json!({})).await.unwrap());
+    assert!(
+        store.claim("w2", LONG).await.unwrap().is_none(),
+        "the second job waits for the destination"
+    );
+    assert!(store
+        .succeed(&first.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap());
     assert!(store.claim("w2", LONG).await.unwrap().is_some());
 }
 
 pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: JobStore>(store: &S) {
     let id = store.enqueue(new_job("r", "r", 0)).await.unwrap().job.id;
-    let first = store.claim("slow", Duration::from_millis(300)).await.unwrap().unwrap();
+    let first = store
+        .claim("slow", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
     let stale = first.lease().unwrap();
-    assert!(store.heartbeat(&stale, Duration::from_millis(300)).await.unwrap());
-    assert!(store.rescue_expired().await.unwrap().is_empty(), "a renewed lease is not rescued");
+    assert!(store
+        .heartbeat(&stale, Duration::from_millis(300))
+        .await
+        .unwrap());
+    assert!(
+        store.rescue_expired().await.unwrap().is_empty(),
+        "a renewed lease is not rescued"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued.len(), 1);
-    assert_eq!((rescued[0].state, rescued[0].previous_worker.as_deref()), (JobState::Queued, Some("slow")));
+    assert_eq!(
+        (rescued[0].state, rescued[0].previous_worker.as_deref()),
+        (JobState::Queued, Some("slow"))
+    );
 
     let second = store.claim("fast", LONG).await.unwrap().unwrap();
     assert_eq!((second.id, second.attempt), (id, 2));
-    assert!(!store.heartbeat(&stale, LONG).await.unwrap(), "the old lease is gone");
-    assert!(!store.succeed(&stale, serde_json::json!({"late": true})).await.unwrap(), "a late finisher cannot write");
+    assert!(
+        !store.heartbeat(&stale, LONG).await.unwrap(),
+        "the old lease is gone"
+    );
+    assert!(
+        !store
+            .succeed(&stale, serde_json::json!({"late": true}))
+            .await
+            .unwrap(),
+        "a late finisher cannot write"
+    );
     assert!(!store.fail(&stale, "late").await.unwrap());
-    assert_eq!(store.retry(&stale, "late", Duration::ZERO).await.unwrap(), RetryOutcome::LeaseLost);
-    assert!(store.succeed(&second.lease().unwrap(), serde_json::json!({"ok": true})).await.unwrap());
+    assert_eq!(
+        store.retry(&stale, "late", Duration::ZERO).await.unwrap(),
+        RetryOutcome::LeaseLost
+    );
+    assert!(store
+        .succeed(&second.lease().unwrap(), serde_json::json!({"ok": true}))
+        .await
+        .unwrap());
     let done = store.get(id).await.unwrap().unwrap();
-    assert_eq!((done.state, done.result), (JobState::Succeeded, Some(serde_json::json!({"ok": true}))));
-    assert_eq!(events(store, id).await, ["queued", "running", "rescued", "running", "succeeded"]);
+    assert_eq!(
+        (done.state, done.result),
+        (JobState::Succeeded, Some(serde_json::json!({"ok": true})))
+    );
+    assert_eq!(
+        events(store, id).await,
+        ["queued", "running", "rescued", "running", "succeeded"]
+    );
 }
 
 pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(store: &S) {
     let id = store.enqueue(new_job("x", "x", 0)).await.unwrap().job.id;
     let job = store.claim("w", LONG).await.unwrap().unwrap();
-    let outcome = store.retry(&job.lease().unwrap(), "Kinto answered 503", Duration::from_millis(400)).await.unwrap();
+    let outcome = store
+        .retry(
+            &job.lease().unwrap(),
+            "Kinto answered 503",
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
     assert_eq!(outcome, RetryOutcome::Scheduled);
-    assert!(store.claim("w", LONG).await.unwrap().is_none(), "not before its run_at");
+    assert!(
+        store.claim("w", LONG).await.unwrap().is_none(),
+        "not before its run_at"
+    );
     let next = store.next_run_at().await.unwrap().expect("a queued job");
     assert!(next > chrono::Utc::now() + chrono::Duration::milliseconds(100));
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let job = store.claim("w", LONG).await.unwrap().expect("runnable after the delay");
+    let job = store
+        .claim("w", LONG)
+        .await
+        .unwrap()
+        .expect("runnable after the delay");
     assert_eq!(job.attempt, 2);
     assert_eq!(job.last_error.as_deref(), Some("Kinto answered 503"));
-    store.retry(&job.lease().unwrap(), "again", Duration::ZERO).await.unwrap();
+    store
+        .retry(&job.lease().unwrap(), "again", Duration::ZERO)
+        .await
+        .unwrap();
     let job = store.claim("w", LONG).await.unwrap().unwrap();
     assert_eq!(job.attempt, 3);
-    let outcome = store.retry(&job.lease().unwrap(), "still 503", Duration::ZERO).await.unwrap();
+    let outcome = store
+        .retry(&job.lease().unwrap(), "still 503", Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(outcome, RetryOutcome::Exhausted);
     let failed = store.get(id).await.unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
     assert!(failed.finished_at.is_some());
-    assert_eq!(events(store, id).await, ["queued", "running", "retry", "running", "retry", "running", "failed"]);
+    assert_eq!(
+        events(store, id).await,
+        ["queued", "running", "retry", "running", "retry", "running", "failed"]
+    );
 }
 
 pub async fn a_retry_defers_to_a_newer_queued_job<S: JobStore>(store: &S) {
     let old = store.claim_new(new_job("s", "s", 0)).await;
     let newer = store.enqueue(new_job("s", "s", 0)).await.unwrap();
     assert!(!newer.coalesced, "a running job does not absorb triggers");
-    let outcome = store.retry(&old.lease().unwrap(), "source changed", Duration::ZERO).await.unwrap();
+    let outcome = store
+        .retry(&old.lease().unwrap(), "source changed", Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(outcome, RetryOutcome::Superseded);
-    assert_eq!(store.get(old.id).await.unwrap().unwrap().state, JobState::Cancelled);
-    assert_eq!(store.get(newer.job.id).await.unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(
+        store.get(old.id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert_eq!(
+        store.get(newer.job.id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
 }
 
-pub async fn release_gives_the_attempt_back_and_cancel_only_takes_queued_jobs<S: JobStore>(store: &S) {
+pub async fn release_gives_the_attempt_back_and_cancel_only_takes_queued_jobs<S: JobStore>(
+    store: &S,
+) {
     let job = store.claim_new(new_job("rel", "rel", 0)).await;
     assert!(store.release(&job.lease().unwrap()).await.unwrap());
     let released = store.get(job.id).await.unwrap().unwrap();
-    assert_eq!((released.state, released.attempt, released.worker_id), (JobState::Queued, 0, None));
+    assert_eq!(
+        (released.state, released.attempt, released.worker_id),
+        (JobState::Queued, 0, None)
+    );
     let running = store.claim("w", LONG).await.unwrap().unwrap();
-    assert!(!store.cancel(running.id, "admin").await.unwrap(), "running jobs are not cancelled here");
-    store.succeed(&running.lease().unwrap(), serde_json::json!({})).await.unwrap();
+    assert!(
+        !store.cancel(running.id, "admin").await.unwrap(),
+        "running jobs are not cancelled here"
+    );
+    store
+        .succeed(&running.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap();
     let queued = store.enqueue(new_job("can", "can", 0)).await.unwrap().job;
     assert!(store.cancel(queued.id, "admin").await.unwrap());
     assert!(!store.cancel(queued.id, "admin").await.unwrap());
@@ -129,7 +228,11 @@ pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(sto
     let mut job = new_job("crashy", "crashy", 0);
     job.max_attempts = 1;
     let id = store.enqueue(job).await.unwrap().job.id;
-    store.claim("w", Duration::from_millis(100)).await.unwrap().unwrap();
+    store
+        .claim("w", Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued[0].state, JobState::Failed);
@@ -139,11 +242,21 @@ pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(sto
 
 pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S) {
     let done = store.claim_new(new_job("p1", "p1", 0)).await;
-    store.succeed(&done.lease().unwrap(), serde_json::json!({})).await.unwrap();
+    store
+        .succeed(&done.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap();
     let queued = store.enqueue(new_job("p2", "p2", 0)).await.unwrap().job;
-    assert_eq!(store.prune(Duration::from_secs(3600), 100).await.unwrap(), 0, "too recent");
+    assert_eq!(
+        store.prune(Duration::from_secs(3600), 100).await.unwrap(),
+        0,
+        "too recent"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(store.prune(Duration::from_millis(10), 100).await.unwrap(), 1);
+    assert_eq!(
+        store.prune(Duration::from_millis(10), 100).await.unwrap(),
+        1
+    );
     assert!(store.get(done.id).await.unwrap().is_none());
     assert!(store.history(done.id).await.unwrap().is_empty());
     assert!(store.get(queued.id).await.unwrap().is_some());

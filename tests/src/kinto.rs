@@ -19,7 +19,11 @@ impl KintoServer {
     }
 
     pub async fn start_on(port: u16) -> Self {
-        let mut server = Self { port, url: format!("http://127.0.0.1:{port}/v1"), child: None };
+        let mut server = Self {
+            port,
+            url: format!("http://127.0.0.1:{port}/v1"),
+            child: None,
+        };
         server.restart().await;
         server
     }
@@ -30,7 +34,7 @@ impl KintoServer {
         let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
         let child = Command::new(venv_bin("kinto"))
             .args(["start", "--ini"])
-            .arg(root().join("tests/kinto/kinto.ini"))
+            .arg(root().join("deploy/kinto/kinto.ini"))
             .args(["--port", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("can create the Kinto log"))
@@ -41,7 +45,14 @@ impl KintoServer {
         let http = reqwest::Client::new();
         eventually(60, "Kinto to answer", || {
             let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
     }
@@ -54,7 +65,11 @@ impl KintoServer {
     }
 
     pub fn editor(&self) -> KintoAdmin {
-        KintoAdmin { http: reqwest::Client::new(), url: self.url.clone(), auth: EDITOR }
+        KintoAdmin {
+            http: reqwest::Client::new(),
+            url: self.url.clone(),
+            auth: EDITOR,
+        }
     }
 }
 
@@ -73,8 +88,16 @@ pub struct KintoAdmin {
 }
 
 impl KintoAdmin {
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.url)).basic_auth(self.auth.0, Some(self.auth.1));
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth(self.auth.0, Some(self.auth.1));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -85,16 +108,33 @@ impl KintoAdmin {
 
     async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, body) = self.request(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path} answered {status}: {body}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {body}"
+        );
         body
     }
 
     /// A source bucket the signer may write (to set `status`), and a collection holding `records`.
-    pub async fn create_source(&self, bucket: &str, collection: &str, metadata: Value, records: &[Value]) {
-        self.ok(reqwest::Method::PUT, &format!("/buckets/{bucket}"), Some(json!({"permissions": {"write": ["system.Authenticated"]}})))
-            .await;
-        self.ok(reqwest::Method::PUT, &format!("/buckets/{bucket}/collections/{collection}"), Some(json!({"data": metadata})))
-            .await;
+    pub async fn create_source(
+        &self,
+        bucket: &str,
+        collection: &str,
+        metadata: Value,
+        records: &[Value],
+    ) {
+        self.ok(
+            reqwest::Method::PUT,
+            &format!("/buckets/{bucket}"),
+            Some(json!({"permissions": {"write": ["system.Authenticated"]}})),
+        )
+        .await;
+        self.ok(
+            reqwest::Method::PUT,
+            &format!("/buckets/{bucket}/collections/{collection}"),
+            Some(json!({"data": metadata})),
+        )
+        .await;
         self.put_records(bucket, collection, records).await;
     }
 
@@ -106,35 +146,71 @@ impl KintoAdmin {
                     json!({"method": "PUT", "path": format!("/buckets/{bucket}/collections/{collection}/records/{}", r["id"].as_str().unwrap()), "body": {"data": r}})
                 })
                 .collect();
-            let body = self.ok(reqwest::Method::POST, "/batch", Some(json!({"requests": requests}))).await;
+            let body = self
+                .ok(
+                    reqwest::Method::POST,
+                    "/batch",
+                    Some(json!({"requests": requests})),
+                )
+                .await;
             for response in body["responses"].as_array().unwrap() {
-                assert!(response["status"].as_u64().unwrap() < 300, "batch item failed: {response}");
+                assert!(
+                    response["status"].as_u64().unwrap() < 300,
+                    "batch item failed: {response}"
+                );
             }
         }
     }
 
     pub async fn delete_record(&self, bucket: &str, collection: &str, id: &str) {
-        self.ok(reqwest::Method::DELETE, &format!("/buckets/{bucket}/collections/{collection}/records/{id}"), None).await;
+        self.ok(
+            reqwest::Method::DELETE,
+            &format!("/buckets/{bucket}/collections/{collection}/records/{id}"),
+            None,
+        )
+        .await;
     }
 
     pub async fn patch_collection(&self, bucket: &str, collection: &str, data: Value) -> Value {
-        self.ok(reqwest::Method::PATCH, &format!("/buckets/{bucket}/collections/{collection}"), Some(json!({"data": data})))
-            .await["data"]
+        self.ok(
+            reqwest::Method::PATCH,
+            &format!("/buckets/{bucket}/collections/{collection}"),
+            Some(json!({"data": data})),
+        )
+        .await["data"]
             .clone()
     }
 
     pub async fn collection(&self, bucket: &str, collection: &str) -> Option<Value> {
-        let (status, body) = self.request(reqwest::Method::GET, &format!("/buckets/{bucket}/collections/{collection}"), None).await;
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/buckets/{bucket}/collections/{collection}"),
+                None,
+            )
+            .await;
         (status == 200).then(|| body["data"].clone())
     }
 
     /// Every live record, following pagination.
     pub async fn records(&self, bucket: &str, collection: &str) -> Vec<Value> {
-        let mut url = format!("{}/buckets/{bucket}/collections/{collection}/records?_limit=10000", self.url);
+        let mut url = format!(
+            "{}/buckets/{bucket}/collections/{collection}/records?_limit=10000",
+            self.url
+        );
         let mut records = Vec::new();
         loop {
-            let response = self.http.get(&url).basic_auth(self.auth.0, Some(self.auth.1)).send().await.expect("Kinto reachable");
-            let next = response.headers().get("next-page").map(|v| v.to_str().unwrap().to_owned());
+            let response = self
+                .http
+                .get(&url)
+                .basic_auth(self.auth.0, Some(self.auth.1))
+                .send()
+                .await
+                .expect("Kinto reachable");
+            let next = response
+                .headers()
+                .get("next-page")
+                .map(|v| v.to_str().unwrap().to_owned());
             let body: Value = response.json().await.expect("JSON list");
             records.extend(body["data"].as_array().cloned().unwrap_or_default());
             match next {

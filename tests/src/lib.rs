@@ -11,20 +11,33 @@ use std::path::PathBuf;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The Python venv holding Kinto and the verifier's packages (`make venv`).
 pub fn venv_bin(name: &str) -> PathBuf {
-    let venv = std::env::var_os("SIGNER_TEST_VENV").map(PathBuf::from).unwrap_or_else(|| root().join(".venv"));
+    let venv = std::env::var_os("SIGNER_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv"));
     let path = venv.join("bin").join(name);
-    assert!(path.exists(), "{} is missing: run `make venv` (make test does it)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `make venv` (make test does it)",
+        path.display()
+    );
     path
 }
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("can bind loopback").local_addr().expect("bound").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("can bind loopback")
+        .local_addr()
+        .expect("bound")
+        .port()
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `seconds`.
@@ -38,7 +51,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out after {seconds}s waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {seconds}s waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -47,12 +63,16 @@ where
 pub const FAST_QUEUE: &str = "[queue]\nlease_seconds = 4\npoll_interval_ms = 500\nbackoff_min_ms = 200\nbackoff_max_ms = 2000\nrescue_interval_seconds = 1\n";
 
 /// Records keyed by id, without the `last_modified` each server assigns.
-pub fn by_id_without_timestamps(records: &[serde_json::Value]) -> std::collections::BTreeMap<String, serde_json::Value> {
+pub fn by_id_without_timestamps(
+    records: &[serde_json::Value],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
     records
         .iter()
         .map(|r| {
             let mut r = r.clone();
-            r.as_object_mut().expect("records are objects").remove("last_modified");
+            r.as_object_mut()
+                .expect("records are objects")
+                .remove("last_modified");
             (r["id"].as_str().expect("records have ids").to_owned(), r)
         })
         .collect()

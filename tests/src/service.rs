@@ -8,9 +8,16 @@ use std::time::Duration;
 /// `target/debug` (or whichever profile runs the tests): where cargo put `signer-api` and `signer-worker`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first (make test does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (make test does)",
+        path.display()
+    );
     path
 }
 
@@ -70,7 +77,12 @@ password = "{password}"
             password = crate::kinto::SIGNER.1,
         );
         std::fs::write(&config, toml).expect("can write the config");
-        Self { public_key: dir.0.join("ecdsa.pub.pem"), dir, private_key, config }
+        Self {
+            public_key: dir.0.join("ecdsa.pub.pem"),
+            dir,
+            private_key,
+            config,
+        }
     }
 
     /// Checks `bucket/collection` on `server` with the independent Python verifier; returns its JSON verdict.
@@ -82,7 +94,11 @@ password = "{password}"
             .output()
             .expect("python verifier runs");
         serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-            panic!("verifier printed no verdict: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+            panic!(
+                "verifier printed no verdict: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
         })
     }
 }
@@ -118,7 +134,10 @@ impl Process {
 
     /// SIGTERM, the way an orchestrator stops a process.
     pub fn terminate(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
     }
 
@@ -128,7 +147,11 @@ impl Process {
             if let Some(status) = self.child.try_wait().expect("can poll the child") {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "process did not exit within {within:?}; log:\n{}", self.log_text());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit within {within:?}; log:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -156,8 +179,23 @@ impl Api {
         let port = crate::free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = setup.dir.0.join(format!("api-{port}.log"));
-        let process = Process::spawn("signer-api", &["serve", "--listen", &listen, "--workers", &workers.to_string()], &setup.config, log);
-        let api = Self { process, url: format!("http://{listen}"), http: reqwest::Client::new() };
+        let process = Process::spawn(
+            "signer-api",
+            &[
+                "serve",
+                "--listen",
+                &listen,
+                "--workers",
+                &workers.to_string(),
+            ],
+            &setup.config,
+            log,
+        );
+        let api = Self {
+            process,
+            url: format!("http://{listen}"),
+            http: reqwest::Client::new(),
+        };
         let probe = format!("{}/__lbheartbeat__", api.url);
         let http = api.http.clone();
         eventually(30, "signer-api to listen", || {
@@ -168,7 +206,11 @@ impl Api {
         api
     }
 
-    pub async fn post(&self, path: &str, body: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
         let response = self
             .http
             .post(format!("{}{path}", self.url))
@@ -179,26 +221,47 @@ impl Api {
             .expect("API reachable");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        (status, headers, response.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("API reachable");
-        (response.status().as_u16(), response.json().await.unwrap_or(serde_json::Value::Null))
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("API reachable");
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Polls a job until it reaches a final state; returns `{data, history}`.
     pub async fn wait_final(&self, job_id: &str, seconds: u64) -> serde_json::Value {
         eventually(seconds, &format!("job {job_id} to finish"), || async move {
             let (_, body) = self.get(&format!("/v1/jobs/{job_id}")).await;
-            matches!(body["data"]["state"].as_str(), Some("succeeded" | "failed" | "cancelled")).then_some(body)
+            matches!(
+                body["data"]["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+            .then_some(body)
         })
         .await
     }
 
     /// Starts a sign through `POST /v1/jobs`; returns the job id.
     pub async fn sign(&self, resource: &str) -> String {
-        let (status, _, body) = self.post("/v1/jobs", &serde_json::json!({"resource": resource}).to_string()).await;
+        let (status, _, body) = self
+            .post(
+                "/v1/jobs",
+                &serde_json::json!({"resource": resource}).to_string(),
+            )
+            .await;
         assert_eq!(status, 202, "{body}");
         body["data"]["id"].as_str().expect("job id").to_owned()
     }

@@ -7,35 +7,116 @@ use signer_e2e::service::{Api, Setup};
 use sqlx::Row as _;
 
 async fn job_count(db: &TestDb) -> i64 {
-    sqlx::query("SELECT count(*) AS n FROM jobs").fetch_one(&mut db.connect().await).await.unwrap().get("n")
+    sqlx::query("SELECT count(*) AS n FROM jobs")
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap()
+        .get("n")
 }
 
 fn assert_kinto_error(body: &Value, code: u16, errno: u16, message_part: &str) {
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["errno"], errno, "{body}");
     assert!(body["error"].is_string(), "{body}");
-    assert!(body["message"].as_str().unwrap_or_default().contains(message_part), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(message_part),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
-    let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", "[api]\nmax_body_bytes = 2048\n");
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "ws/cfr -> prod/cfr",
+        "[api]\nmax_body_bytes = 2048\n",
+    );
     let api = Api::start(&setup, 0).await;
 
     let cases: Vec<(&str, String, u16, u16, &str)> = vec![
-        ("/v1/jobs", json!({"resource": "ws/unknown"}).to_string(), 404, 111, "not a configured source collection"),
-        ("/v1/jobs", json!({"resource": "/buckets/ws"}).to_string(), 400, 109, "expected a collection"),
-        ("/v1/jobs", json!({"resource": "http://elsewhere/v1/buckets/ws/collections/cfr"}).to_string(), 400, 109, "not on the source server"),
-        ("/v1/jobs", "{\"resource\": ".to_owned(), 400, 106, "not valid JSON"),
-        ("/v1/jobs", json!({"resource": "ws/cfr", "colour": "red"}).to_string(), 400, 109, "unknown field `colour`"),
-        ("/v1/jobs", json!({"nothing": true}).to_string(), 400, 109, "invalid body"),
-        ("/v1/jobs", json!({"resource": "ws/cfr", "kind": "bake"}).to_string(), 400, 109, "unknown variant"),
-        ("/v1/jobs", json!({"resource": format!("ws/cfr{}", " ".repeat(4096))}).to_string(), 413, 113, "too large"),
-        ("/v1/webhooks/kinto", "[1, 2".to_owned(), 400, 106, "not valid JSON"),
-        ("/v1/webhooks/kinto", json!({"action": "update"}).to_string(), 400, 109, "missing field `resource_name`"),
-        ("/v1/webhooks/kinto", json!({"padding": "x".repeat(5000)}).to_string(), 413, 113, "too large"),
+        (
+            "/v1/jobs",
+            json!({"resource": "ws/unknown"}).to_string(),
+            404,
+            111,
+            "not a configured source collection",
+        ),
+        (
+            "/v1/jobs",
+            json!({"resource": "/buckets/ws"}).to_string(),
+            400,
+            109,
+            "expected a collection",
+        ),
+        (
+            "/v1/jobs",
+            json!({"resource": "http://elsewhere/v1/buckets/ws/collections/cfr"}).to_string(),
+            400,
+            109,
+            "not on the source server",
+        ),
+        (
+            "/v1/jobs",
+            "{\"resource\": ".to_owned(),
+            400,
+            106,
+            "not valid JSON",
+        ),
+        (
+            "/v1/jobs",
+            json!({"resource": "ws/cfr", "colour": "red"}).to_string(),
+            400,
+            109,
+            "unknown field `colour`",
+        ),
+        (
+            "/v1/jobs",
+            json!({"nothing": true}).to_string(),
+            400,
+            109,
+            "invalid body",
+        ),
+        (
+            "/v1/jobs",
+            json!({"resource": "ws/cfr", "kind": "bake"}).to_string(),
+            400,
+            109,
+            "unknown variant",
+        ),
+        (
+            "/v1/jobs",
+            json!({"resource": format!("ws/cfr{}", " ".repeat(4096))}).to_string(),
+            413,
+            113,
+            "too large",
+        ),
+        (
+            "/v1/webhooks/kinto",
+            "[1, 2".to_owned(),
+            400,
+            106,
+            "not valid JSON",
+        ),
+        (
+            "/v1/webhooks/kinto",
+            json!({"action": "update"}).to_string(),
+            400,
+            109,
+            "missing field `resource_name`",
+        ),
+        (
+            "/v1/webhooks/kinto",
+            json!({"padding": "x".repeat(5000)}).to_string(),
+            413,
+            113,
+            "too large",
+        ),
     ];
     for (path, body, code, errno, message) in cases {
         let (status, _, answer) = api.post(path, &body).await;
@@ -65,7 +146,11 @@ async fn concurrent_triggers_coalesce_onto_one_queued_job() {
     let api = Api::start(&setup, 0).await;
 
     let triggers = (0..20).map(|i| {
-        let body = if i % 2 == 0 { json!({"resource": "ws/cfr"}) } else { json!({"resource": "/buckets/ws/collections/cfr"}) };
+        let body = if i % 2 == 0 {
+            json!({"resource": "ws/cfr"})
+        } else {
+            json!({"resource": "/buckets/ws/collections/cfr"})
+        };
         let api = &api;
         async move { api.post("/v1/jobs", &body.to_string()).await }
     });
@@ -78,14 +163,31 @@ async fn concurrent_triggers_coalesce_onto_one_queued_job() {
         })
         .collect();
     assert_eq!(ids.len(), 1, "every trigger got the same job: {ids:?}");
-    assert_eq!(answers.iter().filter(|(_, _, b)| b["coalesced"] == false).count(), 1);
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(_, _, b)| b["coalesced"] == false)
+            .count(),
+        1
+    );
     assert_eq!(job_count(&db).await, 1);
     let (_, job) = api.get(&format!("/v1/jobs/{}", ids.first().unwrap())).await;
-    let events: Vec<&str> = job["history"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(events.iter().filter(|e| **e == "coalesced").count(), 19, "{events:?}");
+    let events: Vec<&str> = job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| **e == "coalesced").count(),
+        19,
+        "{events:?}"
+    );
 
     // Listing: filters and Kinto-style pagination.
-    let (status, page) = api.get("/v1/jobs?resource=ws/cfr&state=queued&_limit=1").await;
+    let (status, page) = api
+        .get("/v1/jobs?resource=ws/cfr&state=queued&_limit=1")
+        .await;
     assert_eq!(status, 200);
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     let (_, none) = api.get("/v1/jobs?state=running").await;
@@ -94,7 +196,10 @@ async fn concurrent_triggers_coalesce_onto_one_queued_job() {
     // A queued job can be cancelled, once.
     let id = ids.first().unwrap();
     let (status, _, cancelled) = api.post(&format!("/v1/jobs/{id}/cancel"), "").await;
-    assert_eq!((status, cancelled["data"]["state"].clone()), (200, json!("cancelled")));
+    assert_eq!(
+        (status, cancelled["data"]["state"].clone()),
+        (200, json!("cancelled"))
+    );
     let (status, _, again) = api.post(&format!("/v1/jobs/{id}/cancel"), "").await;
     assert_eq!(status, 409);
     assert_kinto_error(&again, 409, 122, "only queued jobs");

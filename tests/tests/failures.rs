@@ -17,7 +17,12 @@ async fn job(api: &Api, id: &str) -> Value {
 }
 
 fn events(job: &Value) -> Vec<String> {
-    job["history"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect()
+    job["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn wait_running(api: &Api, id: &str) -> Value {
@@ -33,7 +38,13 @@ async fn wait_pushing(kinto: &KintoServer, bucket: &str, collection: &str) {
     eventually(30, "the first records to reach the destination", || {
         let admin = admin.clone();
         async move {
-            let (status, body) = admin.request(reqwest::Method::GET, &format!("/buckets/{bucket}/collections/{collection}/records?_limit=1"), None).await;
+            let (status, body) = admin
+                .request(
+                    reqwest::Method::GET,
+                    &format!("/buckets/{bucket}/collections/{collection}/records?_limit=1"),
+                    None,
+                )
+                .await;
             (status == 200 && !body["data"].as_array().unwrap().is_empty()).then_some(())
         }
     })
@@ -41,14 +52,27 @@ async fn wait_pushing(kinto: &KintoServer, bucket: &str, collection: &str) {
 }
 
 fn worker(setup: &Setup, name: &str) -> Process {
-    Process::spawn("signer-worker", &["--concurrency", "2"], &setup.config, setup.dir.0.join(format!("{name}.log")))
+    Process::spawn(
+        "signer-worker",
+        &["--concurrency", "2"],
+        &setup.config,
+        setup.dir.0.join(format!("{name}.log")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
-    kinto.editor().create_source("ws", "big", json!({"status": "to-sign"}), &sample_records(BIG, 11)).await;
+    kinto
+        .editor()
+        .create_source(
+            "ws",
+            "big",
+            json!({"status": "to-sign"}),
+            &sample_records(BIG, 11),
+        )
+        .await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 0).await;
     let mut doomed = worker(&setup, "doomed");
@@ -58,8 +82,15 @@ async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
     wait_pushing(&kinto, "prod", "big").await;
     doomed.kill();
     let dead_worker = running["data"]["worker_id"].as_str().unwrap().to_owned();
-    assert_eq!(job(&api, &id).await["data"]["state"], "running", "the job was still in flight when killed");
-    assert_eq!(kinto.editor().collection("ws", "big").await.unwrap()["status"], "to-sign");
+    assert_eq!(
+        job(&api, &id).await["data"]["state"],
+        "running",
+        "the job was still in flight when killed"
+    );
+    assert_eq!(
+        kinto.editor().collection("ws", "big").await.unwrap()["status"],
+        "to-sign"
+    );
 
     let _rescuer = worker(&setup, "rescuer");
     let done = api.wait_final(&id, 90).await;
@@ -67,16 +98,27 @@ async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
     assert_eq!(done["data"]["attempt"], 2);
     assert_ne!(done["data"]["worker_id"].as_str().unwrap(), dead_worker);
     let history = events(&done);
-    assert_eq!(history, ["queued", "running", "rescued", "running", "succeeded"], "{done}");
+    assert_eq!(
+        history,
+        ["queued", "running", "rescued", "running", "succeeded"],
+        "{done}"
+    );
     let verdict = setup.verify(&kinto.url, "prod", "big");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(BIG)), "{verdict}");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(BIG)),
+        "{verdict}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kinto_down_during_a_job_means_retries_then_success_when_it_returns() {
     let db = TestDb::create().await;
     let source = KintoServer::start().await;
-    source.editor().create_source("ws", "cfr", json!({}), &sample_records(50, 2)).await;
+    source
+        .editor()
+        .create_source("ws", "cfr", json!({}), &sample_records(50, 2))
+        .await;
     let origin_port = free_port();
     let origin_url = format!("http://127.0.0.1:{origin_port}/v1");
     let extra = format!("{FAST_QUEUE}max_attempts = 30\n[kinto.destination]\nurl = \"{origin_url}\"\nuser = \"signer\"\npassword = \"signer-pw\"\n");
@@ -94,15 +136,25 @@ async fn kinto_down_during_a_job_means_retries_then_success_when_it_returns() {
     })
     .await;
     let error = retrying["data"]["last_error"].as_str().unwrap();
-    assert!(error.contains(&origin_port.to_string()), "the error names the unreachable server: {error}");
+    assert!(
+        error.contains(&origin_port.to_string()),
+        "the error names the unreachable server: {error}"
+    );
     assert!(events(&retrying).contains(&"retry".to_owned()));
 
     let origin = KintoServer::start_on(origin_port).await;
     let done = api.wait_final(&id, 60).await;
     assert_eq!(done["data"]["state"], "succeeded", "{done}");
     let verdict = setup.verify(&origin.url, "prod", "cfr");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(50)), "{verdict}");
-    assert_eq!(source.editor().collection("ws", "cfr").await.unwrap()["status"], "signed");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(50)),
+        "{verdict}"
+    );
+    assert_eq!(
+        source.editor().collection("ws", "cfr").await.unwrap()["status"],
+        "signed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -110,58 +162,101 @@ async fn a_source_edited_during_the_job_is_not_marked_signed_until_copied() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
     let editor = kinto.editor();
-    editor.create_source("ws", "big", json!({}), &sample_records(BIG, 5)).await;
+    editor
+        .create_source("ws", "big", json!({}), &sample_records(BIG, 5))
+        .await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 1).await;
 
     let id = api.sign("ws/big").await;
     wait_running(&api, &id).await;
     wait_pushing(&kinto, "prod", "big").await;
-    editor.put_records("ws", "big", &[json!({"id": "late-edit", "title": "written while signing"})]).await;
+    editor
+        .put_records(
+            "ws",
+            "big",
+            &[json!({"id": "late-edit", "title": "written while signing"})],
+        )
+        .await;
 
     let done = api.wait_final(&id, 90).await;
     assert_eq!(done["data"]["state"], "succeeded", "{done}");
-    assert!(done["data"]["attempt"].as_i64().unwrap() >= 2, "the first attempt must not have finished: {done}");
+    assert!(
+        done["data"]["attempt"].as_i64().unwrap() >= 2,
+        "the first attempt must not have finished: {done}"
+    );
     let history = done["history"].as_array().unwrap();
     assert!(
-        history.iter().any(|e| e["event"] == "retry" && e["detail"].as_str().unwrap().contains("changed during the job")),
+        history.iter().any(|e| e["event"] == "retry"
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("changed during the job")),
         "{done}"
     );
     let destination = by_id_without_timestamps(&editor.records("prod", "big").await);
-    assert!(destination.contains_key("late-edit"), "the late edit was copied before signing");
+    assert!(
+        destination.contains_key("late-edit"),
+        "the late edit was copied before signing"
+    );
     let verdict = setup.verify(&kinto.url, "prod", "big");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(BIG + 1)), "{verdict}");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(BIG + 1)),
+        "{verdict}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_during_a_running_job_waits_for_it_never_two_writers() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
-    kinto.editor().create_source("ws", "big", json!({}), &sample_records(BIG / 2, 9)).await;
+    kinto
+        .editor()
+        .create_source("ws", "big", json!({}), &sample_records(BIG / 2, 9))
+        .await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 4).await;
 
     let first = api.sign("ws/big").await;
     wait_running(&api, &first).await;
     let second = api.sign("ws/big").await;
-    assert_ne!(first, second, "a running job does not absorb new triggers: its snapshot may be stale");
+    assert_ne!(
+        first, second,
+        "a running job does not absorb new triggers: its snapshot may be stale"
+    );
     for _ in 0..5 {
         let (a, b) = (job(&api, &first).await, job(&api, &second).await);
-        assert!(!(a["data"]["state"] == "running" && b["data"]["state"] == "running"), "two writers on one destination");
+        assert!(
+            !(a["data"]["state"] == "running" && b["data"]["state"] == "running"),
+            "two writers on one destination"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (a, b) = (api.wait_final(&first, 90).await, api.wait_final(&second, 90).await);
-    assert_eq!((a["data"]["state"].clone(), b["data"]["state"].clone()), (json!("succeeded"), json!("succeeded")));
+    let (a, b) = (
+        api.wait_final(&first, 90).await,
+        api.wait_final(&second, 90).await,
+    );
+    assert_eq!(
+        (a["data"]["state"].clone(), b["data"]["state"].clone()),
+        (json!("succeeded"), json!("succeeded"))
+    );
     let a_end = a["data"]["finished_at"].as_str().unwrap();
     let b_start = b["data"]["started_at"].as_str().unwrap();
-    assert!(chrono::DateTime::parse_from_rfc3339(b_start).unwrap() >= chrono::DateTime::parse_from_rfc3339(a_end).unwrap());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(b_start).unwrap()
+            >= chrono::DateTime::parse_from_rfc3339(a_end).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_zero() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
-    kinto.editor().create_source("ws", "big", json!({}), &sample_records(BIG, 13)).await;
+    kinto
+        .editor()
+        .create_source("ws", "big", json!({}), &sample_records(BIG, 13))
+        .await;
     let extra = format!("{FAST_QUEUE}[worker]\nconcurrency = 1\nshutdown_grace_seconds = 1\n");
     let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", &extra);
     let api = Api::start(&setup, 0).await;
@@ -172,10 +267,17 @@ async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_ze
     wait_pushing(&kinto, "prod", "big").await;
     stopping.terminate();
     let status = stopping.wait_exit(Duration::from_secs(10)).await;
-    assert!(status.success(), "exit status {status:?}; log:\n{}", stopping.log_text());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        stopping.log_text()
+    );
     let released = job(&api, &id).await;
     assert_eq!(released["data"]["state"], "queued", "{released}");
-    assert_eq!(released["data"]["attempt"], 0, "a release does not use up an attempt");
+    assert_eq!(
+        released["data"]["attempt"], 0,
+        "a release does not use up an attempt"
+    );
     assert!(events(&released).contains(&"released".to_owned()));
 
     let _next = worker(&setup, "next");

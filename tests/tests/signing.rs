@@ -8,7 +8,11 @@ use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Setup};
 use signer_e2e::{by_id_without_timestamps, FAST_QUEUE};
 
-async fn assert_destination_mirrors_source(kinto: &KintoServer, source: (&str, &str), destination: (&str, &str)) {
+async fn assert_destination_mirrors_source(
+    kinto: &KintoServer,
+    source: (&str, &str),
+    destination: (&str, &str),
+) {
     let editor = kinto.editor();
     let src = by_id_without_timestamps(&editor.records(source.0, source.1).await);
     let dst = by_id_without_timestamps(&editor.records(destination.0, destination.1).await);
@@ -23,8 +27,15 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
     let editor = kinto.editor();
     let records = sample_records(300, 7);
     let metadata = json!({"status": "work-in-progress", "displayFields": ["title"], "sort": "-title", "secret": "not copied"});
-    editor.create_source("workspace", "cfr", metadata, &records).await;
-    let setup = Setup::new(&db.url, &kinto.url, "/buckets/workspace/collections/cfr -> /buckets/main/collections/cfr", FAST_QUEUE);
+    editor
+        .create_source("workspace", "cfr", metadata, &records)
+        .await;
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/workspace/collections/cfr -> /buckets/main/collections/cfr",
+        FAST_QUEUE,
+    );
     let api = Api::start(&setup, 2).await;
 
     let job = api.wait_final(&api.sign("workspace/cfr").await, 60).await;
@@ -33,34 +44,57 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
     assert_eq!(job["data"]["result"]["destination"]["created"], 300);
     assert_destination_mirrors_source(&kinto, ("workspace", "cfr"), ("main", "cfr")).await;
     let verdict = setup.verify(&kinto.url, "main", "cfr");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(300)), "{verdict}");
-    assert_eq!(job["data"]["result"]["destination"]["timestamp"], verdict["timestamp"]);
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(300)),
+        "{verdict}"
+    );
+    assert_eq!(
+        job["data"]["result"]["destination"]["timestamp"],
+        verdict["timestamp"]
+    );
 
     let source = editor.collection("workspace", "cfr").await.unwrap();
     assert_eq!(source["status"], "signed");
     assert_eq!(source["last_signature_by"], "plugin:kinto-signer");
-    assert!(chrono::DateTime::parse_from_rfc3339(source["last_signature_date"].as_str().unwrap()).is_ok());
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(source["last_signature_date"].as_str().unwrap())
+            .is_ok()
+    );
     let destination = editor.collection("main", "cfr").await.unwrap();
     assert_eq!(destination["displayFields"], json!(["title"]));
     assert_eq!(destination["sort"], "-title");
     assert!(destination.get("secret").is_none() && destination.get("status").is_none());
     assert_eq!(destination["signature"]["mode"], "p384ecdsa");
     assert_eq!(destination["signatures"], json!([destination["signature"]]));
-    let anonymous = reqwest::get(format!("{}/buckets/main/collections/cfr/records?_limit=1", kinto.url)).await.unwrap();
-    assert_eq!(anonymous.status(), 200, "clients read the destination anonymously");
+    let anonymous = reqwest::get(format!(
+        "{}/buckets/main/collections/cfr/records?_limit=1",
+        kinto.url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        200,
+        "clients read the destination anonymously"
+    );
 
     // Edit the source: 10 updates, 5 deletions, 3 creations; then ask for a signature as an editor would.
-    let mut changed: Vec<Value> = records[..10].iter().cloned().collect();
+    let mut changed: Vec<Value> = records[..10].to_vec();
     for r in &mut changed {
         r["title"] = json!(format!("updated ✓ {}", r["id"]));
     }
     changed.extend(sample_records(303, 8).into_iter().skip(300));
     editor.put_records("workspace", "cfr", &changed).await;
     for r in &records[290..295] {
-        editor.delete_record("workspace", "cfr", r["id"].as_str().unwrap()).await;
+        editor
+            .delete_record("workspace", "cfr", r["id"].as_str().unwrap())
+            .await;
     }
     let old = editor.collection("workspace", "cfr").await.unwrap();
-    let new = editor.patch_collection("workspace", "cfr", json!({"status": "to-sign"})).await;
+    let new = editor
+        .patch_collection("workspace", "cfr", json!({"status": "to-sign"}))
+        .await;
     let event = json!({
         "action": "update", "resource_name": "collection", "uri": "/buckets/workspace/collections/cfr",
         "bucket_id": "workspace", "collection_id": "cfr", "user_id": "basicauth:editor-id",
@@ -73,13 +107,27 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
     let job = api.wait_final(id, 60).await;
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
     let result = &job["data"]["result"]["destination"];
-    assert_eq!((result["created"].clone(), result["updated"].clone(), result["deleted"].clone()), (json!(3), json!(10), json!(5)));
+    assert_eq!(
+        (
+            result["created"].clone(),
+            result["updated"].clone(),
+            result["deleted"].clone()
+        ),
+        (json!(3), json!(10), json!(5))
+    );
     assert_destination_mirrors_source(&kinto, ("workspace", "cfr"), ("main", "cfr")).await;
     let verdict = setup.verify(&kinto.url, "main", "cfr");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(298)), "{verdict}");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(298)),
+        "{verdict}"
+    );
     let source = editor.collection("workspace", "cfr").await.unwrap();
     assert_eq!(source["status"], "signed");
-    assert_eq!(source["last_signature_by"], "basicauth:editor-id", "the webhook's user is recorded");
+    assert_eq!(
+        source["last_signature_by"], "basicauth:editor-id",
+        "the webhook's user is recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,15 +136,28 @@ async fn empty_and_all_deleted_collections_sign_and_verify() {
     let kinto = KintoServer::start().await;
     let editor = kinto.editor();
     editor.create_source("ws", "empty", json!({}), &[]).await;
-    let setup = Setup::new(&db.url, &kinto.url, "/buckets/ws -> /buckets/prod", FAST_QUEUE);
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws -> /buckets/prod",
+        FAST_QUEUE,
+    );
     let api = Api::start(&setup, 1).await;
 
-    let job = api.wait_final(&api.sign("/buckets/ws/collections/empty").await, 60).await;
+    let job = api
+        .wait_final(&api.sign("/buckets/ws/collections/empty").await, 60)
+        .await;
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
     let verdict = setup.verify(&kinto.url, "prod", "empty");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(0)), "{verdict}");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(0)),
+        "{verdict}"
+    );
 
-    editor.put_records("ws", "empty", &sample_records(2, 1)).await;
+    editor
+        .put_records("ws", "empty", &sample_records(2, 1))
+        .await;
     let job = api.wait_final(&api.sign("ws/empty").await, 60).await;
     assert_eq!(job["data"]["result"]["destination"]["records"], 2, "{job}");
     for id in ["rec-00000", "rec-00001"] {
@@ -106,7 +167,11 @@ async fn empty_and_all_deleted_collections_sign_and_verify() {
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
     assert_eq!(job["data"]["result"]["destination"]["deleted"], 2);
     let verdict = setup.verify(&kinto.url, "prod", "empty");
-    assert_eq!((verdict["valid"].clone(), verdict["records"].clone()), (json!(true), json!(0)), "{verdict}");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(0)),
+        "{verdict}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -116,7 +181,9 @@ async fn a_float_is_refused_naming_the_record_and_nothing_is_published() {
     let editor = kinto.editor();
     let mut records = sample_records(5, 3);
     records.push(json!({"id": "price-list", "price": {"eur": 1.5}}));
-    editor.create_source("ws", "floats", json!({"status": "to-sign"}), &records).await;
+    editor
+        .create_source("ws", "floats", json!({"status": "to-sign"}), &records)
+        .await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/floats -> prod/floats", FAST_QUEUE);
     let api = Api::start(&setup, 1).await;
 
@@ -124,9 +191,19 @@ async fn a_float_is_refused_naming_the_record_and_nothing_is_published() {
     assert_eq!(job["data"]["state"], "failed", "{job}");
     assert_eq!(job["data"]["attempt"], 1, "invalid data is not retried");
     let error = job["data"]["last_error"].as_str().unwrap();
-    assert!(error.contains("\"price-list\"") && error.contains("price.eur") && error.contains("float"), "{error}");
-    assert!(editor.collection("prod", "floats").await.is_none(), "nothing was published");
-    assert_eq!(editor.collection("ws", "floats").await.unwrap()["status"], "to-sign", "source untouched");
+    assert!(
+        error.contains("\"price-list\"") && error.contains("price.eur") && error.contains("float"),
+        "{error}"
+    );
+    assert!(
+        editor.collection("prod", "floats").await.is_none(),
+        "nothing was published"
+    );
+    assert_eq!(
+        editor.collection("ws", "floats").await.unwrap()["status"],
+        "to-sign",
+        "source untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,14 +213,29 @@ async fn webhook_ignores_other_events_with_a_reason_and_enqueues_nothing() {
     let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", FAST_QUEUE);
     let api = Api::start(&setup, 0).await;
     let cases = [
-        (json!({"action": "create", "resource_name": "record", "bucket_id": "ws", "collection_id": "cfr", "impacted_objects": [{"new": {"id": "r1"}}]}), "record events"),
-        (json!({"action": "update", "resource_name": "collection", "bucket_id": "ws", "impacted_objects": [{"old": {"id": "cfr", "status": "to-sign"}, "new": {"id": "cfr", "status": "signed"}}]}), "not \"to-sign\""),
-        (json!({"action": "update", "resource_name": "collection", "bucket_id": "other", "impacted_objects": [{"old": {"id": "x"}, "new": {"id": "x", "status": "to-sign"}}]}), "not a configured source"),
+        (
+            json!({"action": "create", "resource_name": "record", "bucket_id": "ws", "collection_id": "cfr", "impacted_objects": [{"new": {"id": "r1"}}]}),
+            "record events",
+        ),
+        (
+            json!({"action": "update", "resource_name": "collection", "bucket_id": "ws", "impacted_objects": [{"old": {"id": "cfr", "status": "to-sign"}, "new": {"id": "cfr", "status": "signed"}}]}),
+            "not \"to-sign\"",
+        ),
+        (
+            json!({"action": "update", "resource_name": "collection", "bucket_id": "other", "impacted_objects": [{"old": {"id": "x"}, "new": {"id": "x", "status": "to-sign"}}]}),
+            "not a configured source",
+        ),
     ];
     for (event, reason) in cases {
         let (status, _, body) = api.post("/v1/webhooks/kinto", &event.to_string()).await;
         assert_eq!(status, 200, "{body}");
-        assert!(body["ignored"][0]["reason"].as_str().unwrap().contains(reason), "{body}");
+        assert!(
+            body["ignored"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains(reason),
+            "{body}"
+        );
         assert_eq!(body["jobs"], json!([]));
     }
     let (_, listing) = api.get("/v1/jobs").await;

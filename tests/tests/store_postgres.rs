@@ -28,11 +28,20 @@ conformance!(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_database_says_what_to_do() {
-    let err = PgStore::connect("postgres://nobody:secret@127.0.0.1:1/none", 1).await.err().expect("cannot connect");
+    let err = PgStore::connect("postgres://nobody:secret@127.0.0.1:1/none", 1)
+        .await
+        .err()
+        .expect("cannot connect");
     let message = err.to_string();
-    assert!(message.contains("database unreachable at postgres://nobody:***@127.0.0.1:1/none"), "{message}");
+    assert!(
+        message.contains("database unreachable at postgres://nobody:***@127.0.0.1:1/none"),
+        "{message}"
+    );
     assert!(message.contains("start Postgres"), "{message}");
-    assert!(!message.contains("secret"), "passwords stay out of messages");
+    assert!(
+        !message.contains("secret"),
+        "passwords stay out of messages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -40,13 +49,25 @@ async fn concurrent_claims_never_hand_out_a_job_twice() {
     let db = TestDb::create().await;
     let store = std::sync::Arc::new(PgStore::connect(&db.url, 10).await.unwrap());
     for i in 0..200 {
-        signer_worker::store::JobStore::enqueue(&*store, suite::new_job(&format!("c{i}"), &format!("c{i}"), 0)).await.unwrap();
+        signer_worker::store::JobStore::enqueue(
+            &*store,
+            suite::new_job(&format!("c{i}"), &format!("c{i}"), 0),
+        )
+        .await
+        .unwrap();
     }
     let claimers = (0..8).map(|w| {
         let store = store.clone();
         tokio::spawn(async move {
             let mut mine = Vec::new();
-            while let Some(job) = signer_worker::store::JobStore::claim(&*store, &format!("w{w}"), std::time::Duration::from_secs(60)).await.unwrap() {
+            while let Some(job) = signer_worker::store::JobStore::claim(
+                &*store,
+                &format!("w{w}"),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            {
                 mine.push(job.id);
             }
             mine

@@ -13,9 +13,17 @@ const MAX_SAFE_INTEGER: u64 = 1 << 53;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CanonicalError {
     #[error("record {record_id:?}: field {path} contains a float value {value} (tip: use an integer or a string)")]
-    Float { record_id: String, path: String, value: String },
+    Float {
+        record_id: String,
+        path: String,
+        value: String,
+    },
     #[error("record {record_id:?}: field {path} holds the integer {value}, beyond ±2^53 that clients cannot represent exactly")]
-    UnsafeInteger { record_id: String, path: String, value: String },
+    UnsafeInteger {
+        record_id: String,
+        path: String,
+        value: String,
+    },
     #[error("record {record_id:?}: field {path} holds -0, which clients serialize differently")]
     NegativeZero { record_id: String, path: String },
     #[error("a record has no string `id`: {0}")]
@@ -70,7 +78,12 @@ pub fn to_canonical_string(value: &Value, context: &str) -> Result<String, Canon
     Ok(out)
 }
 
-fn write_value(out: &mut String, value: &Value, record_id: &str, path: &mut String) -> Result<(), CanonicalError> {
+fn write_value(
+    out: &mut String,
+    value: &Value,
+    record_id: &str,
+    path: &mut String,
+) -> Result<(), CanonicalError> {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -128,22 +141,43 @@ fn write_number(
     record_id: &str,
     path: &str,
 ) -> Result<(), CanonicalError> {
-    let field = || if path.is_empty() { "(root)".to_owned() } else { path.to_owned() };
+    let field = || {
+        if path.is_empty() {
+            "(root)".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
     if let Some(i) = n.as_i64() {
         if i.unsigned_abs() > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::UnsafeInteger { record_id: record_id.into(), path: field(), value: i.to_string() });
+            return Err(CanonicalError::UnsafeInteger {
+                record_id: record_id.into(),
+                path: field(),
+                value: i.to_string(),
+            });
         }
         write!(out, "{i}").expect("writing to a String cannot fail");
         return Ok(());
     }
     if let Some(u) = n.as_u64() {
-        return Err(CanonicalError::UnsafeInteger { record_id: record_id.into(), path: field(), value: u.to_string() });
+        return Err(CanonicalError::UnsafeInteger {
+            record_id: record_id.into(),
+            path: field(),
+            value: u.to_string(),
+        });
     }
     let f = n.as_f64().unwrap_or(f64::NAN);
     if f == 0.0 && f.is_sign_negative() {
-        return Err(CanonicalError::NegativeZero { record_id: record_id.into(), path: field() });
+        return Err(CanonicalError::NegativeZero {
+            record_id: record_id.into(),
+            path: field(),
+        });
     }
-    Err(CanonicalError::Float { record_id: record_id.into(), path: field(), value: n.to_string() })
+    Err(CanonicalError::Float {
+        record_id: record_id.into(),
+        path: field(),
+        value: n.to_string(),
+    })
 }
 
 fn write_string(out: &mut String, s: &str) {
@@ -193,18 +227,26 @@ mod tests {
 
     #[test]
     fn spec_example_empty_collection() {
-        assert_eq!(signed_payload(&[], 1600000000000).unwrap(), r#"{"data":[],"last_modified":"1600000000000"}"#);
+        assert_eq!(
+            signed_payload(&[], 1600000000000).unwrap(),
+            r#"{"data":[],"last_modified":"1600000000000"}"#
+        );
     }
 
     #[test]
     fn all_deleted_collection_signs_as_empty() {
         let records = vec![json!({"id":"a","deleted":true,"last_modified":3})];
-        assert_eq!(signed_payload(&records, 7).unwrap(), r#"{"data":[],"last_modified":"7"}"#);
+        assert_eq!(
+            signed_payload(&records, 7).unwrap(),
+            r#"{"data":[],"last_modified":"7"}"#
+        );
     }
 
     #[test]
     fn spec_example_escapes_unicode_and_controls() {
-        let records = vec![json!({"id":"x","last_modified":5,"a":"Ich ♥ Bücher","é":"𝄞","q":"\"/\\\n\t\u{1}\u{7f}'"})];
+        let records = vec![
+            json!({"id":"x","last_modified":5,"a":"Ich ♥ Bücher","é":"𝄞","q":"\"/\\\n\t\u{1}\u{7f}'"}),
+        ];
         assert_eq!(
             signed_payload(&records, 42).unwrap(),
             r#"{"data":[{"a":"Ich \u2665 B\u00fccher","id":"x","last_modified":5,"q":"\"/\\\n\t\u0001\u007f'","\u00e9":"\ud834\udd1e"}],"last_modified":"42"}"#
@@ -220,13 +262,19 @@ mod tests {
     #[test]
     fn keys_sort_by_code_point_not_insertion() {
         let v: Value = serde_json::from_str(r#"{"😀":2,"\ue000":1,"B":0,"a":0}"#).unwrap();
-        assert_eq!(to_canonical_string(&v, "r").unwrap(), r#"{"B":0,"a":0,"\ue000":1,"\ud83d\ude00":2}"#);
+        assert_eq!(
+            to_canonical_string(&v, "r").unwrap(),
+            r#"{"B":0,"a":0,"\ue000":1,"\ud83d\ude00":2}"#
+        );
     }
 
     #[test]
     fn duplicate_ids_keep_the_last_copy() {
         let records = vec![json!({"id":"a","v":1}), json!({"id":"a","v":2})];
-        assert_eq!(signed_payload(&records, 1).unwrap(), r#"{"data":[{"id":"a","v":2}],"last_modified":"1"}"#);
+        assert_eq!(
+            signed_payload(&records, 1).unwrap(),
+            r#"{"data":[{"id":"a","v":2}],"last_modified":"1"}"#
+        );
     }
 
     #[test]
@@ -244,26 +292,39 @@ mod tests {
             }
         );
         let huge = vec![json!({"id":"u","n":18446744073709551615u64})];
-        assert!(matches!(signed_payload(&huge, 1), Err(CanonicalError::UnsafeInteger { .. })));
+        assert!(matches!(
+            signed_payload(&huge, 1),
+            Err(CanonicalError::UnsafeInteger { .. })
+        ));
     }
 
     #[test]
     fn floats_are_refused_with_record_and_path() {
-        let records: Vec<Value> = vec![serde_json::from_str(r#"{"id":"rec-1","price":{"eur":1.5}}"#).unwrap()];
+        let records: Vec<Value> =
+            vec![serde_json::from_str(r#"{"id":"rec-1","price":{"eur":1.5}}"#).unwrap()];
         let err = signed_payload(&records, 1).unwrap_err();
         assert_eq!(err.to_string(), "record \"rec-1\": field price.eur contains a float value 1.5 (tip: use an integer or a string)");
         let whole: Vec<Value> = vec![serde_json::from_str(r#"{"id":"w","n":1.0}"#).unwrap()];
-        assert!(matches!(signed_payload(&whole, 1), Err(CanonicalError::Float { .. })));
+        assert!(matches!(
+            signed_payload(&whole, 1),
+            Err(CanonicalError::Float { .. })
+        ));
     }
 
     #[test]
     fn negative_zero_is_refused() {
         let records: Vec<Value> = vec![serde_json::from_str(r#"{"id":"z","n":-0.0}"#).unwrap()];
-        assert!(matches!(signed_payload(&records, 1), Err(CanonicalError::NegativeZero { .. })));
+        assert!(matches!(
+            signed_payload(&records, 1),
+            Err(CanonicalError::NegativeZero { .. })
+        ));
     }
 
     #[test]
     fn record_without_id_is_an_error() {
-        assert!(matches!(signed_payload(&[json!({"x":1})], 1), Err(CanonicalError::MissingId(_))));
+        assert!(matches!(
+            signed_payload(&[json!({"x":1})], 1),
+            Err(CanonicalError::MissingId(_))
+        ));
     }
 }

@@ -53,7 +53,10 @@ string_enum!(
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -104,7 +107,11 @@ pub struct Job {
 impl Job {
     /// The proof a worker holds while running this attempt; every write it makes is guarded by it.
     pub fn lease(&self) -> Option<Lease> {
-        Some(Lease { job_id: self.id, attempt: self.attempt, worker_id: self.worker_id.clone()? })
+        Some(Lease {
+            job_id: self.id,
+            attempt: self.attempt,
+            worker_id: self.worker_id.clone()?,
+        })
     }
 }
 
@@ -149,13 +156,26 @@ mod tests {
             assert_eq!(state.as_str().parse::<JobState>().unwrap(), *state);
         }
         let err = "done".parse::<JobState>().unwrap_err();
-        assert!(err.contains("queued, running, succeeded, failed, cancelled"), "{err}");
-        assert_eq!(serde_json::to_string(&JobKind::Resign).unwrap(), "\"resign\"");
+        assert!(
+            err.contains("queued, running, succeeded, failed, cancelled"),
+            "{err}"
+        );
+        assert_eq!(
+            serde_json::to_string(&JobKind::Resign).unwrap(),
+            "\"resign\""
+        );
     }
 
     #[test]
     fn only_succeeded_failed_cancelled_are_final() {
         let finals: Vec<_> = JobState::ALL.iter().filter(|s| s.is_final()).collect();
-        assert_eq!(finals, [&JobState::Succeeded, &JobState::Failed, &JobState::Cancelled]);
+        assert_eq!(
+            finals,
+            [
+                &JobState::Succeeded,
+                &JobState::Failed,
+                &JobState::Cancelled
+            ]
+        );
     }
 }

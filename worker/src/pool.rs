@@ -32,7 +32,10 @@ impl<G: Signer + 'static> JobRunner for Pipeline<G> {
     async fn run(&self, job: &Job) -> Result<serde_json::Value, JobError> {
         match Pipeline::run(self, job).await {
             Ok(outcome) => Ok(serde_json::to_value(outcome).expect("outcome serializes")),
-            Err(e) => Err(JobError { transient: e.is_transient(), message: e.to_string() }),
+            Err(e) => Err(JobError {
+                transient: e.is_transient(),
+                message: e.to_string(),
+            }),
         }
     }
 }
@@ -83,7 +86,11 @@ impl PoolSettings {
 pub fn new_worker_id(prefix: &str) -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .unwrap_or_else(|| "localhost".into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{prefix}-{host}-{}-{}", std::process::id(), &suffix[..8])
@@ -97,7 +104,11 @@ pub struct WorkerPool<S, R> {
 
 impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
     pub fn new(store: Arc<S>, runner: Arc<R>, settings: PoolSettings) -> Self {
-        Self { store, runner, settings }
+        Self {
+            store,
+            runner,
+            settings,
+        }
     }
 
     /// Runs until `shutdown` is cancelled, then drains within the grace period.
@@ -107,7 +118,11 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let hard_stop = CancellationToken::new();
         let mut running = JoinSet::new();
-        let maintenance = tokio::spawn(maintain(self.store.clone(), settings.clone(), shutdown.clone()));
+        let maintenance = tokio::spawn(maintain(
+            self.store.clone(),
+            settings.clone(),
+            shutdown.clone(),
+        ));
 
         loop {
             let slot = tokio::select! {
@@ -118,7 +133,13 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
             match self.store.claim(&settings.worker_id, settings.lease).await {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
-                    let work = execute(self.store.clone(), self.runner.clone(), settings.clone(), job, hard_stop.clone());
+                    let work = execute(
+                        self.store.clone(),
+                        self.runner.clone(),
+                        settings.clone(),
+                        job,
+                        hard_stop.clone(),
+                    );
                     running.spawn(
                         async move {
                             work.await;
@@ -141,13 +162,17 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
             }
         }
 
+        while running.try_join_next().is_some() {}
         tracing::info!(running = running.len(), grace = ?settings.shutdown_grace, "stopped claiming; draining");
         let drained = tokio::time::timeout(settings.shutdown_grace, async {
             while running.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(running = running.len(), "grace period over: releasing the remaining jobs");
+            tracing::warn!(
+                running = running.len(),
+                "grace period over: releasing the remaining jobs"
+            );
             hard_stop.cancel();
             while running.join_next().await.is_some() {}
         }
@@ -178,7 +203,12 @@ async fn execute<S: JobStore, R: JobRunner>(
     let Some(lease) = job.lease() else { return };
     tracing::info!("job started");
     let lease_lost = CancellationToken::new();
-    let heartbeat = tokio::spawn(keep_lease(store.clone(), lease.clone(), settings.lease, lease_lost.clone()));
+    let heartbeat = tokio::spawn(keep_lease(
+        store.clone(),
+        lease.clone(),
+        settings.lease,
+        lease_lost.clone(),
+    ));
     let outcome = tokio::select! {
         result = runner.run(&job) => Some(result),
         () = lease_lost.cancelled() => None,
@@ -219,10 +249,18 @@ async fn record<S: JobStore>(
         Err(e) if e.transient => {
             let delay = settings.retry_delay(job.attempt);
             match store.retry(lease, &e.message, delay).await? {
-                RetryOutcome::Scheduled => tracing::warn!(error = %e.message, ?delay, "attempt failed; retry scheduled"),
-                RetryOutcome::Exhausted => tracing::error!(error = %e.message, "attempt failed; out of attempts"),
-                RetryOutcome::Superseded => tracing::info!(error = %e.message, "attempt failed; a newer job will do it"),
-                RetryOutcome::LeaseLost => tracing::warn!(error = %e.message, "attempt failed after its lease was lost"),
+                RetryOutcome::Scheduled => {
+                    tracing::warn!(error = %e.message, ?delay, "attempt failed; retry scheduled")
+                }
+                RetryOutcome::Exhausted => {
+                    tracing::error!(error = %e.message, "attempt failed; out of attempts")
+                }
+                RetryOutcome::Superseded => {
+                    tracing::info!(error = %e.message, "attempt failed; a newer job will do it")
+                }
+                RetryOutcome::LeaseLost => {
+                    tracing::warn!(error = %e.message, "attempt failed after its lease was lost")
+                }
             }
         }
         Err(e) => {
@@ -234,7 +272,12 @@ async fn record<S: JobStore>(
 }
 
 /// Renews the lease every third of its length; cancels `lost` once the store says it is no longer ours.
-async fn keep_lease<S: JobStore>(store: Arc<S>, lease: Lease, duration: Duration, lost: CancellationToken) {
+async fn keep_lease<S: JobStore>(
+    store: Arc<S>,
+    lease: Lease,
+    duration: Duration,
+    lost: CancellationToken,
+) {
     let mut tick = tokio::time::interval(duration / 3);
     tick.tick().await;
     loop {
@@ -252,7 +295,11 @@ async fn keep_lease<S: JobStore>(store: Arc<S>, lease: Lease, duration: Duration
 
 /// Rescues expired leases and prunes old finished jobs. Safe on every worker at once: the store's updates are
 /// guarded and skip locked rows.
-async fn maintain<S: JobStore>(store: Arc<S>, settings: Arc<PoolSettings>, shutdown: CancellationToken) {
+async fn maintain<S: JobStore>(
+    store: Arc<S>,
+    settings: Arc<PoolSettings>,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(settings.rescue_interval);
     loop {
         tokio::select! {

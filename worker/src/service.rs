@@ -38,26 +38,55 @@ pub struct Service {
 
 impl Service {
     pub async fn start(settings: Settings) -> Result<Self, StartupError> {
-        let key_path = settings.ecdsa.private_key.clone().ok_or(StartupError::NoKey)?;
+        let key_path = settings
+            .ecdsa
+            .private_key
+            .clone()
+            .ok_or(StartupError::NoKey)?;
         let signer = LocalEcdsaSigner::from_pem_file(&key_path)?;
         let client = |s: &crate::config::ServerSettings| {
-            KintoClient::new(s).map(Arc::new).map_err(|reason| StartupError::Kinto { url: s.url.clone(), reason })
+            KintoClient::new(s)
+                .map(Arc::new)
+                .map_err(|reason| StartupError::Kinto {
+                    url: s.url.clone(),
+                    reason,
+                })
         };
         let source = client(&settings.kinto.source)?;
         let destination = match &settings.kinto.destination {
             Some(d) if d != &settings.kinto.source => client(d)?,
             _ => source.clone(),
         };
-        let pipeline = Arc::new(Pipeline::new(settings.parsed_resources()?, source, destination, signer));
-        let url = settings.database_url.clone().ok_or(StartupError::NoDatabase)?;
-        let connections = u32::try_from(settings.worker.concurrency).unwrap_or(u32::MAX).saturating_mul(2).max(5);
+        let pipeline = Arc::new(Pipeline::new(
+            settings.parsed_resources()?,
+            source,
+            destination,
+            signer,
+        ));
+        let url = settings
+            .database_url
+            .clone()
+            .ok_or(StartupError::NoDatabase)?;
+        let connections = u32::try_from(settings.worker.concurrency)
+            .unwrap_or(u32::MAX)
+            .saturating_mul(2)
+            .max(5);
         let store = Arc::new(PgStore::connect(&url, connections).await?);
-        Ok(Self { settings, store, pipeline })
+        Ok(Self {
+            settings,
+            store,
+            pipeline,
+        })
     }
 
     /// Starts one pool of `concurrency` workers; it returns once `shutdown` fired and it drained.
-    pub fn spawn_pool(&self, concurrency: usize, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let mut pool_settings = PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
+    pub fn spawn_pool(
+        &self,
+        concurrency: usize,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut pool_settings =
+            PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
         pool_settings.concurrency = concurrency;
         let waker = PgWaker::new(self.store.pool().clone(), self.settings.queue.listen);
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
@@ -85,9 +114,15 @@ pub fn shutdown_on_signals() -> CancellationToken {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }

@@ -11,7 +11,11 @@ use signer_worker::store::JobStore as _;
 /// Readiness: every dependency answers (503 with the failing check otherwise).
 pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
     let database = state.store.ping().await.is_ok();
-    let status = if database { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(json!({"database": database})))
 }
 

@@ -33,16 +33,31 @@ fn default_kind() -> JobKind {
     JobKind::Sign
 }
 
-pub async fn create(State(state): State<AppState>, JsonBody(body): JsonBody<CreateJob>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateJob>,
+) -> Result<Response, ApiError> {
     if body.kind != JobKind::Sign {
-        return Err(ApiError::invalid(format!("kind {:?} is not supported yet; only \"sign\" is", body.kind.as_str())));
+        return Err(ApiError::invalid(format!(
+            "kind {:?} is not supported yet; only \"sign\" is",
+            body.kind.as_str()
+        )));
     }
     let source = parse_source(&state, &body.resource)?;
-    let resource = state
-        .resolve(&source)
-        .ok_or_else(|| ApiError::not_found(format!("{source} is not a configured source collection")))?;
-    let new = state.new_job(&resource, Trigger::Api, state.default_principal.to_string(), body.priority);
-    let enqueued = state.store.enqueue(new).await.map_err(|e| ApiError::backend(&e))?;
+    let resource = state.resolve(&source).ok_or_else(|| {
+        ApiError::not_found(format!("{source} is not a configured source collection"))
+    })?;
+    let new = state.new_job(
+        &resource,
+        Trigger::Api,
+        state.default_principal.to_string(),
+        body.priority,
+    );
+    let enqueued = state
+        .store
+        .enqueue(new)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     Ok(accepted(&enqueued))
 }
 
@@ -51,7 +66,10 @@ pub fn accepted(enqueued: &Enqueued) -> Response {
     let location = format!("/v1/jobs/{}", enqueued.job.id);
     let body = json!({"data": enqueued.job, "coalesced": enqueued.coalesced});
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).expect("a uuid path is ASCII"));
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("a uuid path is ASCII"),
+    );
     response
 }
 
@@ -59,7 +77,10 @@ fn parse_source(state: &AppState, text: &str) -> Result<CollectionRef, ApiError>
     let text = text.trim();
     let path = if text.starts_with("http://") || text.starts_with("https://") {
         text.strip_prefix(&*state.source_url).ok_or_else(|| {
-            ApiError::invalid(format!("{text} is not on the source server {}", state.source_url))
+            ApiError::invalid(format!(
+                "{text} is not on the source server {}",
+                state.source_url
+            ))
         })?
     } else {
         text
@@ -67,11 +88,22 @@ fn parse_source(state: &AppState, text: &str) -> Result<CollectionRef, ApiError>
     CollectionRef::parse(path).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let job = state.store.get(id).await.map_err(|e| ApiError::backend(&e))?;
+    let job = state
+        .store
+        .get(id)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     let job = job.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    let history = state.store.history(id).await.map_err(|e| ApiError::backend(&e))?;
+    let history = state
+        .store
+        .history(id)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     Ok(Json(json!({"data": job, "history": history})).into_response())
 }
 
@@ -80,8 +112,12 @@ pub async fn list(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let invalid = |message: String| ApiError::new(StatusCode::BAD_REQUEST, Errno::InvalidParameters, message);
-    let mut filter = JobFilter { limit: DEFAULT_PAGE, ..JobFilter::default() };
+    let invalid =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, Errno::InvalidParameters, message);
+    let mut filter = JobFilter {
+        limit: DEFAULT_PAGE,
+        ..JobFilter::default()
+    };
     for (name, value) in &params {
         match name.as_str() {
             "resource" => filter.resource = Some(parse_source(&state, value)?.uri()),
@@ -93,11 +129,25 @@ pub async fn list(
                     .filter(|n| (1..=MAX_PAGE).contains(n))
                     .ok_or_else(|| invalid(format!("_limit must be between 1 and {MAX_PAGE}")))?
             }
-            "_token" => filter.before = Some(value.parse().map_err(|_| invalid("_token is not a valid page token".into()))?),
-            other => return Err(invalid(format!("unknown parameter {other:?} (use resource, state, _limit, _token)"))),
+            "_token" => {
+                filter.before = Some(
+                    value
+                        .parse()
+                        .map_err(|_| invalid("_token is not a valid page token".into()))?,
+                )
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown parameter {other:?} (use resource, state, _limit, _token)"
+                )))
+            }
         }
     }
-    let jobs = state.store.list(&filter).await.map_err(|e| ApiError::backend(&e))?;
+    let jobs = state
+        .store
+        .list(&filter)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     let mut response = Json(json!({"data": jobs})).into_response();
     if let Some(last) = jobs.last().filter(|_| jobs.len() as i64 == filter.limit) {
         let next = next_page_url(&headers, &params, last.id);
@@ -110,29 +160,63 @@ pub async fn list(
 
 /// Kinto-style `Next-Page`: the same query with the page token of the last job shown.
 fn next_page_url(headers: &HeaderMap, params: &HashMap<String, String>, last: Uuid) -> String {
-    let mut query: Vec<(String, String)> = params.iter().filter(|(k, _)| *k != "_token").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut query: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| *k != "_token")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     query.push(("_token".into(), last.to_string()));
     query.sort();
-    let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(query)
+        .finish();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
     format!("http://{host}/v1/jobs?{encoded}")
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let job = state.store.get(id).await.map_err(|e| ApiError::backend(&e))?;
+    let job = state
+        .store
+        .get(id)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     let job = job.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    if !state.store.cancel(id, &state.default_principal).await.map_err(|e| ApiError::backend(&e))? {
+    if !state
+        .store
+        .cancel(id, &state.default_principal)
+        .await
+        .map_err(|e| ApiError::backend(&e))?
+    {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Errno::Conflict,
-            format!("job {id} is {}: only queued jobs can be cancelled", job.state),
+            format!(
+                "job {id} is {}: only queued jobs can be cancelled",
+                job.state
+            ),
         ));
     }
-    let job = state.store.get(id).await.map_err(|e| ApiError::backend(&e))?;
+    let job = state
+        .store
+        .get(id)
+        .await
+        .map_err(|e| ApiError::backend(&e))?;
     Ok(Json(json!({"data": job})).into_response())
 }
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {
-    text.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Errno::InvalidResourceId, format!("{text:?} is not a job id")))
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Errno::InvalidResourceId,
+            format!("{text:?} is not a job id"),
+        )
+    })
 }

@@ -20,9 +20,19 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/__heartbeat__", get(health::heartbeat))
         .route("/__lbheartbeat__", get(health::lbheartbeat))
         .route("/__version__", get(health::version))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, Errno::MissingResource, "no such endpoint") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Errno::MissingResource,
+                "no such endpoint",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, Errno::MethodNotAllowed, "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Errno::MethodNotAllowed,
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -31,7 +31,10 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fatal(&e),
     };
-    let concurrency = cli.concurrency.unwrap_or(settings.worker.concurrency).max(1);
+    let concurrency = cli
+        .concurrency
+        .unwrap_or(settings.worker.concurrency)
+        .max(1);
     let service = match Service::start(settings).await {
         Ok(s) => s,
         Err(e) => return fatal(&e),

@@ -156,8 +156,14 @@ impl Default for Settings {
                 retention_hours: 24 * 7,
                 listen: true,
             },
-            api: ApiSettings { listen: "127.0.0.1:8000".into(), max_body_bytes: 1 << 20 },
-            worker: WorkerSettings { concurrency: 4, shutdown_grace_seconds: 30 },
+            api: ApiSettings {
+                listen: "127.0.0.1:8000".into(),
+                max_body_bytes: 1 << 20,
+            },
+            worker: WorkerSettings {
+                concurrency: 4,
+                shutdown_grace_seconds: 30,
+            },
         }
     }
 }
@@ -168,7 +174,10 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(ConfigError::Invalid(format!("config file {} does not exist", path.display())));
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -188,11 +197,18 @@ impl Settings {
             ));
         }
         self.signer_backend_kind()?;
-        for server in [Some(&self.kinto.source), self.kinto.destination.as_ref()].into_iter().flatten() {
-            url::Url::parse(&server.url)
-                .map_err(|e| ConfigError::Invalid(format!("kinto server url {:?}: {e}", server.url)))?;
+        for server in [Some(&self.kinto.source), self.kinto.destination.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            url::Url::parse(&server.url).map_err(|e| {
+                ConfigError::Invalid(format!("kinto server url {:?}: {e}", server.url))
+            })?;
         }
-        if self.queue.max_attempts < 1 || self.queue.lease_seconds < 3 || self.worker.concurrency < 1 {
+        if self.queue.max_attempts < 1
+            || self.queue.lease_seconds < 3
+            || self.worker.concurrency < 1
+        {
             return Err(ConfigError::Invalid(
                 "queue.max_attempts and worker.concurrency must be at least 1, queue.lease_seconds at least 3".into(),
             ));
@@ -215,7 +231,10 @@ impl Settings {
     }
 
     pub fn destination_server(&self) -> &ServerSettings {
-        self.kinto.destination.as_ref().unwrap_or(&self.kinto.source)
+        self.kinto
+            .destination
+            .as_ref()
+            .unwrap_or(&self.kinto.source)
     }
 
     pub fn lease(&self) -> Duration {
@@ -266,9 +285,18 @@ mod tests {
         let cases = [
             ("resources = \"a/b -> /buckets/c\"", "cannot mix"),
             ("resources = \"\"", "`resources` is empty"),
-            ("resources = \"a/b -> c/d\"\nsigner_backend = \"hsm\"", "unknown signer_backend"),
-            ("resources = \"a/b -> c/d\"\nunknown_key = 1", "unknown field"),
-            ("resources = \"a/b -> c/d\"\n[kinto.source]\nurl = \"not a url\"", "kinto server url"),
+            (
+                "resources = \"a/b -> c/d\"\nsigner_backend = \"hsm\"",
+                "unknown signer_backend",
+            ),
+            (
+                "resources = \"a/b -> c/d\"\nunknown_key = 1",
+                "unknown field",
+            ),
+            (
+                "resources = \"a/b -> c/d\"\n[kinto.source]\nurl = \"not a url\"",
+                "kinto server url",
+            ),
         ];
         for (text, expected) in cases {
             let err = load_toml(text).unwrap_err().to_string();

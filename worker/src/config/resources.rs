@@ -15,14 +15,23 @@ pub struct CollectionRef {
 
 impl CollectionRef {
     pub fn new(bucket: impl Into<String>, collection: impl Into<String>) -> Self {
-        Self { bucket: bucket.into(), collection: collection.into() }
+        Self {
+            bucket: bucket.into(),
+            collection: collection.into(),
+        }
     }
 
     /// Parses `/buckets/b/collections/c` or `b/c`.
     pub fn parse(text: &str) -> Result<Self, ResourceError> {
         match parse_uri(text)? {
-            Uri { bucket, collection: Some(collection) } => Ok(Self { bucket, collection }),
-            Uri { .. } => Err(ResourceError::new(text, "expected a collection, got a bucket")),
+            Uri {
+                bucket,
+                collection: Some(collection),
+            } => Ok(Self { bucket, collection }),
+            Uri { .. } => Err(ResourceError::new(
+                text,
+                "expected a collection, got a bucket",
+            )),
         }
     }
 
@@ -54,7 +63,10 @@ pub struct ResourceError {
 
 impl ResourceError {
     fn new(text: &str, reason: impl Into<String>) -> Self {
-        Self { text: text.to_owned(), reason: reason.into() }
+        Self {
+            text: text.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -80,14 +92,27 @@ pub struct Resources {
 impl Resources {
     /// Parses the multi-line setting; every line must be valid and no URI may appear twice.
     pub fn parse(text: &str) -> Result<Self, ResourceError> {
-        let lines = text.split(['\n', '\r', ',']).map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let lines = text
+            .split(['\n', '\r', ','])
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
         let mut rules: Vec<Rule> = Vec::new();
         let mut seen: Vec<Uri> = Vec::new();
         for line in lines {
             let rule = parse_rule(line)?;
-            for uri in [Some(&rule.source), rule.preview.as_ref(), Some(&rule.destination)].into_iter().flatten() {
+            for uri in [
+                Some(&rule.source),
+                rule.preview.as_ref(),
+                Some(&rule.destination),
+            ]
+            .into_iter()
+            .flatten()
+            {
                 if seen.contains(uri) {
-                    return Err(ResourceError::new(line, format!("{} appears in more than one place", display(uri))));
+                    return Err(ResourceError::new(
+                        line,
+                        format!("{} appears in more than one place", display(uri)),
+                    ));
                 }
                 seen.push(uri.clone());
             }
@@ -102,18 +127,27 @@ impl Resources {
 
     /// Resolves a source collection, the collection rule winning over its bucket's rule.
     pub fn resolve(&self, source: &CollectionRef) -> Option<Resource> {
-        let exact = self
-            .rules
-            .iter()
-            .find(|r| r.source.bucket == source.bucket && r.source.collection.as_deref() == Some(&source.collection));
+        let exact = self.rules.iter().find(|r| {
+            r.source.bucket == source.bucket
+                && r.source.collection.as_deref() == Some(&source.collection)
+        });
         let rule = exact.or_else(|| {
-            self.rules.iter().find(|r| r.source.bucket == source.bucket && r.source.collection.is_none())
+            self.rules
+                .iter()
+                .find(|r| r.source.bucket == source.bucket && r.source.collection.is_none())
         })?;
         let place = |uri: &Uri| CollectionRef {
             bucket: uri.bucket.clone(),
-            collection: uri.collection.clone().unwrap_or_else(|| source.collection.clone()),
+            collection: uri
+                .collection
+                .clone()
+                .unwrap_or_else(|| source.collection.clone()),
         };
-        Some(Resource { source: source.clone(), preview: rule.preview.as_ref().map(place), destination: place(&rule.destination) })
+        Some(Resource {
+            source: source.clone(),
+            preview: rule.preview.as_ref().map(place),
+            destination: place(&rule.destination),
+        })
     }
 
     /// The source URIs as written (for the capability listing and error messages).
@@ -125,11 +159,19 @@ impl Resources {
 fn parse_rule(line: &str) -> Result<Rule, ResourceError> {
     let separator = if line.contains("->") { "->" } else { ";" };
     let parts: Vec<&str> = line.split(separator).map(str::trim).collect();
-    let uris = parts.iter().map(|p| parse_uri(p)).collect::<Result<Vec<_>, _>>()?;
+    let uris = parts
+        .iter()
+        .map(|p| parse_uri(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let (source, preview, destination) = match uris.as_slice() {
         [s, d] => (s.clone(), None, d.clone()),
         [s, p, d] => (s.clone(), Some(p.clone()), d.clone()),
-        _ => return Err(ResourceError::new(line, "expected `source -> destination` or `source -> preview -> destination`")),
+        _ => {
+            return Err(ResourceError::new(
+                line,
+                "expected `source -> destination` or `source -> preview -> destination`",
+            ))
+        }
     };
     let is_bucket = source.collection.is_none();
     let all_same_kind = [Some(&source), preview.as_ref(), Some(&destination)]
@@ -137,9 +179,16 @@ fn parse_rule(line: &str) -> Result<Rule, ResourceError> {
         .flatten()
         .all(|u| u.collection.is_none() == is_bucket);
     if !all_same_kind {
-        return Err(ResourceError::new(line, "cannot mix bucket and collection URIs in one rule"));
+        return Err(ResourceError::new(
+            line,
+            "cannot mix bucket and collection URIs in one rule",
+        ));
     }
-    Ok(Rule { source, preview, destination })
+    Ok(Rule {
+        source,
+        preview,
+        destination,
+    })
 }
 
 fn parse_uri(text: &str) -> Result<Uri, ResourceError> {
@@ -148,18 +197,32 @@ fn parse_uri(text: &str) -> Result<Uri, ResourceError> {
         [b, c] => (*b, Some(*c)),
         ["", "buckets", b] => (*b, None),
         ["", "buckets", b, "collections", c] => (*b, Some(*c)),
-        _ => return Err(ResourceError::new(text, "expected /buckets/<bid>, /buckets/<bid>/collections/<cid> or <bid>/<cid>")),
+        _ => {
+            return Err(ResourceError::new(
+                text,
+                "expected /buckets/<bid>, /buckets/<bid>/collections/<cid> or <bid>/<cid>",
+            ))
+        }
     };
     for id in [Some(bucket), collection].into_iter().flatten() {
         if !is_valid_id(id) {
-            return Err(ResourceError::new(text, format!("{id:?} is not a valid Kinto id (letters, digits, - and _)")));
+            return Err(ResourceError::new(
+                text,
+                format!("{id:?} is not a valid Kinto id (letters, digits, - and _)"),
+            ));
         }
     }
-    Ok(Uri { bucket: bucket.to_owned(), collection: collection.map(str::to_owned) })
+    Ok(Uri {
+        bucket: bucket.to_owned(),
+        collection: collection.map(str::to_owned),
+    })
 }
 
 fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn display(uri: &Uri) -> String {
@@ -183,7 +246,10 @@ mod tests {
             "source/c1;destination/c1\n/buckets/a/collections/b -> /buckets/c/collections/d\n /buckets/ws -> /buckets/preview -> /buckets/main ",
         )
         .unwrap();
-        assert_eq!(r.resolve(&c("source", "c1")).unwrap().destination, c("destination", "c1"));
+        assert_eq!(
+            r.resolve(&c("source", "c1")).unwrap().destination,
+            c("destination", "c1")
+        );
         assert_eq!(r.resolve(&c("a", "b")).unwrap().destination, c("c", "d"));
         let bucket_wide = r.resolve(&c("ws", "anything")).unwrap();
         assert_eq!(bucket_wide.preview, Some(c("preview", "anything")));
@@ -194,9 +260,16 @@ mod tests {
 
     #[test]
     fn collection_rule_overrides_its_bucket_rule() {
-        let r = Resources::parse("/buckets/ws -> /buckets/main\nws/special -> other/special").unwrap();
-        assert_eq!(r.resolve(&c("ws", "special")).unwrap().destination, c("other", "special"));
-        assert_eq!(r.resolve(&c("ws", "plain")).unwrap().destination, c("main", "plain"));
+        let r =
+            Resources::parse("/buckets/ws -> /buckets/main\nws/special -> other/special").unwrap();
+        assert_eq!(
+            r.resolve(&c("ws", "special")).unwrap().destination,
+            c("other", "special")
+        );
+        assert_eq!(
+            r.resolve(&c("ws", "plain")).unwrap().destination,
+            c("main", "plain")
+        );
     }
 
     #[test]
@@ -204,7 +277,10 @@ mod tests {
         let cases = [
             ("a/b -> /buckets/c", "cannot mix"),
             ("a/b", "expected `source -> destination`"),
-            ("a/b -> c/d -> e/f -> g/h", "expected `source -> destination`"),
+            (
+                "a/b -> c/d -> e/f -> g/h",
+                "expected `source -> destination`",
+            ),
             ("a/b -> c/d/e", "expected /buckets/<bid>"),
             ("a/b c -> d/e", "not a valid Kinto id"),
             ("a/b -> c/d\na/b -> e/f", "appears in more than one place"),
@@ -218,7 +294,10 @@ mod tests {
 
     #[test]
     fn collection_ref_parses_both_forms() {
-        assert_eq!(CollectionRef::parse("/buckets/a/collections/b").unwrap(), c("a", "b"));
+        assert_eq!(
+            CollectionRef::parse("/buckets/a/collections/b").unwrap(),
+            c("a", "b")
+        );
         assert_eq!(CollectionRef::parse("a/b").unwrap(), c("a", "b"));
         assert!(CollectionRef::parse("/buckets/a").is_err());
         assert_eq!(c("a", "b").uri(), "/buckets/a/collections/b");

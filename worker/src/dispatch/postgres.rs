@@ -15,7 +15,11 @@ pub struct PgWaker {
 impl PgWaker {
     /// `listen = false` is the poll-only mode.
     pub fn new(pool: PgPool, listen: bool) -> Self {
-        Self { pool, listener: None, enabled: listen }
+        Self {
+            pool,
+            listener: None,
+            enabled: listen,
+        }
     }
 
     /// Returns when a job may be runnable: a notification arrived, or `max` elapsed.

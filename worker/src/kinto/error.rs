@@ -4,7 +4,11 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum KintoError {
     #[error("{method} {url}: {source}")]
-    Network { method: String, url: String, source: reqwest::Error },
+    Network {
+        method: String,
+        url: String,
+        source: reqwest::Error,
+    },
     #[error("{method} {url} answered {status}{}: {message}", errno.map(|e| format!(" (errno {e})")).unwrap_or_default())]
     Status {
         method: String,
@@ -15,11 +19,21 @@ pub enum KintoError {
         retry_after: Option<Duration>,
     },
     #[error("{method} {url}: unexpected response: {reason}")]
-    Invalid { method: String, url: String, reason: String },
-    #[error("the records of {uri} changed while they were being listed (ETag {first} then {last})")]
+    Invalid {
+        method: String,
+        url: String,
+        reason: String,
+    },
+    #[error(
+        "the records of {uri} changed while they were being listed (ETag {first} then {last})"
+    )]
     ListingMoved { uri: String, first: i64, last: i64 },
     #[error("batch request {path} answered {status}: {message}")]
-    BatchItem { path: String, status: u16, message: String },
+    BatchItem {
+        path: String,
+        status: u16,
+        message: String,
+    },
 }
 
 impl KintoError {
@@ -40,7 +54,9 @@ impl KintoError {
     pub fn is_retryable_in_place(&self) -> bool {
         match self {
             KintoError::Network { .. } => true,
-            KintoError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 409 | 429),
+            KintoError::Status { status, .. } => {
+                *status >= 500 || matches!(status, 408 | 409 | 429)
+            }
             _ => false,
         }
     }
@@ -54,7 +70,9 @@ impl KintoError {
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            KintoError::Status { status, .. } | KintoError::BatchItem { status, .. } => Some(*status),
+            KintoError::Status { status, .. } | KintoError::BatchItem { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }

@@ -22,8 +22,13 @@ const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Full replacement of a record (idempotent, so safe to retry).
-    Put { id: String, data: Value },
-    Delete { id: String },
+    Put {
+        id: String,
+        data: Value,
+    },
+    Delete {
+        id: String,
+    },
 }
 
 /// A collection's records as listed, with the records timestamp (`ETag`).
@@ -58,14 +63,17 @@ impl KintoClient {
             (Some(token), _) => Some(format!("{} {token}", settings.token_type)),
             (None, Some(user)) => Some(format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", settings.password.as_deref().unwrap_or_default()))
+                base64::engine::general_purpose::STANDARD.encode(format!(
+                    "{user}:{}",
+                    settings.password.as_deref().unwrap_or_default()
+                ))
             )),
             (None, None) => None,
         };
         let auth = auth
             .map(|value| {
-                let mut value = HeaderValue::from_str(&value).map_err(|_| "credentials contain invalid characters")?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| "credentials contain invalid characters")?;
                 value.set_sensitive(true);
                 Ok::<_, String>(value)
             })
@@ -97,7 +105,10 @@ impl KintoClient {
 
     /// `GET /v1/`: the server's settings and capabilities.
     pub async fn server_info(&self) -> Result<Value, KintoError> {
-        Ok(self.send(Method::GET, self.url("/"), None, HeaderMap::new()).await?.1)
+        Ok(self
+            .send(Method::GET, self.url("/"), None, HeaderMap::new())
+            .await?
+            .1)
     }
 
     async fn batch_max_requests(&self) -> Result<usize, KintoError> {
@@ -115,12 +126,24 @@ impl KintoClient {
     }
 
     /// The collection object, or `None` when it does not exist.
-    pub async fn get_collection(&self, c: &CollectionRef) -> Result<Option<CollectionObject>, KintoError> {
-        match self.send(Method::GET, self.url(&c.uri()), None, HeaderMap::new()).await {
+    pub async fn get_collection(
+        &self,
+        c: &CollectionRef,
+    ) -> Result<Option<CollectionObject>, KintoError> {
+        match self
+            .send(Method::GET, self.url(&c.uri()), None, HeaderMap::new())
+            .await
+        {
             Ok((_, body)) => {
                 let data = body.get("data").cloned().unwrap_or(Value::Null);
-                let last_modified = data.get("last_modified").and_then(Value::as_i64).unwrap_or_default();
-                Ok(Some(CollectionObject { data, last_modified }))
+                let last_modified = data
+                    .get("last_modified")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default();
+                Ok(Some(CollectionObject {
+                    data,
+                    last_modified,
+                }))
             }
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
@@ -130,12 +153,19 @@ impl KintoClient {
     /// All live records (no tombstones), following `Next-Page`; the timestamp is the first page's `ETag`, and the
     /// listing is refused if the `ETag` moved before the last page (records changed underneath).
     pub async fn list_records(&self, c: &CollectionRef) -> Result<Listing, KintoError> {
-        let mut url = format!("{}?_limit={}&_sort=id", self.url(&format!("{}/records", c.uri())), self.page_size);
+        let mut url = format!(
+            "{}?_limit={}&_sort=id",
+            self.url(&format!("{}/records", c.uri())),
+            self.page_size
+        );
         let mut records = Vec::new();
         let mut first_ts = None;
         loop {
-            let (headers, body) = self.send(Method::GET, url.clone(), None, HeaderMap::new()).await?;
-            let ts = etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
+            let (headers, body) = self
+                .send(Method::GET, url.clone(), None, HeaderMap::new())
+                .await?;
+            let ts =
+                etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert(ts);
             match body.get("data") {
                 Some(Value::Array(page)) => records.extend(page.iter().cloned()),
@@ -143,8 +173,19 @@ impl KintoClient {
             }
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {
                 Some(next) => url = next.to_owned(),
-                None if ts != first => return Err(KintoError::ListingMoved { uri: c.uri(), first, last: ts }),
-                None => return Ok(Listing { records, timestamp: first }),
+                None if ts != first => {
+                    return Err(KintoError::ListingMoved {
+                        uri: c.uri(),
+                        first,
+                        last: ts,
+                    })
+                }
+                None => {
+                    return Ok(Listing {
+                        records,
+                        timestamp: first,
+                    })
+                }
             }
         }
     }
@@ -152,25 +193,32 @@ impl KintoClient {
     /// The records timestamp alone (cheap: one record, read from the `ETag`).
     pub async fn records_timestamp(&self, c: &CollectionRef) -> Result<i64, KintoError> {
         let url = format!("{}?_limit=1", self.url(&format!("{}/records", c.uri())));
-        let (headers, _) = self.send(Method::GET, url.clone(), None, HeaderMap::new()).await?;
+        let (headers, _) = self
+            .send(Method::GET, url.clone(), None, HeaderMap::new())
+            .await?;
         etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))
     }
 
     /// Creates the bucket if missing (an existing one is left as it is).
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), KintoError> {
-        self.create_if_missing(&format!("/buckets/{bucket}"), json!({})).await
+        self.create_if_missing(&format!("/buckets/{bucket}"), json!({}))
+            .await
     }
 
     /// Creates the collection if missing, readable by everyone (clients read destinations anonymously).
     pub async fn ensure_collection(&self, c: &CollectionRef) -> Result<(), KintoError> {
-        self.create_if_missing(&c.uri(), json!({"read": ["system.Everyone"]})).await
+        self.create_if_missing(&c.uri(), json!({"read": ["system.Everyone"]}))
+            .await
     }
 
     async fn create_if_missing(&self, path: &str, permissions: Value) -> Result<(), KintoError> {
         let mut headers = HeaderMap::new();
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
         let body = json!({"data": {}, "permissions": permissions});
-        match self.send(Method::PUT, self.url(path), Some(body), headers).await {
+        match self
+            .send(Method::PUT, self.url(path), Some(body), headers)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(412) => Ok(()),
             Err(e) => Err(e),
@@ -198,7 +246,12 @@ impl KintoClient {
                 })
                 .collect();
             let (_, body) = self
-                .send(Method::POST, self.url("/batch"), Some(json!({"requests": requests})), HeaderMap::new())
+                .send(
+                    Method::POST,
+                    self.url("/batch"),
+                    Some(json!({"requests": requests})),
+                    HeaderMap::new(),
+                )
                 .await?;
             let responses = body
                 .get("responses")
@@ -206,10 +259,15 @@ impl KintoClient {
                 .ok_or_else(|| invalid("POST", &self.url("/batch"), "no `responses` array"))?;
             for (write, response) in part.iter().zip(responses) {
                 let status = response.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-                let ok = (200..300).contains(&status) || (status == 404 && matches!(write, Write::Delete { .. }));
+                let ok = (200..300).contains(&status)
+                    || (status == 404 && matches!(write, Write::Delete { .. }));
                 if !ok {
                     return Err(KintoError::BatchItem {
-                        path: response.get("path").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                        path: response
+                            .get("path")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                         status,
                         message: response
                             .pointer("/body/message")
@@ -232,12 +290,28 @@ impl KintoClient {
     ) -> Result<CollectionObject, KintoError> {
         let mut headers = HeaderMap::new();
         if let Some(ts) = if_match {
-            headers.insert(IF_MATCH, HeaderValue::from_str(&format!("\"{ts}\"")).expect("digits are a valid header"));
+            headers.insert(
+                IF_MATCH,
+                HeaderValue::from_str(&format!("\"{ts}\"")).expect("digits are a valid header"),
+            );
         }
-        let (_, body) = self.send(Method::PATCH, self.url(&c.uri()), Some(json!({"data": data})), headers).await?;
+        let (_, body) = self
+            .send(
+                Method::PATCH,
+                self.url(&c.uri()),
+                Some(json!({"data": data})),
+                headers,
+            )
+            .await?;
         let data = body.get("data").cloned().unwrap_or(Value::Null);
-        let last_modified = data.get("last_modified").and_then(Value::as_i64).unwrap_or_default();
-        Ok(CollectionObject { data, last_modified })
+        let last_modified = data
+            .get("last_modified")
+            .and_then(Value::as_i64)
+            .unwrap_or_default();
+        Ok(CollectionObject {
+            data,
+            last_modified,
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -246,7 +320,9 @@ impl KintoClient {
 
     /// The path part of the base URL (`/v1`), which batch sub-requests must carry.
     fn path_prefix(&self) -> String {
-        url::Url::parse(&self.base).map(|u| u.path().trim_end_matches('/').to_owned()).unwrap_or_default()
+        url::Url::parse(&self.base)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
     }
 
     /// One logical request: waits out any `Backoff`, retries transient failures a few times with jittered
@@ -274,7 +350,11 @@ impl KintoClient {
         body: Option<&Value>,
         headers: HeaderMap,
     ) -> Result<(HeaderMap, Value), KintoError> {
-        let wait = self.backoff_until.lock().expect("backoff lock").and_then(|t| t.checked_duration_since(Instant::now()));
+        let wait = self
+            .backoff_until
+            .lock()
+            .expect("backoff lock")
+            .and_then(|t| t.checked_duration_since(Instant::now()));
         if let Some(wait) = wait {
             tokio::time::sleep(wait).await;
         }
@@ -285,7 +365,11 @@ impl KintoClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let network = |source| KintoError::Network { method: method.to_string(), url: url.to_owned(), source };
+        let network = |source| KintoError::Network {
+            method: method.to_string(),
+            url: url.to_owned(),
+            source,
+        };
         let response = request.send().await.map_err(network)?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -314,12 +398,22 @@ impl KintoClient {
 }
 
 fn invalid(method: &str, url: &str, reason: &str) -> KintoError {
-    KintoError::Invalid { method: method.to_owned(), url: url.to_owned(), reason: reason.to_owned() }
+    KintoError::Invalid {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// Kinto quotes its timestamps: `ETag: "1700000000000"`.
 fn etag(headers: &HeaderMap) -> Option<i64> {
-    headers.get(ETAG)?.to_str().ok()?.trim_matches('"').parse().ok()
+    headers
+        .get(ETAG)?
+        .to_str()
+        .ok()?
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
@@ -357,7 +451,10 @@ mod tests {
         for s in [400, 401, 403, 404] {
             assert!(!status(s).is_transient(), "{s}");
         }
-        assert!(!status(412).is_retryable_in_place(), "a 412 goes back to the job");
+        assert!(
+            !status(412).is_retryable_in_place(),
+            "a 412 goes back to the job"
+        );
         assert!(status(503).is_retryable_in_place());
     }
 
@@ -367,7 +464,10 @@ mod tests {
         s.user = Some("signer".into());
         s.password = Some("pw".into());
         let c = KintoClient::new(&s).unwrap();
-        assert_eq!(c.auth.as_ref().unwrap().to_str().unwrap(), "Basic c2lnbmVyOnB3");
+        assert_eq!(
+            c.auth.as_ref().unwrap().to_str().unwrap(),
+            "Basic c2lnbmVyOnB3"
+        );
         s.token = Some("abc".into());
         let c = KintoClient::new(&s).unwrap();
         assert_eq!(c.auth.as_ref().unwrap().to_str().unwrap(), "Bearer abc");

@@ -41,13 +41,20 @@ pub fn diff_records(source: &[Value], destination: &[Value]) -> Diff {
         let mut data = record.clone();
         // Let the destination assign fresh, monotonic timestamps (kinto-signer 6.0.0, #779).
         data.remove("last_modified");
-        diff.writes.push(Write::Put { id: id.clone(), data: Value::Object(data) });
+        diff.writes.push(Write::Put {
+            id: id.clone(),
+            data: Value::Object(data),
+        });
     }
     diff
 }
 
 fn without_ignored(record: &Map<String, Value>) -> Map<String, Value> {
-    record.iter().filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    record
+        .iter()
+        .filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -74,8 +81,14 @@ mod tests {
             diff.writes,
             vec![
                 Write::Delete { id: "stale".into() },
-                Write::Put { id: "changed".into(), data: json!({"id":"changed","v":2}) },
-                Write::Put { id: "new".into(), data: json!({"id":"new","v":3,"schema":5}) },
+                Write::Put {
+                    id: "changed".into(),
+                    data: json!({"id":"changed","v":2})
+                },
+                Write::Put {
+                    id: "new".into(),
+                    data: json!({"id":"new","v":3,"schema":5})
+                },
             ]
         );
     }

@@ -33,7 +33,11 @@ pub enum PipelineError {
     #[error("signer: {0}")]
     Signing(#[from] SigningError),
     #[error("source {uri} changed during the job (records timestamp {before} then {after}): it will be signed again")]
-    SourceChanged { uri: String, before: i64, after: i64 },
+    SourceChanged {
+        uri: String,
+        before: i64,
+        after: i64,
+    },
 }
 
 impl PipelineError {
@@ -75,20 +79,33 @@ pub struct Pipeline<S> {
 }
 
 impl<S: Signer> Pipeline<S> {
-    pub fn new(resources: Resources, source: Arc<KintoClient>, destination: Arc<KintoClient>, signer: S) -> Self {
-        Self { resources, source, destination, signer }
+    pub fn new(
+        resources: Resources,
+        source: Arc<KintoClient>,
+        destination: Arc<KintoClient>,
+        signer: S,
+    ) -> Self {
+        Self {
+            resources,
+            source,
+            destination,
+            signer,
+        }
     }
 
     /// Which collections a source URI maps to, if it is configured.
     pub fn resolve(&self, source_uri: &str) -> Option<Resource> {
-        self.resources.resolve(&CollectionRef::parse(source_uri).ok()?)
+        self.resources
+            .resolve(&CollectionRef::parse(source_uri).ok()?)
     }
 
     pub async fn run(&self, job: &Job) -> Result<SignOutcome, PipelineError> {
         if job.kind != JobKind::Sign {
             return Err(PipelineError::UnsupportedKind(job.kind));
         }
-        let resource = self.resolve(&job.resource).ok_or_else(|| PipelineError::UnknownResource(job.resource.clone()))?;
+        let resource = self
+            .resolve(&job.resource)
+            .ok_or_else(|| PipelineError::UnknownResource(job.resource.clone()))?;
         let source_ref = &resource.source;
         let metadata = self
             .source
@@ -96,7 +113,11 @@ impl<S: Signer> Pipeline<S> {
             .await?
             .ok_or_else(|| PipelineError::SourceMissing(source_ref.uri()))?;
         let snapshot = self.source.list_records(source_ref).await?;
-        tracing::info!(records = snapshot.records.len(), timestamp = snapshot.timestamp, "source snapshot");
+        tracing::info!(
+            records = snapshot.records.len(),
+            timestamp = snapshot.timestamp,
+            "source snapshot"
+        );
         // Refuse unsignable data before anything is written anywhere.
         canonical::signed_payload(&snapshot.records, 0)?;
 
@@ -104,20 +125,32 @@ impl<S: Signer> Pipeline<S> {
             Some(preview) => Some(self.publish(preview, &snapshot, &metadata.data).await?),
             None => None,
         };
-        let destination = self.publish(&resource.destination, &snapshot, &metadata.data).await?;
+        let destination = self
+            .publish(&resource.destination, &snapshot, &metadata.data)
+            .await?;
 
         // Never mark signed what was not copied: the records must not have moved since the snapshot.
         let now = self.source.records_timestamp(source_ref).await?;
         if now != snapshot.timestamp {
-            return Err(PipelineError::SourceChanged { uri: source_ref.uri(), before: snapshot.timestamp, after: now });
+            return Err(PipelineError::SourceChanged {
+                uri: source_ref.uri(),
+                before: snapshot.timestamp,
+                after: now,
+            });
         }
         let status = json!({
             "status": "signed",
             "last_signature_by": job.requested_by,
             "last_signature_date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
         });
-        self.source.patch_collection(source_ref, status, Some(metadata.last_modified)).await?;
-        Ok(SignOutcome { source_timestamp: snapshot.timestamp, destination, preview })
+        self.source
+            .patch_collection(source_ref, status, Some(metadata.last_modified))
+            .await?;
+        Ok(SignOutcome {
+            source_timestamp: snapshot.timestamp,
+            destination,
+            preview,
+        })
     }
 
     /// Brings one target in line with the snapshot, signs what it holds afterwards and publishes the signature.
@@ -137,7 +170,10 @@ impl<S: Signer> Pipeline<S> {
 
         // Sign what the target holds now, with its own records timestamp: what clients will fetch.
         let after = kinto.list_records(target).await?;
-        let payload = canonical::signed_payload(&after.records, u64::try_from(after.timestamp).unwrap_or_default())?;
+        let payload = canonical::signed_payload(
+            &after.records,
+            u64::try_from(after.timestamp).unwrap_or_default(),
+        )?;
         let signatures = self.signer.sign(payload.as_bytes()).await?;
         let first = signatures.first().cloned().ok_or(SigningError::Mismatch)?;
 
@@ -147,9 +183,17 @@ impl<S: Signer> Pipeline<S> {
                 metadata.insert(field.to_owned(), value.clone());
             }
         }
-        metadata.insert("signature".into(), serde_json::to_value(&first).expect("metadata serializes"));
-        metadata.insert("signatures".into(), serde_json::to_value(&signatures).expect("metadata serializes"));
-        kinto.patch_collection(target, Value::Object(metadata), None).await?;
+        metadata.insert(
+            "signature".into(),
+            serde_json::to_value(&first).expect("metadata serializes"),
+        );
+        metadata.insert(
+            "signatures".into(),
+            serde_json::to_value(&signatures).expect("metadata serializes"),
+        );
+        kinto
+            .patch_collection(target, Value::Object(metadata), None)
+            .await?;
         tracing::info!(target = %target, timestamp = after.timestamp, "signature published");
 
         Ok(Published {

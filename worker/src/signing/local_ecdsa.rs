@@ -19,7 +19,10 @@ impl LocalEcdsaSigner {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Self::from_pem(&pem).map_err(|reason| SigningError::KeyInvalid { path: path.display().to_string(), reason })
+        Self::from_pem(&pem).map_err(|reason| SigningError::KeyInvalid {
+            path: path.display().to_string(),
+            reason,
+        })
     }
 
     pub fn from_pem(pem: &str) -> Result<Self, String> {
@@ -28,7 +31,9 @@ impl LocalEcdsaSigner {
         } else {
             p384::SecretKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?
         };
-        Ok(Self { key: SigningKey::from(secret) })
+        Ok(Self {
+            key: SigningKey::from(secret),
+        })
     }
 
     pub fn public_key(&self) -> p384::PublicKey {
@@ -87,7 +92,9 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&TEST_KEY_D[i..i + 2], 16).unwrap())
             .collect();
-        LocalEcdsaSigner { key: SigningKey::from_slice(&d).unwrap() }
+        LocalEcdsaSigner {
+            key: SigningKey::from_slice(&d).unwrap(),
+        }
     }
 
     fn hex(bytes: &[u8]) -> String {
@@ -137,7 +144,12 @@ mod tests {
         let sig = signer.sign_payload(payload);
         assert_eq!(sig.len(), 128);
         verify(&signer.public_key(), payload, &sig).unwrap();
-        assert!(verify(&signer.public_key(), b"{\"data\":[],\"last_modified\":\"2\"}", &sig).is_err());
+        assert!(verify(
+            &signer.public_key(),
+            b"{\"data\":[],\"last_modified\":\"2\"}",
+            &sig
+        )
+        .is_err());
     }
 
     #[test]
@@ -145,17 +157,26 @@ mod tests {
         let (private, public) = generate_key_pair();
         let pkcs8 = LocalEcdsaSigner::from_pem(&private).unwrap();
         assert_eq!(pkcs8.public_key(), parse_public_key(&public).unwrap());
-        let sec1 = p384::SecretKey::from_pkcs8_pem(&private).unwrap().to_sec1_pem(LineEnding::LF).unwrap();
+        let sec1 = p384::SecretKey::from_pkcs8_pem(&private)
+            .unwrap()
+            .to_sec1_pem(LineEnding::LF)
+            .unwrap();
         let from_sec1 = LocalEcdsaSigner::from_pem(&sec1).unwrap();
         assert_eq!(from_sec1.public_key(), pkcs8.public_key());
-        assert!(LocalEcdsaSigner::from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----").is_err());
+        assert!(LocalEcdsaSigner::from_pem(
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"
+        )
+        .is_err());
     }
 
     #[test]
     fn verify_accepts_padded_standard_alphabet() {
         let signer = test_signer();
         let payload = b"x-payload";
-        let sig = signer.sign_payload(payload).replace('-', "+").replace('_', "/");
+        let sig = signer
+            .sign_payload(payload)
+            .replace('-', "+")
+            .replace('_', "/");
         verify(&signer.public_key(), payload, &sig).unwrap();
     }
 }

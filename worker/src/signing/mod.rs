@@ -63,7 +63,11 @@ pub fn message_digest(payload: &[u8]) -> [u8; 48] {
 }
 
 /// Verifies an r||s base64url signature (padding and the standard alphabet tolerated, as Firefox does).
-pub fn verify(public_key: &p384::PublicKey, payload: &[u8], signature_b64: &str) -> Result<(), SigningError> {
+pub fn verify(
+    public_key: &p384::PublicKey,
+    payload: &[u8],
+    signature_b64: &str,
+) -> Result<(), SigningError> {
     use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
     let normalized: String = signature_b64
         .trim_end_matches('=')

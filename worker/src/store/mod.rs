@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database unreachable at {url}: {source} (start Postgres, or check SIGNER_DATABASE_URL)")]
+    #[error(
+        "database unreachable at {url}: {source} (start Postgres, or check SIGNER_DATABASE_URL)"
+    )]
     Unreachable { url: String, source: sqlx::Error },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -73,14 +75,31 @@ pub trait JobStore: Send + Sync + 'static {
     /// Durably records a job (or returns the queued one for the same resource) and wakes the workers.
     fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
     fn get(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
-    fn list(&self, filter: &JobFilter) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
+    fn list(&self, filter: &JobFilter)
+        -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
     fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<JobEvent>, StoreError>> + Send;
     /// Takes the next runnable job whose destination has no running job, with a fresh lease.
-    fn claim(&self, worker_id: &str, lease: Duration) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    fn claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
     /// Extends the lease; false when it is no longer ours.
-    fn heartbeat(&self, lease: &Lease, duration: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn succeed(&self, lease: &Lease, result: serde_json::Value) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    fn fail(&self, lease: &Lease, error: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn heartbeat(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn succeed(
+        &self,
+        lease: &Lease,
+        result: serde_json::Value,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn fail(
+        &self,
+        lease: &Lease,
+        error: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn retry(
         &self,
         lease: &Lease,
@@ -94,8 +113,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Cancels a queued job; false if it is not queued.
     fn cancel(&self, id: Uuid, by: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Deletes finished jobs older than the retention, at most `batch` at a time; returns how many.
-    fn prune(&self, older_than: Duration, batch: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn prune(
+        &self,
+        older_than: Duration,
+        batch: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// When the next queued job becomes runnable, if any is queued.
-    fn next_run_at(&self) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+    fn next_run_at(&self)
+        -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

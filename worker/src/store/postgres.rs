@@ -24,17 +24,28 @@ pub struct PgStore {
 impl PgStore {
     /// Connects (failing fast with an actionable message) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let unreachable = |source| StoreError::Unreachable { url: redact(url), source };
+        let unreachable = |source| StoreError::Unreachable {
+            url: redact(url),
+            source,
+        };
         let options = PgConnectOptions::from_str(url).map_err(unreachable)?;
         // One direct connection first: a refused connection fails start-up at once, not after the pool's timeout.
-        PgConnection::connect_with(&options).await.map_err(unreachable)?.close().await.map_err(unreachable)?;
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(unreachable)?
+            .close()
+            .await
+            .map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .map_err(unreachable)?;
-        let store = Self { pool, url: url.to_owned() };
+        let store = Self {
+            pool,
+            url: url.to_owned(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -72,13 +83,27 @@ impl PgStore {
         .bind(&lease.worker_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else { return Ok(RetryOutcome::LeaseLost) };
+        let Some(row) = row else {
+            return Ok(RetryOutcome::LeaseLost);
+        };
         let exhausted: bool = row.get("exhausted");
         let queued: Option<Uuid> = row.get("queued");
         let (state, outcome, detail) = match (queued, exhausted && !refund_attempt) {
-            (Some(other), _) => (JobState::Cancelled, RetryOutcome::Superseded, format!("superseded by queued job {other}")),
-            (None, true) => (JobState::Failed, RetryOutcome::Exhausted, "out of attempts".to_owned()),
-            (None, false) => (JobState::Queued, RetryOutcome::Scheduled, format!("next run in {} ms", delay.as_millis())),
+            (Some(other), _) => (
+                JobState::Cancelled,
+                RetryOutcome::Superseded,
+                format!("superseded by queued job {other}"),
+            ),
+            (None, true) => (
+                JobState::Failed,
+                RetryOutcome::Exhausted,
+                "out of attempts".to_owned(),
+            ),
+            (None, false) => (
+                JobState::Queued,
+                RetryOutcome::Scheduled,
+                format!("next run in {} ms", delay.as_millis()),
+            ),
         };
         let event = match outcome {
             RetryOutcome::Scheduled => event,
@@ -101,8 +126,15 @@ impl PgStore {
         .bind(i32::from(refund_attempt))
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, lease.job_id, event, lease.attempt, Some(&lease.worker_id), Some(&join(error, &detail)))
-            .await?;
+        insert_event(
+            &mut tx,
+            lease.job_id,
+            event,
+            lease.attempt,
+            Some(&lease.worker_id),
+            Some(&join(error, &detail)),
+        )
+        .await?;
         if state == JobState::Queued {
             notify(&mut tx, lease.job_id).await?;
         }
@@ -167,24 +199,43 @@ impl JobStore for PgStore {
                 insert_event(&mut tx, job.id, "queued", 0, None, Some(&detail)).await?;
                 notify(&mut tx, job.id).await?;
                 tx.commit().await?;
-                return Ok(Enqueued { job, coalesced: false });
+                return Ok(Enqueued {
+                    job,
+                    coalesced: false,
+                });
             }
-            let existing = sqlx::query("SELECT * FROM jobs WHERE resource = $1 AND state = 'queued' FOR UPDATE")
-                .bind(&new.resource)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let existing = sqlx::query(
+                "SELECT * FROM jobs WHERE resource = $1 AND state = 'queued' FOR UPDATE",
+            )
+            .bind(&new.resource)
+            .fetch_optional(&mut *tx)
+            .await?;
             if let Some(row) = existing {
                 let job = job_from_row(&row)?;
-                insert_event(&mut tx, job.id, "coalesced", job.attempt, None, Some(&detail)).await?;
+                insert_event(
+                    &mut tx,
+                    job.id,
+                    "coalesced",
+                    job.attempt,
+                    None,
+                    Some(&detail),
+                )
+                .await?;
                 tx.commit().await?;
-                return Ok(Enqueued { job, coalesced: true });
+                return Ok(Enqueued {
+                    job,
+                    coalesced: true,
+                });
             }
         }
         Err(StoreError::Contended(new.resource))
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -268,19 +319,30 @@ impl JobStore for PgStore {
     }
 
     async fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Succeeded, Some(result), None).await
+        self.finish(lease, JobState::Succeeded, Some(result), None)
+            .await
     }
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Failed, None, Some(error)).await
+        self.finish(lease, JobState::Failed, None, Some(error))
+            .await
     }
 
-    async fn retry(&self, lease: &Lease, error: &str, delay: Duration) -> Result<RetryOutcome, StoreError> {
-        self.requeue(lease, Some(error), delay, "retry", false).await
+    async fn retry(
+        &self,
+        lease: &Lease,
+        error: &str,
+        delay: Duration,
+    ) -> Result<RetryOutcome, StoreError> {
+        self.requeue(lease, Some(error), delay, "retry", false)
+            .await
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        Ok(self.requeue(lease, None, Duration::ZERO, "released", true).await? != RetryOutcome::LeaseLost)
+        Ok(self
+            .requeue(lease, None, Duration::ZERO, "released", true)
+            .await?
+            != RetryOutcome::LeaseLost)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
@@ -320,12 +382,18 @@ impl JobStore for PgStore {
                     job_id: r.get("id"),
                     attempt: r.get("attempt"),
                     previous_worker: r.get("previous_worker"),
-                    state: state.parse().map_err(|reason| StoreError::Corrupt { id: r.get("id"), reason })?,
+                    state: state.parse().map_err(|reason| StoreError::Corrupt {
+                        id: r.get("id"),
+                        reason,
+                    })?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         if rescued.iter().any(|r| r.state == JobState::Queued) {
-            sqlx::query("SELECT pg_notify($1, 'rescued')").bind(NOTIFY_CHANNEL).execute(&self.pool).await?;
+            sqlx::query("SELECT pg_notify($1, 'rescued')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&self.pool)
+                .await?;
         }
         Ok(rescued)
     }
@@ -359,7 +427,11 @@ impl JobStore for PgStore {
     }
 
     async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT min(run_at) FROM jobs WHERE state = 'queued'").fetch_one(&self.pool).await?)
+        Ok(
+            sqlx::query_scalar("SELECT min(run_at) FROM jobs WHERE state = 'queued'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -389,7 +461,11 @@ async fn insert_event(
 
 /// Delivered at commit, so a worker never wakes for a job it cannot see yet.
 async fn notify(tx: &mut sqlx::PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(job_id.to_string()).execute(tx).await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(job_id.to_string())
+        .execute(tx)
+        .await?;
     Ok(())
 }
 

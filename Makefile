@@ -1,0 +1,44 @@
+# One entry point for people and CI. `make help` lists the targets.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := python3
+
+.PHONY: help venv build test lint fmt run clean
+
+help:
+	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000)"
+	@echo "make test   install the Python peers, build, run unit + end-to-end tests (needs Postgres on 127.0.0.1:5432)"
+	@echo "make lint   rustfmt check and clippy with warnings as errors"
+	@echo "make fmt    format the code"
+
+# The real peers the tests talk to (Kinto server, canonicaljson-rs, cryptography), pinned in one file.
+$(VENV)/.installed: tests/python/requirements.txt
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build:
+	cargo build --workspace --locked
+
+test: venv build
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --locked --no-fail-fast; \
+	else \
+		cargo test --workspace --locked --no-fail-fast; \
+	fi
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+run: venv build
+	deploy/local/run.sh
+
+clean:
+	cargo clean
+	rm -rf $(VENV) var
