@@ -3,13 +3,14 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
 
-.PHONY: help venv build test lint fmt run clean
+.PHONY: help venv build test lint fmt run bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000)"
 	@echo "make test   install the Python peers, build, run unit + end-to-end tests (needs Postgres on 127.0.0.1:5432)"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make fmt    format the code"
+	@echo "make bench  measure end-to-end signing of 1k and 10k records (release build)"
 
 # The real peers the tests talk to (Kinto server, canonicaljson-rs, cryptography), pinned in one file.
 $(VENV)/.installed: tests/python/requirements.txt
@@ -42,3 +43,8 @@ run: venv build
 clean:
 	cargo clean
 	rm -rf $(VENV) var
+
+# Not part of `make test`: prints a table of end-to-end signing costs (see BENCHMARKS.md).
+bench: venv
+	cargo build --workspace --release --locked
+	cargo run --release --locked -p signer_e2e --example sign_collection -- 1000 10000

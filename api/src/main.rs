@@ -61,7 +61,6 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("signer-api: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -70,6 +70,8 @@ private_key = "{key}"
 url = "{source_url}"
 user = "{user}"
 password = "{password}"
+# Small pages, so that collections of a few thousand records exercise Next-Page.
+page_size = 1000
 {extra}
 "#,
             key = private_key.display(),

@@ -48,6 +48,5 @@ async fn main() -> ExitCode {
 
 fn fatal(e: &dyn std::fmt::Display) -> ExitCode {
     tracing::error!("{e}");
-    eprintln!("signer-worker: {e}");
     ExitCode::FAILURE
 }

@@ -281,6 +281,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/signer.example.toml"
+        ));
+        let s = Settings::load(Some(path)).unwrap();
+        let onecrl = s
+            .parsed_resources()
+            .unwrap()
+            .resolve(&CollectionRef::new("security-state-staging", "onecrl"));
+        assert_eq!(
+            onecrl.unwrap().destination,
+            CollectionRef::new("security-state", "onecrl")
+        );
+        assert_eq!(s.worker.concurrency, 4);
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
             ("resources = \"a/b -> /buckets/c\"", "cannot mix"),

@@ -10,7 +10,7 @@ use crate::config::{CollectionRef, ServerSettings};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -18,16 +18,17 @@ use tokio::sync::OnceCell;
 /// Kinto's documented default, used if the server does not publish its own.
 const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
 
-/// One write inside a `/v1/batch` call.
+/// One write inside a `/v1/batch` call, borrowing the record it writes (collections can be large).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Write {
-    /// Full replacement of a record (idempotent, so safe to retry).
+pub enum Write<'a> {
+    /// Full replacement of a record (idempotent, so safe to retry). Its `last_modified` is not sent: the server
+    /// assigns a fresh one.
     Put {
-        id: String,
-        data: Value,
+        id: &'a str,
+        data: &'a Map<String, Value>,
     },
     Delete {
-        id: String,
+        id: &'a str,
     },
 }
 
@@ -227,18 +228,25 @@ impl KintoClient {
 
     /// Applies writes through `/v1/batch`, in chunks of the server's `batch_max_requests`. Every sub-response
     /// must succeed (a missing record on delete counts as done).
-    pub async fn apply(&self, c: &CollectionRef, writes: &[Write]) -> Result<(), KintoError> {
+    pub async fn apply(&self, c: &CollectionRef, writes: &[Write<'_>]) -> Result<(), KintoError> {
         let chunk = self.batch_max_requests().await?;
         let prefix = self.path_prefix();
         for part in writes.chunks(chunk) {
             let requests: Vec<Value> = part
                 .iter()
                 .map(|w| match w {
-                    Write::Put { id, data } => json!({
-                        "method": "PUT",
-                        "path": format!("{prefix}{}/records/{id}", c.uri()),
-                        "body": {"data": data},
-                    }),
+                    Write::Put { id, data } => {
+                        let data: Map<String, Value> = data
+                            .iter()
+                            .filter(|(k, _)| *k != "last_modified")
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        json!({
+                            "method": "PUT",
+                            "path": format!("{prefix}{}/records/{id}", c.uri()),
+                            "body": {"data": data},
+                        })
+                    }
                     Write::Delete { id } => json!({
                         "method": "DELETE",
                         "path": format!("{prefix}{}/records/{id}", c.uri()),

@@ -8,59 +8,64 @@ use std::collections::BTreeMap;
 const IGNORED_FIELDS: [&str; 2] = ["last_modified", "schema"];
 
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Diff {
+pub struct Diff<'a> {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
-    /// Deletions first, then puts, each group sorted by id (deterministic batches).
-    pub writes: Vec<Write>,
+    /// Deletions first, then puts, each group sorted by id (deterministic batches). Puts borrow the source
+    /// records; the client leaves out `last_modified`, so the destination assigns fresh, monotonic timestamps
+    /// (kinto-signer 6.0.0, #779).
+    pub writes: Vec<Write<'a>>,
 }
 
-pub fn diff_records(source: &[Value], destination: &[Value]) -> Diff {
-    let by_id = |records: &'_ [Value]| -> BTreeMap<String, Map<String, Value>> {
+pub fn diff_records<'a>(source: &'a [Value], destination: &'a [Value]) -> Diff<'a> {
+    fn by_id(records: &[Value]) -> BTreeMap<&str, &Map<String, Value>> {
         records
             .iter()
             .filter(|r| r.get("deleted").and_then(Value::as_bool) != Some(true))
-            .filter_map(|r| Some((r.get("id")?.as_str()?.to_owned(), r.as_object()?.clone())))
+            .filter_map(|r| Some((r.get("id")?.as_str()?, r.as_object()?)))
             .collect()
-    };
+    }
     let src = by_id(source);
     let dst = by_id(destination);
     let mut diff = Diff::default();
     for id in dst.keys().filter(|id| !src.contains_key(*id)) {
         diff.deleted += 1;
-        diff.writes.push(Write::Delete { id: id.clone() });
+        diff.writes.push(Write::Delete { id });
     }
     for (id, record) in &src {
-        let content = without_ignored(record);
         match dst.get(id) {
-            Some(existing) if without_ignored(existing) == content => continue,
+            Some(existing) if same_content(record, existing) => continue,
             Some(_) => diff.updated += 1,
             None => diff.created += 1,
         }
-        let mut data = record.clone();
-        // Let the destination assign fresh, monotonic timestamps (kinto-signer 6.0.0, #779).
-        data.remove("last_modified");
-        diff.writes.push(Write::Put {
-            id: id.clone(),
-            data: Value::Object(data),
-        });
+        diff.writes.push(Write::Put { id, data: record });
     }
     diff
 }
 
-fn without_ignored(record: &Map<String, Value>) -> Map<String, Value> {
-    record
-        .iter()
-        .filter(|(k, _)| !IGNORED_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// Equal once the fields Kinto owns are set aside (compared in place: no copies of large records).
+fn same_content(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    let owned = |k: &String| IGNORED_FIELDS.contains(&k.as_str());
+    a.keys().filter(|k| !owned(k)).count() == b.keys().filter(|k| !owned(k)).count()
+        && a.iter()
+            .filter(|(k, _)| !owned(k))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn ids<'a>(diff: &Diff<'a>) -> Vec<&'a str> {
+        diff.writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { id, .. } | Write::Delete { id } => *id,
+            })
+            .collect()
+    }
 
     #[test]
     fn creates_updates_deletes_and_ignores_kinto_fields() {
@@ -77,20 +82,9 @@ mod tests {
         ];
         let diff = diff_records(&source, &destination);
         assert_eq!((diff.created, diff.updated, diff.deleted), (1, 1, 1));
-        assert_eq!(
-            diff.writes,
-            vec![
-                Write::Delete { id: "stale".into() },
-                Write::Put {
-                    id: "changed".into(),
-                    data: json!({"id":"changed","v":2})
-                },
-                Write::Put {
-                    id: "new".into(),
-                    data: json!({"id":"new","v":3,"schema":5})
-                },
-            ]
-        );
+        assert_eq!(ids(&diff), ["stale", "changed", "new"]);
+        assert!(matches!(diff.writes[0], Write::Delete { .. }));
+        assert!(matches!(diff.writes[1], Write::Put { data, .. } if data["v"] == 2));
     }
 
     #[test]
@@ -102,8 +96,17 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_or_added_field_is_a_change() {
+        let with = vec![json!({"id":"a","x":1,"y":null})];
+        let without = vec![json!({"id":"a","x":1})];
+        assert_eq!(diff_records(&with, &without).updated, 1);
+        assert_eq!(diff_records(&without, &with).updated, 1);
+    }
+
+    #[test]
     fn emptied_source_deletes_everything() {
-        let diff = diff_records(&[], &[json!({"id":"a"}), json!({"id":"b"})]);
-        assert_eq!(diff.deleted, 2);
+        let destination = vec![json!({"id":"a"}), json!({"id":"b"})];
+        let diff = diff_records(&[], &destination);
+        assert_eq!((diff.deleted, ids(&diff)), (2, vec!["a", "b"]));
     }
 }

@@ -166,10 +166,22 @@ impl<S: Signer> Pipeline<S> {
         let before = kinto.list_records(target).await?;
         let diff = diff_records(&snapshot.records, &before.records);
         kinto.apply(target, &diff.writes).await?;
-        tracing::info!(target = %target, created = diff.created, updated = diff.updated, deleted = diff.deleted, "pushed");
+        let (created, updated, deleted, unchanged) = (
+            diff.created,
+            diff.updated,
+            diff.deleted,
+            diff.writes.is_empty(),
+        );
+        drop(diff);
+        tracing::info!(target = %target, created, updated, deleted, "pushed");
 
         // Sign what the target holds now, with its own records timestamp: what clients will fetch.
-        let after = kinto.list_records(target).await?;
+        let after = if unchanged {
+            before
+        } else {
+            drop(before);
+            kinto.list_records(target).await?
+        };
         let payload = canonical::signed_payload(
             &after.records,
             u64::try_from(after.timestamp).unwrap_or_default(),
@@ -200,9 +212,9 @@ impl<S: Signer> Pipeline<S> {
             uri: target.uri(),
             timestamp: after.timestamp,
             records: after.records.len(),
-            created: diff.created,
-            updated: diff.updated,
-            deleted: diff.deleted,
+            created,
+            updated,
+            deleted,
             payload_bytes: payload.len(),
             signature: first,
         })

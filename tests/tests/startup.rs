@@ -1,0 +1,81 @@
+//! A bad configuration stops the binaries at start-up with a message that says what to fix.
+
+use signer_e2e::service::{bin, Setup, TempDir};
+use std::process::Command;
+
+fn run(binary: &str, config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(bin(binary))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_configurations_fail_fast_with_an_actionable_message() {
+    let setup = Setup::new(
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        "http://127.0.0.1:9/v1",
+        "ws/a -> prod/a",
+        "",
+    );
+    let original = std::fs::read_to_string(&setup.config).unwrap();
+    let cases = [
+        (
+            original.clone(),
+            "database unreachable at postgres://postgres@127.0.0.1:1/nowhere",
+        ),
+        (
+            original.replace("ws/a -> prod/a", "ws/a -> /buckets/prod"),
+            "cannot mix bucket and collection URIs",
+        ),
+        (
+            original.replace("ecdsa.private.pem", "missing.pem"),
+            "cannot read the private key",
+        ),
+        (
+            format!("{original}\n[worker]\nconcurency = 3\n"),
+            "unknown field: found `concurency`, expected ``concurrency`",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&setup.config, text).unwrap();
+        for (binary, args) in [("signer-worker", &[][..]), ("signer-api", &["serve"][..])] {
+            let (code, stderr) = run(binary, &setup.config, args);
+            assert_eq!(code, 1, "{binary}: {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{binary} should say {expected:?}, said: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn keygen_writes_a_private_key_only_its_owner_can_read_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("keygen");
+    let key = dir.0.join("signer.pem");
+    let keygen = || {
+        Command::new(bin("signer-api"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .output()
+            .unwrap()
+    };
+    assert!(keygen().status.success());
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let public = std::fs::read_to_string(dir.0.join("signer.pub.pem")).unwrap();
+    assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let again = keygen();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
