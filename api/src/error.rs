@@ -63,6 +63,12 @@ impl ApiError {
     }
 }
 
+impl From<signer_worker::store::StoreError> for ApiError {
+    fn from(error: signer_worker::store::StoreError) -> Self {
+        Self::backend(&error)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({

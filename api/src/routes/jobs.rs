@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use signer_worker::config::CollectionRef;
-use signer_worker::job::{JobKind, JobState, Trigger};
+use signer_worker::job::{Job, JobKind, JobState, Trigger};
 use signer_worker::store::{Enqueued, JobFilter, JobStore as _};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -53,11 +53,7 @@ pub async fn create(
         state.default_principal.to_string(),
         body.priority,
     );
-    let enqueued = state
-        .store
-        .enqueue(new)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
+    let enqueued = state.store.enqueue(new).await?;
     Ok(accepted(&enqueued))
 }
 
@@ -92,18 +88,8 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .store
-        .get(id)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
-    let job = job.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    let history = state
-        .store
-        .history(id)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
+    let job = find_job(&state, &id).await?;
+    let history = state.store.history(job.id).await?;
     Ok(Json(json!({"data": job, "history": history})).into_response())
 }
 
@@ -143,11 +129,7 @@ pub async fn list(
             }
         }
     }
-    let jobs = state
-        .store
-        .list(&filter)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
+    let jobs = state.store.list(&filter).await?;
     let mut response = Json(json!({"data": jobs})).into_response();
     if let Some(last) = jobs.last().filter(|_| jobs.len() as i64 == filter.limit) {
         let next = next_page_url(&headers, &params, last.id);
@@ -181,19 +163,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let job = state
-        .store
-        .get(id)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
-    let job = job.ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    if !state
-        .store
-        .cancel(id, &state.default_principal)
-        .await
-        .map_err(|e| ApiError::backend(&e))?
-    {
+    let job = find_job(&state, &id).await?;
+    let id = job.id;
+    if !state.store.cancel(id, &state.default_principal).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Errno::Conflict,
@@ -203,12 +175,17 @@ pub async fn cancel(
             ),
         ));
     }
-    let job = state
+    let job = state.store.get(id).await?;
+    Ok(Json(json!({"data": job})).into_response())
+}
+
+async fn find_job(state: &AppState, id: &str) -> Result<Job, ApiError> {
+    let id = parse_id(id)?;
+    state
         .store
         .get(id)
-        .await
-        .map_err(|e| ApiError::backend(&e))?;
-    Ok(Json(json!({"data": job})).into_response())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 fn parse_id(text: &str) -> Result<Uuid, ApiError> {

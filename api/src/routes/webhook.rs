@@ -132,13 +132,7 @@ pub async fn receive(
                     let mut new =
                         state.new_job(&resource, Trigger::Webhook, requested_by.clone(), 0);
                     new.source_timestamp = event.timestamp;
-                    enqueued.push(
-                        state
-                            .store
-                            .enqueue(new)
-                            .await
-                            .map_err(|e| ApiError::backend(&e))?,
-                    );
+                    enqueued.push(state.store.enqueue(new).await?);
                 }
                 None => ignored.push(
                     json!({"uri": source.uri(), "reason": "not a configured source collection"}),
