@@ -21,7 +21,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 venv: $(VENV)/.installed
 
 build:
-	cargo build --workspace --locked
+	cargo build --workspace --all-targets --locked
 
 test: venv build
 	@if cargo nextest --version >/dev/null 2>&1; then \

@@ -62,6 +62,87 @@ pub struct Rescued {
     pub state: JobState,
 }
 
+/// Why a running job goes back without finishing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Requeue<'a> {
+    /// A transient failure: run again after `delay`, if attempts remain.
+    Retry { error: &'a str, delay: Duration },
+    /// Shutdown: give it back at once, the attempt not counted.
+    Release,
+}
+
+/// What the job becomes, decided the same way by every store.
+pub(crate) struct RequeueDecision {
+    pub state: JobState,
+    pub outcome: RetryOutcome,
+    pub event: &'static str,
+    pub detail: String,
+}
+
+impl Requeue<'_> {
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Requeue::Retry { error, .. } => Some(error),
+            Requeue::Release => None,
+        }
+    }
+
+    pub fn delay(&self) -> Duration {
+        match self {
+            Requeue::Retry { delay, .. } => *delay,
+            Requeue::Release => Duration::ZERO,
+        }
+    }
+
+    pub fn refunds_attempt(&self) -> bool {
+        matches!(self, Requeue::Release)
+    }
+
+    /// A queued job for the same resource will do the work (so this one is cancelled); a retry out of attempts
+    /// fails; anything else is queued again.
+    pub fn decide(&self, exhausted: bool, queued_other: Option<Uuid>) -> RequeueDecision {
+        let (state, outcome, event, detail) =
+            match (queued_other, exhausted && !self.refunds_attempt()) {
+                (Some(other), _) => (
+                    JobState::Cancelled,
+                    RetryOutcome::Superseded,
+                    "cancelled",
+                    format!("superseded by queued job {other}"),
+                ),
+                (None, true) => (
+                    JobState::Failed,
+                    RetryOutcome::Exhausted,
+                    "failed",
+                    "out of attempts".to_owned(),
+                ),
+                (None, false) => match self {
+                    Requeue::Retry { delay, .. } => (
+                        JobState::Queued,
+                        RetryOutcome::Scheduled,
+                        "retry",
+                        format!("next run in {} ms", delay.as_millis()),
+                    ),
+                    Requeue::Release => (
+                        JobState::Queued,
+                        RetryOutcome::Scheduled,
+                        "released",
+                        "released at shutdown".into(),
+                    ),
+                },
+            };
+        let detail = match self.error() {
+            Some(error) => format!("{error}; {detail}"),
+            None => detail,
+        };
+        RequeueDecision {
+            state,
+            outcome,
+            event,
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub resource: Option<String>,
@@ -122,4 +203,41 @@ pub trait JobStore: Send + Sync + 'static {
     fn next_run_at(&self)
         -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_attempt_becomes_a_retry_a_failure_or_yields_to_a_queued_job() {
+        let retry = Requeue::Retry {
+            error: "503",
+            delay: Duration::from_millis(1500),
+        };
+        let d = retry.decide(false, None);
+        assert_eq!(
+            (d.state, d.outcome, d.event),
+            (JobState::Queued, RetryOutcome::Scheduled, "retry")
+        );
+        assert_eq!(d.detail, "503; next run in 1500 ms");
+        let d = retry.decide(true, None);
+        assert_eq!(
+            (d.state, d.outcome, d.event),
+            (JobState::Failed, RetryOutcome::Exhausted, "failed")
+        );
+        let other = Uuid::new_v4();
+        let d = retry.decide(true, Some(other));
+        assert_eq!(
+            (d.state, d.outcome),
+            (JobState::Cancelled, RetryOutcome::Superseded)
+        );
+        assert!(d.detail.contains(&other.to_string()));
+        let d = Requeue::Release.decide(true, None);
+        assert_eq!(
+            (d.state, d.event),
+            (JobState::Queued, "released"),
+            "a release on the last attempt is not a failure"
+        );
+    }
 }

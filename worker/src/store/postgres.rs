@@ -1,7 +1,7 @@
 //! The Postgres job store: `FOR UPDATE SKIP LOCKED` claims, partial unique indexes for coalescing and one writer
 //! per destination, guarded transitions that append their history in the same statement, `NOTIFY` on enqueue.
 
-use super::{Enqueued, JobFilter, JobStore, Rescued, RetryOutcome, StoreError};
+use super::{Enqueued, JobFilter, JobStore, Requeue, Rescued, RetryOutcome, StoreError};
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -63,14 +63,7 @@ impl PgStore {
         &self.url
     }
 
-    async fn requeue(
-        &self,
-        lease: &Lease,
-        error: Option<&str>,
-        delay: Duration,
-        event: &str,
-        refund_attempt: bool,
-    ) -> Result<RetryOutcome, StoreError> {
+    async fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "SELECT j.attempt >= j.max_attempts AS exhausted,
@@ -86,30 +79,7 @@ impl PgStore {
         let Some(row) = row else {
             return Ok(RetryOutcome::LeaseLost);
         };
-        let exhausted: bool = row.get("exhausted");
-        let queued: Option<Uuid> = row.get("queued");
-        let (state, outcome, detail) = match (queued, exhausted && !refund_attempt) {
-            (Some(other), _) => (
-                JobState::Cancelled,
-                RetryOutcome::Superseded,
-                format!("superseded by queued job {other}"),
-            ),
-            (None, true) => (
-                JobState::Failed,
-                RetryOutcome::Exhausted,
-                "out of attempts".to_owned(),
-            ),
-            (None, false) => (
-                JobState::Queued,
-                RetryOutcome::Scheduled,
-                format!("next run in {} ms", delay.as_millis()),
-            ),
-        };
-        let event = match outcome {
-            RetryOutcome::Scheduled => event,
-            RetryOutcome::Exhausted => "failed",
-            _ => "cancelled",
-        };
+        let decision = why.decide(row.get("exhausted"), row.get("queued"));
         sqlx::query(
             "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
                     attempt = attempt - $5::int,
@@ -120,26 +90,26 @@ impl PgStore {
              WHERE id = $1",
         )
         .bind(lease.job_id)
-        .bind(state.as_str())
-        .bind(error)
-        .bind(delay.as_secs_f64())
-        .bind(i32::from(refund_attempt))
+        .bind(decision.state.as_str())
+        .bind(why.error())
+        .bind(why.delay().as_secs_f64())
+        .bind(i32::from(why.refunds_attempt()))
         .execute(&mut *tx)
         .await?;
         insert_event(
             &mut tx,
             lease.job_id,
-            event,
+            decision.event,
             lease.attempt,
             Some(&lease.worker_id),
-            Some(&join(error, &detail)),
+            Some(&decision.detail),
         )
         .await?;
-        if state == JobState::Queued {
+        if decision.state == JobState::Queued {
             notify(&mut tx, lease.job_id).await?;
         }
         tx.commit().await?;
-        Ok(outcome)
+        Ok(decision.outcome)
     }
 
     async fn finish(
@@ -334,15 +304,11 @@ impl JobStore for PgStore {
         error: &str,
         delay: Duration,
     ) -> Result<RetryOutcome, StoreError> {
-        self.requeue(lease, Some(error), delay, "retry", false)
-            .await
+        self.requeue(lease, Requeue::Retry { error, delay }).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        Ok(self
-            .requeue(lease, None, Duration::ZERO, "released", true)
-            .await?
-            != RetryOutcome::LeaseLost)
+        Ok(self.requeue(lease, Requeue::Release).await? != RetryOutcome::LeaseLost)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
@@ -467,13 +433,6 @@ async fn notify(tx: &mut sqlx::PgConnection, job_id: Uuid) -> Result<(), sqlx::E
         .execute(tx)
         .await?;
     Ok(())
-}
-
-fn join(error: Option<&str>, detail: &str) -> String {
-    match error {
-        Some(e) => format!("{e}; {detail}"),
-        None => detail.to_owned(),
-    }
 }
 
 fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
