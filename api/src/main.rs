@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use signer_api::{router, AppState};
 use signer_worker::config::Settings;
 use signer_worker::service::{init_logging, shutdown_on_signals, Service};
-use signer_worker::store::PgStore;
+use signer_worker::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -141,10 +141,7 @@ fn public_key_path(private: &Path) -> PathBuf {
 
 async fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    let url = settings
-        .database_url
-        .context("no database configured: set database_url or SIGNER_DATABASE_URL")?;
-    PgStore::connect(&url, 1).await?;
-    println!("migrations applied");
+    let store = Store::open(settings.database_url.as_deref(), &settings.data_dir, 1).await?;
+    println!("migrations applied to {}", store.describe());
     Ok(())
 }

@@ -1,12 +1,12 @@
 use signer_worker::config::{CollectionRef, Resource, Resources, Settings};
 use signer_worker::job::{JobKind, NewJob, Trigger};
-use signer_worker::store::PgStore;
+use signer_worker::store::Store;
 use std::sync::Arc;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<PgStore>,
+    pub store: Arc<Store>,
     pub resources: Arc<Resources>,
     /// The source Kinto's base URL, to accept full record URIs in requests.
     pub source_url: Arc<str>,
@@ -17,7 +17,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        store: Arc<PgStore>,
+        store: Arc<Store>,
         settings: &Settings,
     ) -> Result<Self, signer_worker::config::ConfigError> {
         Ok(Self {

@@ -262,6 +262,29 @@ pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S) {
     assert!(store.get(queued.id).await.unwrap().is_some());
 }
 
+pub async fn concurrent_claims_never_hand_out_a_job_twice<S: JobStore>(store: &S) {
+    for i in 0..200 {
+        store
+            .enqueue(new_job(&format!("c{i}"), &format!("c{i}"), 0))
+            .await
+            .unwrap();
+    }
+    let claimers = (0..8).map(|w| async move {
+        let mut mine = Vec::new();
+        while let Some(job) = store.claim(&format!("w{w}"), LONG).await.unwrap() {
+            mine.push(job.id);
+        }
+        mine
+    });
+    let all: Vec<uuid::Uuid> = futures::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (200, 200));
+}
+
 /// Test shorthand: enqueue and claim in one go.
 trait ClaimNew {
     async fn claim_new(&self, job: NewJob) -> signer_worker::job::Job;

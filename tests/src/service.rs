@@ -47,7 +47,8 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// `extra` is appended to the generated TOML (tests tune queue timings and add servers there).
+    /// `extra` is appended to the generated TOML (tests tune queue timings and add servers there). An empty
+    /// `database_url` selects the embedded SQLite store, in this setup's directory.
     pub fn new(database_url: &str, source_url: &str, resources: &str, extra: &str) -> Self {
         let dir = TempDir::new("signer-e2e");
         let private_key = dir.0.join("ecdsa.private.pem");
@@ -61,6 +62,7 @@ impl Setup {
         let config = dir.0.join("signer.toml");
         let toml = format!(
             r#"database_url = "{database_url}"
+data_dir = "{data_dir}"
 resources = """
 {resources}
 """
@@ -75,6 +77,7 @@ page_size = 1000
 {extra}
 "#,
             key = private_key.display(),
+            data_dir = dir.0.display(),
             user = crate::kinto::SIGNER.0,
             password = crate::kinto::SIGNER.1,
         );

@@ -131,6 +131,33 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn signs_on_the_embedded_store_with_no_database_configured() {
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source("ws", "cfr", json!({}), &sample_records(120, 4))
+        .await;
+    let setup = Setup::new("", &kinto.url, "ws/cfr -> prod/cfr", FAST_QUEUE);
+    let api = Api::start(&setup, 2).await;
+    let (_, heartbeat) = api.get("/__heartbeat__").await;
+    assert_eq!(heartbeat["database"], true);
+
+    let job = api.wait_final(&api.sign("ws/cfr").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert!(
+        setup.dir.0.join("signer.db").exists(),
+        "jobs live in the data directory"
+    );
+    assert_destination_mirrors_source(&kinto, ("ws", "cfr"), ("prod", "cfr")).await;
+    let verdict = setup.verify(&kinto.url, "prod", "cfr");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(120)),
+        "{verdict}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn empty_and_all_deleted_collections_sign_and_verify() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;

@@ -2,7 +2,7 @@
 //! retried with exponential backoff and jitter, permanent ones failed at once; expired leases rescued; on
 //! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
 
-use crate::dispatch::PgWaker;
+use crate::dispatch::Waker;
 use crate::job::{Job, Lease};
 use crate::pipeline::Pipeline;
 use crate::signing::Signer;
@@ -112,7 +112,7 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
     }
 
     /// Runs until `shutdown` is cancelled, then drains within the grace period.
-    pub async fn run(self, mut waker: PgWaker, shutdown: CancellationToken) {
+    pub async fn run(self, mut waker: Waker, shutdown: CancellationToken) {
         let settings = Arc::new(self.settings);
         tracing::info!(worker_id = %settings.worker_id, concurrency = settings.concurrency, "worker pool started");
         let slots = Arc::new(Semaphore::new(settings.concurrency));

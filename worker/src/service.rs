@@ -2,12 +2,11 @@
 //! `signer-worker` and `signer-api serve --workers N`, so both start the same way and fail the same way.
 
 use crate::config::{ConfigError, Settings};
-use crate::dispatch::PgWaker;
 use crate::kinto::KintoClient;
 use crate::pipeline::Pipeline;
 use crate::pool::{new_worker_id, PoolSettings, WorkerPool};
 use crate::signing::{LocalEcdsaSigner, SigningError};
-use crate::store::{PgStore, StoreError};
+use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +20,6 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("signer: {0}")]
     Signer(#[from] SigningError),
-    #[error("no database configured: set database_url in the config file or SIGNER_DATABASE_URL")]
-    NoDatabase,
     #[error("ecdsa.private_key is not set (generate one with `signer-api keygen`)")]
     NoKey,
     #[error("kinto server {url}: {reason}")]
@@ -32,7 +29,7 @@ pub enum StartupError {
 /// Everything a worker or the API needs, built once.
 pub struct Service {
     pub settings: Settings,
-    pub store: Arc<PgStore>,
+    pub store: Arc<Store>,
     pub pipeline: Arc<SignPipeline>,
 }
 
@@ -63,15 +60,17 @@ impl Service {
             destination,
             signer,
         ));
-        let url = settings
-            .database_url
-            .clone()
-            .ok_or(StartupError::NoDatabase)?;
         let connections = u32::try_from(settings.worker.concurrency)
             .unwrap_or(u32::MAX)
             .saturating_mul(2)
             .max(5);
-        let store = Arc::new(PgStore::connect(&url, connections).await?);
+        let store = Store::open(
+            settings.database_url.as_deref(),
+            &settings.data_dir,
+            connections,
+        );
+        let store = Arc::new(store.await?);
+        tracing::info!(store = %store.describe(), "job store ready");
         Ok(Self {
             settings,
             store,
@@ -88,7 +87,7 @@ impl Service {
         let mut pool_settings =
             PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
         pool_settings.concurrency = concurrency;
-        let waker = PgWaker::new(self.store.pool().clone(), self.settings.queue.listen);
+        let waker = self.store.waker(self.settings.queue.listen);
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
         tokio::spawn(pool.run(waker, shutdown))
     }

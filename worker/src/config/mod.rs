@@ -22,8 +22,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// Postgres URL of the job store.
+    /// `postgres://…` to scale out; `sqlite://<path>`; or nothing for the embedded store in `data_dir`.
     pub database_url: Option<String>,
+    /// Where the embedded store (and `make run`'s keys) live.
+    pub data_dir: PathBuf,
     /// kinto-signer syntax; a string with one rule per line, or a list of rules.
     #[serde(deserialize_with = "resources_text")]
     pub resources: String,
@@ -130,6 +132,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: None,
+            data_dir: PathBuf::from("var"),
             resources: String::new(),
             signer_backend: "local_ecdsa".into(),
             plugin_userid: "plugin:kinto-signer".into(),

@@ -4,3 +4,26 @@
 mod postgres;
 
 pub use postgres::PgWaker;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub enum Waker {
+    /// `LISTEN` on the Postgres store's channel.
+    Postgres(PgWaker),
+    /// The embedded store signals in-process.
+    Local(Arc<Notify>),
+}
+
+impl Waker {
+    /// Returns when a job may be runnable: a wake-up arrived, or `max` elapsed.
+    pub async fn wait(&mut self, max: Duration) {
+        match self {
+            Waker::Postgres(waker) => waker.wait(max).await,
+            Waker::Local(signal) => {
+                let _ = tokio::time::timeout(max, signal.notified()).await;
+            }
+        }
+    }
+}

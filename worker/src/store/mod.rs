@@ -2,8 +2,13 @@
 //! worker that lost its lease cannot overwrite a newer attempt.
 
 mod postgres;
+mod sqlite;
 
 pub use postgres::{redact, PgStore};
+pub use sqlite::SqliteStore;
+
+use crate::dispatch::{PgWaker, Waker};
+use std::path::Path;
 
 /// The `NOTIFY` channel of the Postgres store.
 pub fn postgres_channel() -> &'static str {
@@ -19,9 +24,13 @@ use uuid::Uuid;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "database unreachable at {url}: {source} (start Postgres, or check SIGNER_DATABASE_URL)"
+        "database unreachable at {url}: {source} (start it, or drop SIGNER_DATABASE_URL / database_url to use the embedded store)"
     )]
     Unreachable { url: String, source: sqlx::Error },
+    #[error(
+        "database_url {0:?}: expected postgres://…, sqlite://<path>, or nothing for the embedded store"
+    )]
+    UnknownScheme(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
@@ -150,6 +159,87 @@ pub struct JobFilter {
     /// Keyset cursor: list jobs created before this one.
     pub before: Option<Uuid>,
     pub limit: i64,
+}
+
+/// The store a deployment runs on: Postgres to scale out, or the embedded SQLite file for a single node.
+pub enum Store {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+/// The embedded store's file inside the data directory.
+pub const SQLITE_FILE: &str = "signer.db";
+
+impl Store {
+    /// `postgres://…` (or `postgresql://…`), `sqlite://<path>`, or nothing: `<data_dir>/signer.db`.
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &Path,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        match url {
+            None | Some("") => Ok(Store::Sqlite(
+                SqliteStore::open(&data_dir.join(SQLITE_FILE)).await?,
+            )),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
+                Store::Postgres(PgStore::connect(url, max_connections).await?),
+            ),
+            Some(url) => match url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+            {
+                Some(path) => Ok(Store::Sqlite(SqliteStore::open(Path::new(path)).await?)),
+                None => Err(StoreError::UnknownScheme(redact(url))),
+            },
+        }
+    }
+
+    /// How idle workers learn of new jobs: `LISTEN` (unless `listen` is false) or the in-process signal.
+    pub fn waker(&self, listen: bool) -> Waker {
+        match self {
+            Store::Postgres(s) => Waker::Postgres(PgWaker::new(s.pool().clone(), listen)),
+            Store::Sqlite(s) => Waker::Local(s.wake_signal()),
+        }
+    }
+
+    /// Where the jobs live, without secrets (for logs).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Postgres(s) => redact(s.url()),
+            Store::Sqlite(s) => format!("sqlite://{}", s.path()),
+        }
+    }
+}
+
+macro_rules! delegate_to_backend {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)+) => {
+        impl JobStore for Store {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    Store::Postgres(s) => s.$name($($arg),*).await,
+                    Store::Sqlite(s) => s.$name($($arg),*).await,
+                }
+            })+
+        }
+    };
+}
+
+delegate_to_backend! {
+    fn enqueue(&self, job: NewJob) -> Result<Enqueued, StoreError>;
+    fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
+    fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
+    fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError>;
+    fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError>;
+    fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError>;
+    fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError>;
+    fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError>;
+    fn retry(&self, lease: &Lease, error: &str, delay: Duration) -> Result<RetryOutcome, StoreError>;
+    fn release(&self, lease: &Lease) -> Result<bool, StoreError>;
+    fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
+    fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError>;
+    fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError>;
+    fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn ping(&self) -> Result<(), StoreError>;
 }
 
 pub trait JobStore: Send + Sync + 'static {

@@ -1,0 +1,88 @@
+//! The store contract (`signer_e2e::conformance`), run unchanged against both stores: a real Postgres (one fresh
+//! database per test) and the embedded SQLite file (one fresh file per test).
+
+use signer_e2e::conformance as suite;
+use signer_e2e::db::TestDb;
+use signer_e2e::service::TempDir;
+use signer_worker::store::{PgStore, SqliteStore, Store};
+
+macro_rules! conformance {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let db = TestDb::create().await;
+                    let store = PgStore::connect(&db.url, 4).await.expect("store connects and migrates");
+                    suite::$name(&store).await;
+                }
+            )+
+        }
+
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let dir = TempDir::new("sqlite-store");
+                    let store = SqliteStore::open(&dir.0.join("jobs.db")).await.expect("store opens and migrates");
+                    suite::$name(&store).await;
+                }
+            )+
+        }
+    };
+}
+
+conformance!(
+    enqueue_coalesces_and_claims_follow_priority_then_age,
+    a_destination_has_one_running_job,
+    an_expired_lease_is_rescued_and_the_late_worker_cannot_write,
+    retries_wait_their_delay_and_stop_at_max_attempts,
+    a_retry_defers_to_a_newer_queued_job,
+    release_gives_the_attempt_back_and_cancel_only_takes_queued_jobs,
+    a_lease_expiring_on_the_last_attempt_fails_the_job,
+    pruning_removes_only_old_finished_jobs,
+    concurrent_claims_never_hand_out_a_job_twice,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_says_what_to_do() {
+    let dir = TempDir::new("no-db");
+    let url = "postgres://nobody:secret@127.0.0.1:1/none";
+    let err = Store::open(Some(url), &dir.0, 1)
+        .await
+        .err()
+        .expect("cannot connect");
+    let message = err.to_string();
+    assert!(
+        message.contains("database unreachable at postgres://nobody:***@127.0.0.1:1/none"),
+        "{message}"
+    );
+    assert!(message.contains("to use the embedded store"), "{message}");
+    assert!(
+        !message.contains("secret"),
+        "passwords stay out of messages"
+    );
+    let err = Store::open(Some("mysql://x/y"), &dir.0, 1)
+        .await
+        .err()
+        .expect("unknown scheme");
+    assert!(err.to_string().contains("expected postgres://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_database_url_means_the_embedded_store_in_the_data_directory() {
+    let dir = TempDir::new("embedded");
+    let store = Store::open(None, &dir.0.join("data"), 1).await.unwrap();
+    assert!(matches!(store, Store::Sqlite(_)));
+    assert!(dir.0.join("data/signer.db").exists());
+    let other = format!("sqlite://{}/other.db", dir.0.display());
+    assert_eq!(
+        Store::open(Some(&other), &dir.0, 1)
+            .await
+            .unwrap()
+            .describe(),
+        other
+    );
+}
