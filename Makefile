@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
 
-.PHONY: help venv build test lint fmt run bench clean
+.PHONY: help venv reference-venv build test lint fmt run bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000)"
@@ -20,10 +20,18 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 venv: $(VENV)/.installed
 
+# kinto-signer 8.1.1, the reference the interop tests and benchmarks compare against.
+.venv-reference/.installed: tests/python/reference-requirements.txt
+	$(PY) -m venv .venv-reference
+	.venv-reference/bin/pip install --quiet --disable-pip-version-check -r tests/python/reference-requirements.txt
+	touch $@
+
+reference-venv: .venv-reference/.installed
+
 build:
 	cargo build --workspace --all-targets --locked
 
-test: venv build
+test: venv reference-venv build
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --locked --no-fail-fast; \
 	else \
@@ -42,7 +50,7 @@ run: venv build
 
 clean:
 	cargo clean
-	rm -rf $(VENV) var
+	rm -rf $(VENV) .venv-reference var
 
 # Not part of `make test`: prints a table of end-to-end signing costs (see BENCHMARKS.md).
 bench: venv

@@ -2,6 +2,7 @@
 
 use crate::{eventually, free_port, root, venv_bin};
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const EDITOR: (&str, &str) = ("editor", "editor-pw");
@@ -11,6 +12,8 @@ pub struct KintoServer {
     pub port: u16,
     pub url: String,
     child: Option<Child>,
+    kinto: PathBuf,
+    ini: PathBuf,
 }
 
 impl KintoServer {
@@ -19,10 +22,49 @@ impl KintoServer {
     }
 
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(
+            port,
+            venv_bin("kinto"),
+            root().join("deploy/kinto/kinto.ini"),
+        )
+        .await
+    }
+
+    /// Kinto with the reference signer (kinto-signer 8.1.1, from `.venv-reference`) signing `resources` with
+    /// the PEM key pair given; a `PATCH status: to-sign` signs inside the request.
+    pub async fn start_reference_signer(
+        dir: &Path,
+        resources: &str,
+        private_key: &Path,
+        public_key: &Path,
+    ) -> Self {
+        let kinto = root().join(".venv-reference/bin/kinto");
+        assert!(
+            kinto.exists(),
+            "{} is missing: run `make reference-venv` (make test does it)",
+            kinto.display()
+        );
+        let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
+            .expect("the local Kinto config");
+        let plugin = format!(
+            "[app:main]\nkinto.includes = kinto_signer\nkinto.signer.resources = {resources}\n\
+             kinto.signer.ecdsa.private_key = {}\nkinto.signer.ecdsa.public_key = {}\n",
+            private_key.display(),
+            public_key.display()
+        );
+        let ini = dir.join("kinto-signer.ini");
+        std::fs::write(&ini, base.replace("[app:main]\n", &plugin)).expect("can write the ini");
+        Self::start_with(free_port(), kinto, ini).await
+    }
+
+    async fn start_with(port: u16, kinto: PathBuf, ini: PathBuf) -> Self {
+        let url = format!("http://127.0.0.1:{port}/v1");
         let mut server = Self {
             port,
-            url: format!("http://127.0.0.1:{port}/v1"),
+            url,
             child: None,
+            kinto,
+            ini,
         };
         server.restart().await;
         server
@@ -32,9 +74,9 @@ impl KintoServer {
     pub async fn restart(&mut self) {
         self.stop();
         let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
-        let child = Command::new(venv_bin("kinto"))
+        let child = Command::new(&self.kinto)
             .args(["start", "--ini"])
-            .arg(root().join("deploy/kinto/kinto.ini"))
+            .arg(&self.ini)
             .args(["--port", &self.port.to_string()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("can create the Kinto log"))
@@ -169,6 +211,12 @@ impl KintoAdmin {
             None,
         )
         .await;
+    }
+
+    pub async fn patch_record(&self, bucket: &str, collection: &str, id: &str, data: Value) {
+        let path = format!("/buckets/{bucket}/collections/{collection}/records/{id}");
+        self.ok(reqwest::Method::PATCH, &path, Some(json!({"data": data})))
+            .await;
     }
 
     pub async fn patch_collection(&self, bucket: &str, collection: &str, data: Value) -> Value {

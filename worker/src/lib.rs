@@ -10,3 +10,4 @@ pub mod pool;
 pub mod service;
 pub mod signing;
 pub mod store;
+pub mod verifier;

@@ -20,7 +20,10 @@ pub const MODE_P384ECDSA: &str = "p384ecdsa";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureMetadata {
     pub signature: String,
+    #[serde(default)]
     pub x5u: String,
+    /// kinto-signer 1.x stored no mode; P-384 is the only one clients accept.
+    #[serde(default = "default_mode")]
     pub mode: String,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
     pub reference: Option<String>,
@@ -30,6 +33,10 @@ pub struct SignatureMetadata {
     pub signer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+}
+
+fn default_mode() -> String {
+    MODE_P384ECDSA.to_owned()
 }
 
 #[derive(Debug, thiserror::Error)]

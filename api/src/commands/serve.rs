@@ -1,0 +1,42 @@
+//! `serve` and `migrate`: the long-running API and the one-shot schema upgrade.
+
+use anyhow::Context as _;
+use signer_api::{router, AppState};
+use signer_worker::config::Settings;
+use signer_worker::service::{shutdown_on_signals, Service};
+use signer_worker::store::Store;
+use std::path::Path;
+
+pub async fn serve(
+    config: Option<&Path>,
+    listen: Option<String>,
+    workers: usize,
+) -> anyhow::Result<std::process::ExitCode> {
+    let settings = Settings::load(config)?;
+    let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
+    let max_body = settings.api.max_body_bytes;
+    let service = Service::start(settings).await?;
+    let state = AppState::new(service.store.clone(), &service.settings)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(address = %listener.local_addr()?, workers, "signer-api listening");
+
+    let shutdown = shutdown_on_signals();
+    let pool = (workers > 0).then(|| service.spawn_pool(workers, shutdown.clone()));
+    axum::serve(listener, router(state, max_body))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed")?;
+    if let Some(pool) = pool {
+        pool.await.context("worker pool panicked")?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub async fn migrate(config: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+    let settings = Settings::load(config)?;
+    let store = Store::open(settings.database_url.as_deref(), &settings.data_dir, 1).await?;
+    println!("migrations applied to {}", store.describe());
+    Ok(std::process::ExitCode::SUCCESS)
+}

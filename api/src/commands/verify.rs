@@ -1,0 +1,104 @@
+//! `verify`: fetch a collection, rebuild what clients serialize, check every signature; print a verdict.
+
+use anyhow::Context as _;
+use signer_worker::config::{CollectionRef, ServerSettings, Settings};
+use signer_worker::kinto::KintoClient;
+use signer_worker::signing::parse_public_key;
+use signer_worker::verifier::{verify_collection, FixedKey, Report};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// The collection's URL, e.g. https://kinto.example.com/v1/buckets/main/collections/regions
+    url: String,
+    /// PEM public key the signature must verify with (signatures from a local key carry no x5u).
+    #[arg(long)]
+    public_key: PathBuf,
+}
+
+/// Splits `https://host/v1/buckets/b/collections/c` into the server's base URL and the collection.
+fn split_collection_url(url: &str) -> anyhow::Result<(String, CollectionRef)> {
+    let at = url
+        .find("/buckets/")
+        .context("the URL must end in /buckets/<bid>/collections/<cid>")?;
+    let collection = CollectionRef::parse(url[at..].trim_end_matches('/'))?;
+    Ok((url[..at].to_owned(), collection))
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let (server, collection) = split_collection_url(&args.url)?;
+    let settings = ServerSettings {
+        url: server,
+        ..Settings::default().kinto.source
+    };
+    let kinto = KintoClient::new(&settings).map_err(anyhow::Error::msg)?;
+    let pem = std::fs::read_to_string(&args.public_key)
+        .with_context(|| format!("cannot read the public key {}", args.public_key.display()))?;
+    let key = parse_public_key(&pem).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a P-384 public key: {e}",
+            args.public_key.display()
+        )
+    })?;
+    let keys = FixedKey(key, format!("public key {}", args.public_key.display()));
+    let report = verify_collection(&kinto, &collection, &keys).await?;
+    print!("{}", render(&args.url, &report));
+    Ok(if report.valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn render(url: &str, report: &Report) -> String {
+    let mut out = format!(
+        "collection  {url}\nrecords     {} (timestamp {}, {} bytes signed)\n",
+        report.records, report.timestamp, report.payload_bytes
+    );
+    for check in &report.checks {
+        let x5u = if check.signature.x5u.is_empty() {
+            "none"
+        } else {
+            &check.signature.x5u
+        };
+        out += &format!(
+            "signature   {}… ({}, x5u {x5u}) against {}: {}\n",
+            check
+                .signature
+                .signature
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            check.signature.mode,
+            check.key,
+            if check.valid { "valid" } else { "INVALID" }
+        );
+    }
+    out += if report.valid() {
+        "verdict     VALID: clients will accept this collection\n"
+    } else {
+        "verdict     INVALID: clients will reject this collection\n"
+    };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_urls_split_into_server_and_collection() {
+        let (server, c) =
+            split_collection_url("https://h.example/v1/buckets/main/collections/regions/").unwrap();
+        assert_eq!(
+            (server.as_str(), c),
+            (
+                "https://h.example/v1",
+                CollectionRef::new("main", "regions")
+            )
+        );
+        assert!(split_collection_url("https://h.example/v1/").is_err());
+        assert!(split_collection_url("https://h.example/v1/buckets/main").is_err());
+    }
+}
