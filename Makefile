@@ -3,10 +3,11 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
 
-.PHONY: help venv reference-venv build test lint fmt run bench clean
+.PHONY: help venv reference-venv build test lint fmt run demo bench clean
 
 help:
-	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000)"
+	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
+	@echo "make demo   create, sign and verify a sample collection (on the make run stack, or its own)"
 	@echo "make test   install the Python peers, build, run unit + end-to-end tests (needs Postgres on 127.0.0.1:5432)"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make fmt    format the code"
@@ -47,6 +48,9 @@ fmt:
 
 run: venv build
 	deploy/local/run.sh
+
+demo: venv build
+	deploy/local/demo.sh
 
 clean:
 	cargo clean

@@ -1,7 +1,7 @@
 //! The job store contract, written once against the `JobStore` trait: every store implementation runs these
 //! same checks, so implementations cannot drift.
 
-use signer_worker::job::{JobKind, JobState, NewJob, Trigger};
+use signer_worker::job::{JobKind, JobState, NewJob, Progress, Trigger};
 use signer_worker::store::{JobFilter, JobStore, RetryOutcome};
 use std::time::Duration;
 
@@ -85,13 +85,26 @@ pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: Job
         .unwrap()
         .unwrap();
     let stale = first.lease().unwrap();
+    let pushing = Progress {
+        phase: "push".into(),
+        collection: "/buckets/dst/collections/r".into(),
+        records_fetched: 10,
+        records_to_push: 10,
+        records_pushed: 5,
+    };
     assert!(store
-        .heartbeat(&stale, Duration::from_millis(300))
+        .heartbeat(&stale, Duration::from_millis(300), Some(&pushing))
         .await
         .unwrap());
     assert!(
         store.rescue_expired().await.unwrap().is_empty(),
         "a renewed lease is not rescued"
+    );
+    let progress = store.get(id).await.unwrap().unwrap().progress;
+    assert_eq!(
+        progress.as_ref(),
+        Some(&pushing),
+        "the heartbeat recorded the progress"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     let rescued = store.rescue_expired().await.unwrap();
@@ -104,7 +117,7 @@ pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: Job
     let second = store.claim("fast", LONG).await.unwrap().unwrap();
     assert_eq!((second.id, second.attempt), (id, 2));
     assert!(
-        !store.heartbeat(&stale, LONG).await.unwrap(),
+        !store.heartbeat(&stale, LONG, None).await.unwrap(),
         "the old lease is gone"
     );
     assert!(

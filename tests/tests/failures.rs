@@ -265,6 +265,14 @@ async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_ze
     let id = api.sign("ws/big").await;
     wait_running(&api, &id).await;
     wait_pushing(&kinto, "prod", "big").await;
+    let progress = eventually(10, "progress in the job status", || async {
+        let p = job(&api, &id).await["data"]["progress"].clone();
+        (p["phase"] == "push" && p["records_pushed"].as_u64() > Some(0)).then_some(p)
+    })
+    .await;
+    assert_eq!(progress["records_fetched"], BIG, "{progress}");
+    assert_eq!(progress["records_to_push"], BIG, "{progress}");
+    assert_eq!(progress["collection"], "/buckets/prod/collections/big");
     stopping.terminate();
     let status = stopping.wait_exit(Duration::from_secs(10)).await;
     assert!(

@@ -102,6 +102,20 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// How far the current (or last) attempt got.
+    pub progress: Option<Progress>,
+}
+
+/// What a running job reports about itself, so a long sign shows it is moving.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Progress {
+    /// `snapshot`, `push`, `sign`, `publish` or `finish`.
+    pub phase: String,
+    /// The collection being worked on.
+    pub collection: String,
+    pub records_fetched: usize,
+    pub records_to_push: usize,
+    pub records_pushed: usize,
 }
 
 impl Job {

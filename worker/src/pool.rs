@@ -3,8 +3,8 @@
 //! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
 
 use crate::dispatch::Waker;
-use crate::job::{Job, Lease};
-use crate::pipeline::Pipeline;
+use crate::job::{Job, Lease, Progress};
+use crate::pipeline::{Pipeline, ProgressSender};
 use crate::signing::Signer;
 use crate::store::{JobStore, RetryOutcome};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
@@ -25,12 +25,20 @@ pub struct JobError {
 
 /// The work behind a job (the signing pipeline in production).
 pub trait JobRunner: Send + Sync + 'static {
-    fn run(&self, job: &Job) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+    fn run(
+        &self,
+        job: &Job,
+        progress: &ProgressSender,
+    ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 }
 
 impl<G: Signer + 'static> JobRunner for Pipeline<G> {
-    async fn run(&self, job: &Job) -> Result<serde_json::Value, JobError> {
-        match Pipeline::run(self, job).await {
+    async fn run(
+        &self,
+        job: &Job,
+        progress: &ProgressSender,
+    ) -> Result<serde_json::Value, JobError> {
+        match Pipeline::run(self, job, progress).await {
             Ok(outcome) => Ok(serde_json::to_value(outcome).expect("outcome serializes")),
             Err(e) => Err(JobError {
                 transient: e.is_transient(),
@@ -203,14 +211,16 @@ async fn execute<S: JobStore, R: JobRunner>(
     let Some(lease) = job.lease() else { return };
     tracing::info!("job started");
     let lease_lost = CancellationToken::new();
+    let (progress, progress_seen) = tokio::sync::watch::channel(Progress::default());
     let heartbeat = tokio::spawn(keep_lease(
         store.clone(),
         lease.clone(),
         settings.lease,
+        progress_seen,
         lease_lost.clone(),
     ));
     let outcome = tokio::select! {
-        result = runner.run(&job) => Some(result),
+        result = runner.run(&job, &progress) => Some(result),
         () = lease_lost.cancelled() => None,
         () = hard_stop.cancelled() => {
             heartbeat.abort();
@@ -271,19 +281,28 @@ async fn record<S: JobStore>(
     Ok(())
 }
 
-/// Renews the lease every third of its length; cancels `lost` once the store says it is no longer ours.
+/// Renews the lease every third of its length, and writes new progress at most once a second; cancels `lost`
+/// once the store says the lease is no longer ours.
 async fn keep_lease<S: JobStore>(
     store: Arc<S>,
     lease: Lease,
     duration: Duration,
+    mut progress: tokio::sync::watch::Receiver<Progress>,
     lost: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(duration / 3);
-    tick.tick().await;
+    let renew_every = duration / 3;
+    let mut tick = tokio::time::interval(renew_every.min(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renewed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        match store.heartbeat(&lease, duration).await {
-            Ok(true) => {}
+        let changed = progress.has_changed().unwrap_or(false);
+        if !changed && renewed.elapsed() < renew_every {
+            continue;
+        }
+        let latest = changed.then(|| progress.borrow_and_update().clone());
+        match store.heartbeat(&lease, duration, latest.as_ref()).await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
             Ok(false) => {
                 lost.cancel();
                 return;

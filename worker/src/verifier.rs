@@ -78,7 +78,7 @@ pub async fn verify_collection<K: KeySource>(
         .await?
         .ok_or_else(|| VerifyError::Missing(collection.uri()))?;
     let signatures = signatures_of(&metadata.data)?;
-    let listing = kinto.list_records(collection).await?;
+    let listing = kinto.list_records(collection, |_| {}).await?;
     let timestamp = u64::try_from(listing.timestamp).unwrap_or_default();
     let payload = canonical::signed_payload(&listing.records, timestamp)?;
     let mut checks = Vec::with_capacity(signatures.len());

@@ -2,4 +2,5 @@
 
 pub mod keygen;
 pub mod serve;
+pub mod sign;
 pub mod verify;

@@ -11,6 +11,15 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `SIGNER_*` variables that belong to the command line or the tooling, not to the settings.
+const NOT_SETTINGS: &[&str] = &[
+    "CONFIG",
+    "API_URL",
+    "LOCAL_DIR",
+    "TEST_DATABASE_URL",
+    "TEST_VENV",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -185,7 +194,7 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         let settings: Settings = figment
-            .merge(Env::prefixed("SIGNER_").split("__"))
+            .merge(Env::prefixed("SIGNER_").ignore(NOT_SETTINGS).split("__"))
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         settings.validate()?;

@@ -152,8 +152,13 @@ impl KintoClient {
     }
 
     /// All live records (no tombstones), following `Next-Page`; the timestamp is the first page's `ETag`, and the
-    /// listing is refused if the `ETag` moved before the last page (records changed underneath).
-    pub async fn list_records(&self, c: &CollectionRef) -> Result<Listing, KintoError> {
+    /// listing is refused if the `ETag` moved before the last page (records changed underneath). `on_page` hears
+    /// how many records have arrived so far.
+    pub async fn list_records(
+        &self,
+        c: &CollectionRef,
+        mut on_page: impl FnMut(usize),
+    ) -> Result<Listing, KintoError> {
         let mut url = format!(
             "{}?_limit={}&_sort=id",
             self.url(&format!("{}/records", c.uri())),
@@ -162,16 +167,17 @@ impl KintoClient {
         let mut records = Vec::new();
         let mut first_ts = None;
         loop {
-            let (headers, body) = self
+            let (headers, mut body) = self
                 .send(Method::GET, url.clone(), None, HeaderMap::new())
                 .await?;
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert(ts);
-            match body.get("data") {
-                Some(Value::Array(page)) => records.extend(page.iter().cloned()),
+            match body.get_mut("data") {
+                Some(Value::Array(page)) => records.append(page),
                 _ => return Err(invalid("GET", &url, "body has no `data` array")),
             }
+            on_page(records.len());
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {
                 Some(next) => url = next.to_owned(),
                 None if ts != first => {
@@ -227,11 +233,16 @@ impl KintoClient {
     }
 
     /// Applies writes through `/v1/batch`, in chunks of the server's `batch_max_requests`. Every sub-response
-    /// must succeed (a missing record on delete counts as done).
-    pub async fn apply(&self, c: &CollectionRef, writes: &[Write<'_>]) -> Result<(), KintoError> {
+    /// must succeed (a missing record on delete counts as done). `on_chunk` hears how many writes are done.
+    pub async fn apply(
+        &self,
+        c: &CollectionRef,
+        writes: &[Write<'_>],
+        mut on_chunk: impl FnMut(usize),
+    ) -> Result<(), KintoError> {
         let chunk = self.batch_max_requests().await?;
         let prefix = self.path_prefix();
-        for part in writes.chunks(chunk) {
+        for (index, part) in writes.chunks(chunk).enumerate() {
             let requests: Vec<Value> = part
                 .iter()
                 .map(|w| match w {
@@ -285,6 +296,7 @@ impl KintoClient {
                     });
                 }
             }
+            on_chunk((index * chunk + part.len()).min(writes.len()));
         }
         Ok(())
     }

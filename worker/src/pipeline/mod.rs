@@ -8,12 +8,22 @@ pub use diff::{diff_records, Diff};
 
 use crate::canonical::{self, CanonicalError};
 use crate::config::{CollectionRef, Resource, Resources};
-use crate::job::{Job, JobKind};
+use crate::job::{Job, JobKind, Progress};
 use crate::kinto::{KintoClient, KintoError, Listing};
 use crate::signing::{SignatureMetadata, Signer, SigningError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
+
+/// Where the pipeline says how far it got; the pool writes the latest value with the job's heartbeat.
+pub type ProgressSender = tokio::sync::watch::Sender<Progress>;
+
+fn enter(progress: &ProgressSender, phase: &str, collection: &CollectionRef) {
+    progress.send_modify(|p| {
+        p.phase = phase.to_owned();
+        p.collection = collection.uri();
+    });
+}
 
 /// Copied from the source collection metadata onto what we publish, so clients see the same schema and display.
 const PUBLISHED_FIELDS: [&str; 5] = ["schema", "sort", "displayFields", "attachment", "flags"];
@@ -99,7 +109,11 @@ impl<S: Signer> Pipeline<S> {
             .resolve(&CollectionRef::parse(source_uri).ok()?)
     }
 
-    pub async fn run(&self, job: &Job) -> Result<SignOutcome, PipelineError> {
+    pub async fn run(
+        &self,
+        job: &Job,
+        progress: &ProgressSender,
+    ) -> Result<SignOutcome, PipelineError> {
         if job.kind != JobKind::Sign {
             return Err(PipelineError::UnsupportedKind(job.kind));
         }
@@ -112,7 +126,13 @@ impl<S: Signer> Pipeline<S> {
             .get_collection(source_ref)
             .await?
             .ok_or_else(|| PipelineError::SourceMissing(source_ref.uri()))?;
-        let snapshot = self.source.list_records(source_ref).await?;
+        enter(progress, "snapshot", source_ref);
+        let snapshot = self
+            .source
+            .list_records(source_ref, |n| {
+                progress.send_modify(|p| p.records_fetched = n)
+            })
+            .await?;
         tracing::info!(
             records = snapshot.records.len(),
             timestamp = snapshot.timestamp,
@@ -122,14 +142,18 @@ impl<S: Signer> Pipeline<S> {
         canonical::signed_payload(&snapshot.records, 0)?;
 
         let preview = match &resource.preview {
-            Some(preview) => Some(self.publish(preview, &snapshot, &metadata.data).await?),
+            Some(preview) => Some(
+                self.publish(preview, &snapshot, &metadata.data, progress)
+                    .await?,
+            ),
             None => None,
         };
         let destination = self
-            .publish(&resource.destination, &snapshot, &metadata.data)
+            .publish(&resource.destination, &snapshot, &metadata.data, progress)
             .await?;
 
         // Never mark signed what was not copied: the records must not have moved since the snapshot.
+        enter(progress, "finish", source_ref);
         let now = self.source.records_timestamp(source_ref).await?;
         if now != snapshot.timestamp {
             return Err(PipelineError::SourceChanged {
@@ -159,13 +183,20 @@ impl<S: Signer> Pipeline<S> {
         target: &CollectionRef,
         snapshot: &Listing,
         source_metadata: &Value,
+        progress: &ProgressSender,
     ) -> Result<Published, PipelineError> {
         let kinto = &self.destination;
+        enter(progress, "push", target);
         kinto.ensure_bucket(&target.bucket).await?;
         kinto.ensure_collection(target).await?;
-        let before = kinto.list_records(target).await?;
+        let before = kinto.list_records(target, |_| {}).await?;
         let diff = diff_records(&snapshot.records, &before.records);
-        kinto.apply(target, &diff.writes).await?;
+        progress.send_modify(|p| p.records_to_push = diff.writes.len());
+        kinto
+            .apply(target, &diff.writes, |n| {
+                progress.send_modify(|p| p.records_pushed = n)
+            })
+            .await?;
         let (created, updated, deleted, unchanged) = (
             diff.created,
             diff.updated,
@@ -180,8 +211,9 @@ impl<S: Signer> Pipeline<S> {
             before
         } else {
             drop(before);
-            kinto.list_records(target).await?
+            kinto.list_records(target, |_| {}).await?
         };
+        enter(progress, "sign", target);
         let payload = canonical::signed_payload(
             &after.records,
             u64::try_from(after.timestamp).unwrap_or_default(),
@@ -203,6 +235,7 @@ impl<S: Signer> Pipeline<S> {
             "signatures".into(),
             serde_json::to_value(&signatures).expect("metadata serializes"),
         );
+        enter(progress, "publish", target);
         kinto
             .patch_collection(target, Value::Object(metadata), None)
             .await?;

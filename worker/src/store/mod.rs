@@ -15,7 +15,7 @@ pub fn postgres_channel() -> &'static str {
     postgres::NOTIFY_CHANNEL
 }
 
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
+use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::time::Duration;
@@ -230,7 +230,7 @@ delegate_to_backend! {
     fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError>;
     fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError>;
-    fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError>;
+    fn heartbeat(&self, lease: &Lease, duration: Duration, progress: Option<&Progress>) -> Result<bool, StoreError>;
     fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError>;
     fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError>;
     fn retry(&self, lease: &Lease, error: &str, delay: Duration) -> Result<RetryOutcome, StoreError>;
@@ -255,11 +255,12 @@ pub trait JobStore: Send + Sync + 'static {
         worker_id: &str,
         lease: Duration,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
-    /// Extends the lease; false when it is no longer ours.
+    /// Extends the lease (recording `progress` if given); false when it is no longer ours.
     fn heartbeat(
         &self,
         lease: &Lease,
         duration: Duration,
+        progress: Option<&Progress>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn succeed(
         &self,

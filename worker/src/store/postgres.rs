@@ -2,7 +2,7 @@
 //! per destination, guarded transitions that append their history in the same statement, `NOTIFY` on enqueue.
 
 use super::{Enqueued, JobFilter, JobStore, Requeue, Rescued, RetryOutcome, StoreError};
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
+use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
@@ -274,15 +274,21 @@ impl JobStore for PgStore {
         }
     }
 
-    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        progress: Option<&Progress>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4)
+            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4), progress = COALESCE($5, progress)
              WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3",
         )
         .bind(lease.job_id)
         .bind(lease.attempt)
         .bind(&lease.worker_id)
         .bind(duration.as_secs_f64())
+        .bind(progress.map(sqlx::types::Json))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -459,6 +465,9 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
         created_at: row.get("created_at"),
         started_at: row.get("started_at"),
         finished_at: row.get("finished_at"),
+        progress: row
+            .get::<Option<sqlx::types::Json<Progress>>, _>("progress")
+            .map(|p| p.0),
     })
 }
 

@@ -3,7 +3,7 @@
 //! in-process. It honours the same contract as the Postgres store (the conformance suite runs on both).
 
 use super::{Enqueued, JobFilter, JobStore, Requeue, Rescued, RetryOutcome, StoreError};
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob};
+use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, TimeZone as _, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -293,15 +293,21 @@ impl JobStore for SqliteStore {
         Ok(Some(job))
     }
 
-    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<bool, StoreError> {
+    async fn heartbeat(
+        &self,
+        lease: &Lease,
+        duration: Duration,
+        progress: Option<&Progress>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = ?4
+            "UPDATE jobs SET lease_expires_at = ?4, progress = COALESCE(?5, progress)
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
         )
         .bind(lease.job_id.to_string())
         .bind(lease.attempt)
         .bind(&lease.worker_id)
         .bind(later_ms(duration))
+        .bind(progress.map(sqlx::types::Json))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -508,5 +514,8 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         created_at: time(row.get("created_at")),
         started_at: row.get::<Option<i64>, _>("started_at").map(time),
         finished_at: row.get::<Option<i64>, _>("finished_at").map(time),
+        progress: row
+            .get::<Option<sqlx::types::Json<Progress>>, _>("progress")
+            .map(|p| p.0),
     })
 }
