@@ -40,7 +40,8 @@ impl Service {
             .private_key
             .clone()
             .ok_or(StartupError::NoKey)?;
-        let signer = LocalEcdsaSigner::from_pem_file(&key_path)?;
+        let signer =
+            LocalEcdsaSigner::from_pem_file(&key_path)?.with_x5u(settings.ecdsa.x5u.clone());
         let client = |s: &crate::config::ServerSettings| {
             KintoClient::new(s)
                 .map(Arc::new)

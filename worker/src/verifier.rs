@@ -4,7 +4,7 @@
 use crate::canonical;
 use crate::config::CollectionRef;
 use crate::kinto::{KintoClient, KintoError};
-use crate::signing::{self, SignatureMetadata};
+use crate::signing::{self, x5u, SignatureMetadata};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,72 @@ impl KeySource for FixedKey {
         _: &SignatureMetadata,
     ) -> Result<(p384::PublicKey, String), VerifyError> {
         Ok((self.0, self.1.clone()))
+    }
+}
+
+/// Keys from the `x5u` certificate chain of each signature, checked for `signer_name` (and the pinned root).
+pub struct X5uChains {
+    http: reqwest::Client,
+    signer_name: String,
+    root_sha256: Option<String>,
+    checked: tokio::sync::Mutex<std::collections::HashMap<String, x5u::Verified>>,
+}
+
+impl X5uChains {
+    pub fn new(signer_name: String, root_sha256: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("a default HTTP client builds");
+        Self {
+            http,
+            signer_name,
+            root_sha256,
+            checked: Default::default(),
+        }
+    }
+}
+
+impl KeySource for X5uChains {
+    async fn key_for(
+        &self,
+        signature: &SignatureMetadata,
+    ) -> Result<(p384::PublicKey, String), VerifyError> {
+        let url = &signature.x5u;
+        if url.is_empty() {
+            return Err(VerifyError::NoKey);
+        }
+        let mut checked = self.checked.lock().await;
+        if !checked.contains_key(url) {
+            let fetch = |e: reqwest::Error| VerifyError::Chain(format!("cannot fetch {url}: {e}"));
+            let response = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(fetch)?
+                .error_for_status()
+                .map_err(fetch)?;
+            let pem = response.bytes().await.map_err(fetch)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let verified =
+                x5u::check_chain(&pem, now, &self.signer_name, self.root_sha256.as_deref())
+                    .map_err(|e| VerifyError::Chain(format!("{url}: {e}")))?;
+            checked.insert(url.clone(), verified);
+        }
+        let verified = &checked[url];
+        let pinned = if self.root_sha256.is_some() {
+            "pinned root"
+        } else {
+            "root NOT pinned"
+        };
+        let origin = format!(
+            "x5u chain for {} ({pinned} {})",
+            self.signer_name, verified.root_sha256
+        );
+        Ok((verified.key, origin))
     }
 }
 

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use signer_worker::config::{CollectionRef, ServerSettings, Settings};
 use signer_worker::kinto::KintoClient;
 use signer_worker::signing::parse_public_key;
-use signer_worker::verifier::{verify_collection, FixedKey, Report};
+use signer_worker::verifier::{verify_collection, FixedKey, Report, X5uChains};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -12,9 +12,17 @@ use std::process::ExitCode;
 pub struct VerifyArgs {
     /// The collection's URL, e.g. https://kinto.example.com/v1/buckets/main/collections/regions
     url: String,
-    /// PEM public key the signature must verify with (signatures from a local key carry no x5u).
+    /// PEM public key the signature must verify with (signatures from a local key usually carry no x5u).
+    /// Without it, the key comes from each signature's x5u certificate chain.
     #[arg(long)]
-    public_key: PathBuf,
+    public_key: Option<PathBuf>,
+    /// The name the x5u end-entity certificate must be issued to (its SAN dNSName).
+    #[arg(long, default_value = "remote-settings.content-signature.mozilla.org")]
+    signer_name: String,
+    /// SHA-256 of the x5u chain's root certificate (hex, colons allowed). Without it, any self-signed root is
+    /// accepted, and the verdict says the root was not pinned.
+    #[arg(long)]
+    root_sha256: Option<String>,
 }
 
 /// Splits `https://host/v1/buckets/b/collections/c` into the server's base URL and the collection.
@@ -33,16 +41,21 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         ..Settings::default().kinto.source
     };
     let kinto = KintoClient::new(&settings).map_err(anyhow::Error::msg)?;
-    let pem = std::fs::read_to_string(&args.public_key)
-        .with_context(|| format!("cannot read the public key {}", args.public_key.display()))?;
-    let key = parse_public_key(&pem).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a P-384 public key: {e}",
-            args.public_key.display()
-        )
-    })?;
-    let keys = FixedKey(key, format!("public key {}", args.public_key.display()));
-    let report = verify_collection(&kinto, &collection, &keys).await?;
+    let report = match &args.public_key {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the public key {}", path.display()))?;
+            let key = parse_public_key(&pem).map_err(|e| {
+                anyhow::anyhow!("{} is not a P-384 public key: {e}", path.display())
+            })?;
+            let keys = FixedKey(key, format!("public key {}", path.display()));
+            verify_collection(&kinto, &collection, &keys).await?
+        }
+        None => {
+            let keys = X5uChains::new(args.signer_name.clone(), args.root_sha256.clone());
+            verify_collection(&kinto, &collection, &keys).await?
+        }
+    };
     print!("{}", render(&args.url, &report));
     Ok(if report.valid() {
         ExitCode::SUCCESS

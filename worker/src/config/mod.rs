@@ -53,6 +53,10 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct EcdsaSettings {
     pub private_key: Option<PathBuf>,
+    /// Published as the signatures' `x5u`: the URL of a PEM chain whose end-entity certificate holds this key.
+    /// Empty (kinto-signer's behaviour) when clients get the public key another way.
+    #[serde(default)]
+    pub x5u: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

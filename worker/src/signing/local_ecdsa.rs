@@ -10,6 +10,7 @@ use std::path::Path;
 
 pub struct LocalEcdsaSigner {
     key: SigningKey,
+    x5u: String,
 }
 
 impl LocalEcdsaSigner {
@@ -33,7 +34,14 @@ impl LocalEcdsaSigner {
         };
         Ok(Self {
             key: SigningKey::from(secret),
+            x5u: String::new(),
         })
+    }
+
+    /// The chain URL to publish with each signature.
+    pub fn with_x5u(mut self, x5u: String) -> Self {
+        self.x5u = x5u;
+        self
     }
 
     pub fn public_key(&self) -> p384::PublicKey {
@@ -54,7 +62,7 @@ impl Signer for LocalEcdsaSigner {
     async fn sign(&self, payload: &[u8]) -> Result<Vec<SignatureMetadata>, SigningError> {
         Ok(vec![SignatureMetadata {
             signature: self.sign_payload(payload),
-            x5u: String::new(),
+            x5u: self.x5u.clone(),
             mode: MODE_P384ECDSA.to_owned(),
             reference: None,
             signature_type: None,
@@ -94,6 +102,7 @@ mod tests {
             .collect();
         LocalEcdsaSigner {
             key: SigningKey::from_slice(&d).unwrap(),
+            x5u: String::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! `Signer` seam behind which local keys and (later) Autograph sit.
 
 mod local_ecdsa;
+pub mod x5u;
 
 pub use local_ecdsa::{generate_key_pair, LocalEcdsaSigner};
 

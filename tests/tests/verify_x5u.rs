@@ -1,0 +1,195 @@
+//! `x5u` certificate chains: the chain checks on a PKI made by Python's `cryptography`, then a collection signed
+//! with the end-entity key and published with its x5u, verified by `signer-api verify` from the served chain.
+
+use serde_json::json;
+use signer_e2e::kinto::KintoServer;
+use signer_e2e::records::sample_records;
+use signer_e2e::service::{bin, Api, Setup, TempDir};
+use signer_e2e::{eventually, free_port, root, venv_bin, FAST_QUEUE};
+use signer_worker::signing::x5u::{check_chain, ChainError};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const NAME: &str = "demo.content-signature.example";
+
+fn make_pki(dir: &std::path::Path) -> String {
+    let status = Command::new(venv_bin("python"))
+        .arg(root().join("tests/python/make_chain.py"))
+        .arg(dir)
+        .arg(NAME)
+        .status()
+        .expect("python runs");
+    assert!(status.success());
+    std::fs::read_to_string(dir.join("root.sha256")).unwrap()
+}
+
+fn check(dir: &std::path::Path, file: &str, pin: Option<&str>) -> Result<String, ChainError> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let pem = std::fs::read(dir.join(file)).unwrap();
+    check_chain(&pem, now, NAME, pin).map(|v| v.root_sha256)
+}
+
+#[test]
+fn chains_are_checked_like_firefox_does() {
+    let pki = TempDir::new("pki");
+    let root_sha256 = make_pki(&pki.0);
+    assert_eq!(
+        check(&pki.0, "good.pem", Some(&root_sha256)).unwrap(),
+        root_sha256
+    );
+    let colons: String = root_sha256
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(
+        check(&pki.0, "good.pem", Some(&colons)).is_ok(),
+        "fingerprints with colons and upper case"
+    );
+    assert!(matches!(
+        check(&pki.0, "good.pem", Some(&"0".repeat(64))),
+        Err(ChainError::WrongRoot { .. })
+    ));
+    assert!(matches!(
+        check(&pki.0, "expired.pem", None),
+        Err(ChainError::Expired { index: 0, .. })
+    ));
+    assert!(matches!(
+        check(&pki.0, "no-eku.pem", None),
+        Err(ChainError::NotCodeSigning)
+    ));
+    assert!(matches!(
+        check(&pki.0, "wrong-name.pem", None),
+        Err(ChainError::WrongName { .. })
+    ));
+    assert!(matches!(
+        check(&pki.0, "forged.pem", None),
+        Err(ChainError::BadSignature { index: 0, .. })
+    ));
+    let pem = std::fs::read(pki.0.join("good.pem")).unwrap();
+    let end_entity_only = &pem[..pem
+        .windows(25)
+        .position(|w| w == b"-----END CERTIFICATE-----")
+        .unwrap()
+        + 25];
+    assert!(matches!(
+        check_chain(end_entity_only, Duration::ZERO, NAME, None),
+        Err(ChainError::TooShort(1))
+    ));
+}
+
+/// `python -m http.server` over the PKI directory: where the x5u points.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn verify(url: &str, args: &[&str]) -> (i32, String) {
+    let output = Command::new(bin("signer-api"))
+        .args(["verify", url])
+        .args(args)
+        .output()
+        .expect("signer-api runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_signed_with_an_x5u_verifies_from_the_served_chain() {
+    let pki = TempDir::new("pki");
+    let root_sha256 = make_pki(&pki.0);
+    let port = free_port();
+    let _server = Served(
+        Command::new(venv_bin("python"))
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(&pki.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("http.server starts"),
+    );
+    let x5u = format!("http://127.0.0.1:{port}/good.pem");
+    eventually(20, "the chain to be served", || {
+        let x5u = x5u.clone();
+        async move {
+            reqwest::get(&x5u)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source("ws", "certs", json!({}), &sample_records(30, 3))
+        .await;
+    let setup = Setup::new("", &kinto.url, "ws/certs -> prod/certs", FAST_QUEUE);
+    let config = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &format!("private_key = \"{}\"", setup.private_key.display()),
+        &format!(
+            "private_key = \"{}\"\nx5u = \"{x5u}\"",
+            pki.0.join("ee.key.pem").display()
+        ),
+    );
+    std::fs::write(&setup.config, config).unwrap();
+    let api = Api::start(&setup, 1).await;
+    let job = api.wait_final(&api.sign("ws/certs").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["data"]["result"]["destination"]["signature"]["x5u"],
+        x5u.as_str()
+    );
+
+    let url = format!("{}/buckets/prod/collections/certs", kinto.url);
+    let (code, text) = verify(
+        &url,
+        &["--signer-name", NAME, "--root-sha256", &root_sha256],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("x5u chain for demo.content-signature.example (pinned root")
+            && text.contains("verdict     VALID"),
+        "{text}"
+    );
+
+    let (code, text) = verify(&url, &["--signer-name", NAME]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("root NOT pinned"),
+        "an unpinned root is said so: {text}"
+    );
+
+    let (code, text) = verify(&url, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("not \"remote-settings.content-signature.mozilla.org\""),
+        "{text}"
+    );
+
+    let (code, text) = verify(
+        &url,
+        &["--signer-name", NAME, "--root-sha256", &"ab".repeat(32)],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not the pinned"), "{text}");
+}
