@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The Kinto signing service's API: takes signing requests (from a Kinto webhook or a direct call), records them
-/// as jobs in Postgres and answers their status. Workers (`signer-worker`, or `serve --workers N`) run the jobs.
+/// as jobs in the job store and answers their status. Workers (`signer-worker`, or `serve --workers N`) run the jobs.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
