@@ -73,7 +73,7 @@ pub struct Rescued {
 
 /// Why a running job goes back without finishing.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Requeue<'a> {
+pub enum Requeue<'a> {
     /// A transient failure: run again after `delay`, if attempts remain.
     Retry { error: &'a str, delay: Duration },
     /// Shutdown: give it back at once, the attempt not counted.
@@ -81,7 +81,7 @@ pub(crate) enum Requeue<'a> {
 }
 
 /// What the job becomes, decided the same way by every store.
-pub(crate) struct RequeueDecision {
+pub struct RequeueDecision {
     pub state: JobState,
     pub outcome: RetryOutcome,
     pub event: &'static str,
@@ -231,10 +231,8 @@ delegate_to_backend! {
     fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError>;
     fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError>;
     fn heartbeat(&self, lease: &Lease, duration: Duration, progress: Option<&Progress>) -> Result<bool, StoreError>;
-    fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError>;
-    fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError>;
-    fn retry(&self, lease: &Lease, error: &str, delay: Duration) -> Result<RetryOutcome, StoreError>;
-    fn release(&self, lease: &Lease) -> Result<bool, StoreError>;
+    fn finish(&self, lease: &Lease, state: JobState, result: Option<serde_json::Value>, error: Option<&str>) -> Result<bool, StoreError>;
+    fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError>;
     fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
     fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError>;
     fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError>;
@@ -262,24 +260,47 @@ pub trait JobStore: Send + Sync + 'static {
         duration: Duration,
         progress: Option<&Progress>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Records the final state of the attempt holding `lease`; false if the lease was gone.
+    fn finish(
+        &self,
+        lease: &Lease,
+        state: JobState,
+        result: Option<serde_json::Value>,
+        error: Option<&str>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Sends the running job back (a retry or a release), as `Requeue::decide` says.
+    fn requeue(
+        &self,
+        lease: &Lease,
+        why: Requeue<'_>,
+    ) -> impl Future<Output = Result<RetryOutcome, StoreError>> + Send;
+
     fn succeed(
         &self,
         lease: &Lease,
         result: serde_json::Value,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.finish(lease, JobState::Succeeded, Some(result), None)
+    }
     fn fail(
         &self,
         lease: &Lease,
         error: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        self.finish(lease, JobState::Failed, None, Some(error))
+    }
     fn retry(
         &self,
         lease: &Lease,
         error: &str,
         delay: Duration,
-    ) -> impl Future<Output = Result<RetryOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<RetryOutcome, StoreError>> + Send {
+        self.requeue(lease, Requeue::Retry { error, delay })
+    }
     /// Gives a job back untouched (shutdown): queued again at once, the attempt not counted.
-    fn release(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn release(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async move { Ok(self.requeue(lease, Requeue::Release).await? != RetryOutcome::LeaseLost) }
+    }
     /// Requeues (or fails, when out of attempts) running jobs whose lease expired.
     fn rescue_expired(&self) -> impl Future<Output = Result<Vec<Rescued>, StoreError>> + Send;
     /// Cancels a queued job; false if it is not queued.

@@ -62,7 +62,9 @@ impl PgStore {
     pub fn url(&self) -> &str {
         &self.url
     }
+}
 
+impl JobStore for PgStore {
     async fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -137,9 +139,7 @@ impl PgStore {
         .await?;
         Ok(done.rows_affected() == 1)
     }
-}
 
-impl JobStore for PgStore {
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
         // The insert can race with a claim of the queued job it conflicts with: then try again.
         for _ in 0..5 {
@@ -292,29 +292,6 @@ impl JobStore for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Succeeded, Some(result), None)
-            .await
-    }
-
-    async fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Failed, None, Some(error))
-            .await
-    }
-
-    async fn retry(
-        &self,
-        lease: &Lease,
-        error: &str,
-        delay: Duration,
-    ) -> Result<RetryOutcome, StoreError> {
-        self.requeue(lease, Requeue::Retry { error, delay }).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        Ok(self.requeue(lease, Requeue::Release).await? != RetryOutcome::LeaseLost)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {

@@ -77,7 +77,9 @@ impl SqliteStore {
     pub fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
     }
+}
 
+impl JobStore for SqliteStore {
     async fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -163,9 +165,7 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
-}
 
-impl JobStore for SqliteStore {
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
@@ -311,29 +311,6 @@ impl JobStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn succeed(&self, lease: &Lease, result: serde_json::Value) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Succeeded, Some(result), None)
-            .await
-    }
-
-    async fn fail(&self, lease: &Lease, error: &str) -> Result<bool, StoreError> {
-        self.finish(lease, JobState::Failed, None, Some(error))
-            .await
-    }
-
-    async fn retry(
-        &self,
-        lease: &Lease,
-        error: &str,
-        delay: Duration,
-    ) -> Result<RetryOutcome, StoreError> {
-        self.requeue(lease, Requeue::Retry { error, delay }).await
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
-        Ok(self.requeue(lease, Requeue::Release).await? != RetryOutcome::LeaseLost)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
