@@ -21,6 +21,24 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Runs one of the binaries to completion: its exit code and everything it printed (stdout then stderr).
+pub fn run_binary<I, S>(name: &str, args: I) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let output = Command::new(bin(name))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

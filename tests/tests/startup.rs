@@ -1,18 +1,15 @@
 //! A bad configuration stops the binaries at start-up with a message that says what to fix.
 
-use signer_e2e::service::{bin, Setup, TempDir};
+use signer_e2e::service::{bin, run_binary, Setup, TempDir};
 use std::process::Command;
 
 fn run(binary: &str, config: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let output = Command::new(bin(binary))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("binary runs");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+    let config = ["--config".as_ref(), config.as_os_str()];
+    run_binary(
+        binary,
+        config
+            .into_iter()
+            .chain(args.iter().map(std::ffi::OsStr::new)),
     )
 }
 

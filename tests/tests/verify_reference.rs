@@ -4,21 +4,18 @@
 use serde_json::json;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
-use signer_e2e::service::{bin, Setup};
-use std::process::Command;
+use signer_e2e::service::{run_binary, Setup};
 
 fn verify(url: &str, public_key: &std::path::Path) -> (i32, String) {
-    let output = Command::new(bin("signer-api"))
-        .args(["verify", url, "--public-key"])
-        .arg(public_key)
-        .output()
-        .expect("signer-api runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
+    run_binary(
+        "signer-api",
+        [
+            std::ffi::OsStr::new("verify"),
+            url.as_ref(),
+            "--public-key".as_ref(),
+            public_key.as_ref(),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,7 +4,7 @@
 use serde_json::json;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
-use signer_e2e::service::{bin, Api, Setup, TempDir};
+use signer_e2e::service::{run_binary, Api, Setup, TempDir};
 use signer_e2e::{eventually, free_port, root, venv_bin, FAST_QUEUE};
 use signer_worker::signing::x5u::{check_chain, ChainError};
 use std::process::{Child, Command, Stdio};
@@ -91,17 +91,7 @@ impl Drop for Served {
 }
 
 fn verify(url: &str, args: &[&str]) -> (i32, String) {
-    let output = Command::new(bin("signer-api"))
-        .args(["verify", url])
-        .args(args)
-        .output()
-        .expect("signer-api runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), text)
+    run_binary("signer-api", ["verify", url].iter().chain(args))
 }
 
 #[tokio::test(flavor = "multi_thread")]
