@@ -41,6 +41,22 @@ impl TestDb {
     }
 }
 
+/// Drops a database, closing whatever is still connected to it.
+async fn drop_database(admin: &str, name: &str) {
+    if let Ok(mut conn) = PgConnection::connect(admin).await {
+        let _ = conn
+            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await;
+    }
+}
+
+impl TestDb {
+    /// The database disappears under whoever uses it (as when Postgres is lost).
+    pub async fn drop_now(&self) {
+        drop_database(&self.admin, &self.name).await;
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());
@@ -50,13 +66,7 @@ impl Drop for TestDb {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = conn
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
-                }
-            });
+            runtime.block_on(drop_database(&admin, &name));
         })
         .join();
     }

@@ -204,3 +204,24 @@ async fn concurrent_triggers_coalesce_onto_one_queued_job() {
     assert_eq!(status, 409);
     assert_kinto_error(&again, 409, 122, "only queued jobs");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_database_is_a_503_and_an_unhealthy_heartbeat_not_a_crash() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", "");
+    let api = Api::start(&setup, 0).await;
+    let (status, _) = api.get("/__heartbeat__").await;
+    assert_eq!(status, 200);
+
+    db.drop_now().await;
+    let (status, _, body) = api
+        .post("/v1/jobs", &json!({"resource": "ws/cfr"}).to_string())
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_kinto_error(&body, 503, 201, "job store is unavailable");
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!((status, body), (503, json!({"database": false})));
+    let (status, _) = api.get("/__lbheartbeat__").await;
+    assert_eq!(status, 200, "the process itself is alive");
+}

@@ -268,3 +268,75 @@ async fn webhook_ignores_other_events_with_a_reason_and_enqueues_nothing() {
     let (_, listing) = api.get("/v1/jobs").await;
     assert_eq!(listing["data"], json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preview_is_signed_too_and_poll_only_mode_finds_the_job() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source("ws", "cfr", json!({"sort": "id"}), &sample_records(80, 12))
+        .await;
+    // No LISTEN (PgBouncer in transaction mode): the poll interval alone must find the job.
+    let extra = format!("{FAST_QUEUE}listen = false\n");
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws -> /buckets/preview -> /buckets/prod",
+        &extra,
+    );
+    let api = Api::start(&setup, 1).await;
+
+    let job = api.wait_final(&api.sign("ws/cfr").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(job["data"]["preview"], "/buckets/preview/collections/cfr");
+    assert_eq!(job["data"]["result"]["preview"]["records"], 80, "{job}");
+    for bucket in ["preview", "prod"] {
+        assert_destination_mirrors_source(&kinto, ("ws", "cfr"), (bucket, "cfr")).await;
+        let verdict = setup.verify(&kinto.url, bucket, "cfr");
+        assert_eq!(
+            (verdict["valid"].clone(), verdict["records"].clone()),
+            (json!(true), json!(80)),
+            "{bucket}: {verdict}"
+        );
+        assert_eq!(
+            kinto.editor().collection(bucket, "cfr").await.unwrap()["sort"],
+            "id"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batched_webhook_event_enqueues_each_collection_that_asked() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws -> /buckets/prod",
+        FAST_QUEUE,
+    );
+    let api = Api::start(&setup, 0).await;
+    let event = json!({
+        "action": "update", "resource_name": "collection", "bucket_id": "ws", "user_id": "account:alice",
+        "impacted_objects": [
+            {"old": {"id": "a", "status": "work-in-progress"}, "new": {"id": "a", "status": "to-sign"}},
+            {"old": {"id": "b", "status": "signed"}, "new": {"id": "b", "status": "to-sign"}},
+            {"old": {"id": "c", "status": "signed"}, "new": {"id": "c", "status": "work-in-progress"}},
+        ],
+    });
+    let (status, _, body) = api.post("/v1/webhooks/kinto", &event.to_string()).await;
+    assert_eq!(status, 202, "{body}");
+    let resources: Vec<&str> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["data"]["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        ["/buckets/ws/collections/a", "/buckets/ws/collections/b"]
+    );
+    assert_eq!(body["ignored"][0]["uri"], "/buckets/ws/collections/c");
+    assert_eq!(body["jobs"][0]["data"]["requested_by"], "account:alice");
+}
