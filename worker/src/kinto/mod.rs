@@ -46,6 +46,21 @@ pub struct CollectionObject {
     pub last_modified: i64,
 }
 
+impl CollectionObject {
+    /// From Kinto's `{"data": {...}}` answer; the object's own timestamp is in `data.last_modified`.
+    fn from_body(mut body: Value) -> Self {
+        let data = body.get_mut("data").map(Value::take).unwrap_or(Value::Null);
+        let last_modified = data
+            .get("last_modified")
+            .and_then(Value::as_i64)
+            .unwrap_or_default();
+        Self {
+            data,
+            last_modified,
+        }
+    }
+}
+
 pub struct KintoClient {
     http: reqwest::Client,
     base: String,
@@ -135,17 +150,7 @@ impl KintoClient {
             .send(Method::GET, self.url(&c.uri()), None, HeaderMap::new())
             .await
         {
-            Ok((_, body)) => {
-                let data = body.get("data").cloned().unwrap_or(Value::Null);
-                let last_modified = data
-                    .get("last_modified")
-                    .and_then(Value::as_i64)
-                    .unwrap_or_default();
-                Ok(Some(CollectionObject {
-                    data,
-                    last_modified,
-                }))
-            }
+            Ok((_, body)) => Ok(Some(CollectionObject::from_body(body))),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
@@ -323,15 +328,7 @@ impl KintoClient {
                 headers,
             )
             .await?;
-        let data = body.get("data").cloned().unwrap_or(Value::Null);
-        let last_modified = data
-            .get("last_modified")
-            .and_then(Value::as_i64)
-            .unwrap_or_default();
-        Ok(CollectionObject {
-            data,
-            last_modified,
-        })
+        Ok(CollectionObject::from_body(body))
     }
 
     fn url(&self, path: &str) -> String {

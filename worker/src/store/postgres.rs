@@ -67,15 +67,13 @@ impl PgStore {
 impl JobStore for PgStore {
     async fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let row = guarded(
             "SELECT j.attempt >= j.max_attempts AS exhausted,
                     (SELECT q.id FROM jobs q WHERE q.resource = j.resource AND q.state = 'queued') AS queued
              FROM jobs j WHERE j.id = $1 AND j.state = 'running' AND j.attempt = $2 AND j.worker_id = $3
              FOR UPDATE",
+            lease,
         )
-        .bind(lease.job_id)
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -121,17 +119,15 @@ impl JobStore for PgStore {
         result: Option<serde_json::Value>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = guarded(
             "WITH done AS (
                 UPDATE jobs SET state = $4, result = $5, last_error = $6, finished_at = now(), lease_expires_at = NULL
                 WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3
                 RETURNING id, attempt, worker_id)
              INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
              SELECT id, $4, attempt, worker_id, $6 FROM done",
+            lease,
         )
-        .bind(lease.job_id)
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .bind(state.as_str())
         .bind(result)
         .bind(error)
@@ -280,13 +276,11 @@ impl JobStore for PgStore {
         duration: Duration,
         progress: Option<&Progress>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = guarded(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4), progress = COALESCE($5, progress)
              WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3",
+            lease,
         )
-        .bind(lease.job_id)
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .bind(duration.as_secs_f64())
         .bind(progress.map(sqlx::types::Json))
         .execute(&self.pool)
@@ -457,4 +451,16 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A statement whose first three parameters are the lease guard (`id`, `attempt`, `worker_id`): how every write
+/// of a worker proves the attempt is still its own.
+fn guarded<'q>(
+    sql: &'q str,
+    lease: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sql)
+        .bind(lease.job_id)
+        .bind(lease.attempt)
+        .bind(&lease.worker_id)
 }

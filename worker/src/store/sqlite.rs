@@ -82,14 +82,12 @@ impl SqliteStore {
 impl JobStore for SqliteStore {
     async fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let row = guarded(
             "SELECT j.attempt >= j.max_attempts AS exhausted,
                     (SELECT q.id FROM jobs q WHERE q.resource = j.resource AND q.state = 'queued') AS queued
              FROM jobs j WHERE j.id = ?1 AND j.state = 'running' AND j.attempt = ?2 AND j.worker_id = ?3",
+            lease,
         )
-        .bind(lease.job_id.to_string())
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -139,13 +137,11 @@ impl JobStore for SqliteStore {
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
-        let done = sqlx::query(
+        let done = guarded(
             "UPDATE jobs SET state = ?4, result = ?5, last_error = ?6, finished_at = ?7, lease_expires_at = NULL
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
+            lease,
         )
-        .bind(lease.job_id.to_string())
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .bind(state.as_str())
         .bind(result.map(|r| r.to_string()))
         .bind(error)
@@ -299,13 +295,11 @@ impl JobStore for SqliteStore {
         duration: Duration,
         progress: Option<&Progress>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = guarded(
             "UPDATE jobs SET lease_expires_at = ?4, progress = COALESCE(?5, progress)
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
+            lease,
         )
-        .bind(lease.job_id.to_string())
-        .bind(lease.attempt)
-        .bind(&lease.worker_id)
         .bind(later_ms(duration))
         .bind(progress.map(sqlx::types::Json))
         .execute(&self.pool)
@@ -495,4 +489,16 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
             .get::<Option<sqlx::types::Json<Progress>>, _>("progress")
             .map(|p| p.0),
     })
+}
+
+/// A statement whose first three parameters are the lease guard (`id`, `attempt`, `worker_id`): how every write
+/// of a worker proves the attempt is still its own.
+fn guarded<'q>(
+    sql: &'q str,
+    lease: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    sqlx::query(sql)
+        .bind(lease.job_id.to_string())
+        .bind(lease.attempt)
+        .bind(&lease.worker_id)
 }
