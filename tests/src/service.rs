@@ -108,6 +108,24 @@ page_size = 1000
         }
     }
 
+    /// Asserts the independent verifier accepts `bucket/collection` holding `records` records; returns its verdict.
+    pub fn assert_verifies(
+        &self,
+        server: &str,
+        bucket: &str,
+        collection: &str,
+        records: usize,
+    ) -> serde_json::Value {
+        let verdict = self.verify(server, bucket, collection);
+        let expected = (serde_json::json!(true), serde_json::json!(records));
+        assert_eq!(
+            (verdict["valid"].clone(), verdict["records"].clone()),
+            expected,
+            "{bucket}/{collection}: {verdict}"
+        );
+        verdict
+    }
+
     /// Checks `bucket/collection` on `server` with the independent Python verifier; returns its JSON verdict.
     pub fn verify(&self, server: &str, bucket: &str, collection: &str) -> serde_json::Value {
         let output = Command::new(crate::venv_bin("python"))

@@ -103,12 +103,7 @@ async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
         ["queued", "running", "rescued", "running", "succeeded"],
         "{done}"
     );
-    let verdict = setup.verify(&kinto.url, "prod", "big");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(BIG)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "prod", "big", BIG);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,12 +140,7 @@ async fn kinto_down_during_a_job_means_retries_then_success_when_it_returns() {
     let origin = KintoServer::start_on(origin_port).await;
     let done = api.wait_final(&id, 60).await;
     assert_eq!(done["data"]["state"], "succeeded", "{done}");
-    let verdict = setup.verify(&origin.url, "prod", "cfr");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(50)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&origin.url, "prod", "cfr", 50);
     assert_eq!(
         source.editor().collection("ws", "cfr").await.unwrap()["status"],
         "signed"
@@ -199,12 +189,7 @@ async fn a_source_edited_during_the_job_is_not_marked_signed_until_copied() {
         destination.contains_key("late-edit"),
         "the late edit was copied before signing"
     );
-    let verdict = setup.verify(&kinto.url, "prod", "big");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(BIG + 1)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "prod", "big", BIG + 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

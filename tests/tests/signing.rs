@@ -43,12 +43,7 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
     assert_eq!(job["data"]["attempt"], 1);
     assert_eq!(job["data"]["result"]["destination"]["created"], 300);
     assert_destination_mirrors_source(&kinto, ("workspace", "cfr"), ("main", "cfr")).await;
-    let verdict = setup.verify(&kinto.url, "main", "cfr");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(300)),
-        "{verdict}"
-    );
+    let verdict = setup.assert_verifies(&kinto.url, "main", "cfr", 300);
     assert_eq!(
         job["data"]["result"]["destination"]["timestamp"],
         verdict["timestamp"]
@@ -116,12 +111,7 @@ async fn signs_through_the_api_then_resigns_through_the_webhook_after_edits() {
         (json!(3), json!(10), json!(5))
     );
     assert_destination_mirrors_source(&kinto, ("workspace", "cfr"), ("main", "cfr")).await;
-    let verdict = setup.verify(&kinto.url, "main", "cfr");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(298)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "main", "cfr", 298);
     let source = editor.collection("workspace", "cfr").await.unwrap();
     assert_eq!(source["status"], "signed");
     assert_eq!(
@@ -149,12 +139,7 @@ async fn signs_on_the_embedded_store_with_no_database_configured() {
         "jobs live in the data directory"
     );
     assert_destination_mirrors_source(&kinto, ("ws", "cfr"), ("prod", "cfr")).await;
-    let verdict = setup.verify(&kinto.url, "prod", "cfr");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(120)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "prod", "cfr", 120);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,12 +160,7 @@ async fn empty_and_all_deleted_collections_sign_and_verify() {
         .wait_final(&api.sign("/buckets/ws/collections/empty").await, 60)
         .await;
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
-    let verdict = setup.verify(&kinto.url, "prod", "empty");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(0)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "prod", "empty", 0);
 
     editor
         .put_records("ws", "empty", &sample_records(2, 1))
@@ -193,12 +173,7 @@ async fn empty_and_all_deleted_collections_sign_and_verify() {
     let job = api.wait_final(&api.sign("ws/empty").await, 60).await;
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
     assert_eq!(job["data"]["result"]["destination"]["deleted"], 2);
-    let verdict = setup.verify(&kinto.url, "prod", "empty");
-    assert_eq!(
-        (verdict["valid"].clone(), verdict["records"].clone()),
-        (json!(true), json!(0)),
-        "{verdict}"
-    );
+    setup.assert_verifies(&kinto.url, "prod", "empty", 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,12 +268,7 @@ async fn a_preview_is_signed_too_and_poll_only_mode_finds_the_job() {
     assert_eq!(job["data"]["result"]["preview"]["records"], 80, "{job}");
     for bucket in ["preview", "prod"] {
         assert_destination_mirrors_source(&kinto, ("ws", "cfr"), (bucket, "cfr")).await;
-        let verdict = setup.verify(&kinto.url, bucket, "cfr");
-        assert_eq!(
-            (verdict["valid"].clone(), verdict["records"].clone()),
-            (json!(true), json!(80)),
-            "{bucket}: {verdict}"
-        );
+        setup.assert_verifies(&kinto.url, bucket, "cfr", 80);
         assert_eq!(
             kinto.editor().collection(bucket, "cfr").await.unwrap()["sort"],
             "id"
