@@ -50,6 +50,7 @@ impl AppState {
             trigger,
             requested_by,
             source_timestamp: None,
+            previous_status: None,
         }
     }
 }

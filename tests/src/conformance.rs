@@ -18,6 +18,7 @@ pub fn new_job(resource: &str, destination: &str, priority: i32) -> NewJob {
         trigger: Trigger::Api,
         requested_by: "test".into(),
         source_timestamp: None,
+        previous_status: None,
     }
 }
 

@@ -97,6 +97,8 @@ pub struct Job {
     pub trigger: Trigger,
     pub requested_by: String,
     pub source_timestamp: Option<i64>,
+    /// The source's status before the one that asked for this job, when the trigger knew it.
+    pub previous_status: Option<String>,
     pub result: Option<serde_json::Value>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -148,6 +150,25 @@ pub struct NewJob {
     pub trigger: Trigger,
     pub requested_by: String,
     pub source_timestamp: Option<i64>,
+    pub previous_status: Option<String>,
+}
+
+impl NewJob {
+    /// Whether this request rewrites the queued job it coalesces onto. The latest status change is what the
+    /// collection asks for now; a re-sign is the weakest request (every other kind signs too, or will be
+    /// followed by one), so it never rewrites another kind.
+    pub fn rewrites(&self, queued: &Job) -> bool {
+        self.kind != JobKind::Resign
+            && (
+                self.kind,
+                self.requested_by.as_str(),
+                self.previous_status.as_deref(),
+            ) != (
+                queued.kind,
+                queued.requested_by.as_str(),
+                queued.previous_status.as_deref(),
+            )
+    }
 }
 
 /// One line of a job's history.

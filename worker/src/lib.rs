@@ -7,6 +7,7 @@ pub mod job;
 pub mod kinto;
 pub mod pipeline;
 pub mod pool;
+pub mod report;
 pub mod service;
 pub mod signing;
 pub mod store;

@@ -4,8 +4,8 @@
 
 use crate::dispatch::Waker;
 use crate::job::{Job, Lease, Progress};
-use crate::pipeline::{Pipeline, ProgressSender};
-use crate::signing::Signer;
+use crate::pipeline::Pipeline;
+use crate::report::{Note, Report};
 use crate::store::{JobStore, RetryOutcome};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use std::future::Future;
@@ -28,17 +28,13 @@ pub trait JobRunner: Send + Sync + 'static {
     fn run(
         &self,
         job: &Job,
-        progress: &ProgressSender,
+        report: &Report,
     ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 }
 
-impl<G: Signer + 'static> JobRunner for Pipeline<G> {
-    async fn run(
-        &self,
-        job: &Job,
-        progress: &ProgressSender,
-    ) -> Result<serde_json::Value, JobError> {
-        match Pipeline::run(self, job, progress).await {
+impl JobRunner for Pipeline {
+    async fn run(&self, job: &Job, report: &Report) -> Result<serde_json::Value, JobError> {
+        match Pipeline::run(self, job, report).await {
             Ok(outcome) => Ok(serde_json::to_value(outcome).expect("outcome serializes")),
             Err(e) => Err(JobError {
                 transient: e.is_transient(),
@@ -211,16 +207,18 @@ async fn execute<S: JobStore, R: JobRunner>(
     let Some(lease) = job.lease() else { return };
     tracing::info!("job started");
     let lease_lost = CancellationToken::new();
-    let (progress, progress_seen) = tokio::sync::watch::channel(Progress::default());
+    let (report, seen) = Report::channel();
+    let notes = Arc::new(tokio::sync::Mutex::new(seen.notes));
     let heartbeat = tokio::spawn(keep_lease(
         store.clone(),
         lease.clone(),
         settings.lease,
-        progress_seen,
+        seen.progress,
+        notes.clone(),
         lease_lost.clone(),
     ));
     let outcome = tokio::select! {
-        result = runner.run(&job, &progress) => Some(result),
+        result = runner.run(&job, &report) => Some(result),
         () = lease_lost.cancelled() => None,
         () = hard_stop.cancelled() => {
             heartbeat.abort();
@@ -232,6 +230,7 @@ async fn execute<S: JobStore, R: JobRunner>(
         }
     };
     heartbeat.abort();
+    write_notes(store.as_ref(), &lease, &notes).await;
     let Some(outcome) = outcome else {
         tracing::warn!("lease lost: another worker owns this job now; abandoning this attempt");
         return;
@@ -281,13 +280,26 @@ async fn record<S: JobStore>(
     Ok(())
 }
 
-/// Renews the lease every third of its length, and writes new progress at most once a second; cancels `lost`
-/// once the store says the lease is no longer ours.
+type Notes = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Note>>>;
+
+/// Appends the notes the job made since the last call to its history.
+async fn write_notes<S: JobStore>(store: &S, lease: &Lease, notes: &Notes) {
+    let mut notes = notes.lock().await;
+    while let Ok(note) = notes.try_recv() {
+        if let Err(e) = store.note(lease, note.event, &note.detail).await {
+            tracing::warn!(error = %e, event = note.event, "could not record a note in the job history");
+        }
+    }
+}
+
+/// Renews the lease every third of its length, and writes new progress and notes at most once a second;
+/// cancels `lost` once the store says the lease is no longer ours.
 async fn keep_lease<S: JobStore>(
     store: Arc<S>,
     lease: Lease,
     duration: Duration,
     mut progress: tokio::sync::watch::Receiver<Progress>,
+    notes: Notes,
     lost: CancellationToken,
 ) {
     let renew_every = duration / 3;
@@ -296,6 +308,7 @@ async fn keep_lease<S: JobStore>(
     let mut renewed = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        write_notes(store.as_ref(), &lease, &notes).await;
         let changed = progress.has_changed().unwrap_or(false);
         if !changed && renewed.elapsed() < renew_every {
             continue;

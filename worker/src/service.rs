@@ -5,12 +5,10 @@ use crate::config::{ConfigError, Settings};
 use crate::kinto::KintoClient;
 use crate::pipeline::Pipeline;
 use crate::pool::{new_worker_id, PoolSettings, WorkerPool};
-use crate::signing::{LocalEcdsaSigner, SigningError};
+use crate::signing::{SignerSet, SigningError};
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-pub type SignPipeline = Pipeline<LocalEcdsaSigner>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -20,8 +18,6 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("signer: {0}")]
     Signer(#[from] SigningError),
-    #[error("ecdsa.private_key is not set (generate one with `signer-api keygen`)")]
-    NoKey,
     #[error("kinto server {url}: {reason}")]
     Kinto { url: String, reason: String },
 }
@@ -30,18 +26,12 @@ pub enum StartupError {
 pub struct Service {
     pub settings: Settings,
     pub store: Arc<Store>,
-    pub pipeline: Arc<SignPipeline>,
+    pub pipeline: Arc<Pipeline>,
 }
 
 impl Service {
     pub async fn start(settings: Settings) -> Result<Self, StartupError> {
-        let key_path = settings
-            .ecdsa
-            .private_key
-            .clone()
-            .ok_or(StartupError::NoKey)?;
-        let signer =
-            LocalEcdsaSigner::from_pem_file(&key_path)?.with_x5u(settings.ecdsa.x5u.clone());
+        let signers = SignerSet::build(settings.signer_configs()?)?;
         let client = |s: &crate::config::ServerSettings| {
             KintoClient::new(s)
                 .map(Arc::new)
@@ -56,11 +46,11 @@ impl Service {
             _ => source.clone(),
         };
         let pipeline = Arc::new(Pipeline::new(
-            settings.parsed_resources()?,
+            settings.clone(),
             source,
             destination,
-            signer,
-        ));
+            signers,
+        )?);
         let connections = u32::try_from(settings.worker.concurrency)
             .unwrap_or(u32::MAX)
             .saturating_mul(2)

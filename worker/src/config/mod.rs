@@ -1,13 +1,16 @@
 //! Typed settings: one TOML file plus `SIGNER_*` environment overrides (`__` separates sections, e.g.
 //! `SIGNER_KINTO__SOURCE__URL`; `SIGNER_DATABASE_URL` is the top-level `database_url`).
 
+mod policy;
 mod resources;
 
+pub use policy::{AutographOverride, Override, ResourcePolicy, SignerBackend, SignerConfig};
 pub use resources::{CollectionRef, Resource, ResourceError, Resources};
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -38,18 +41,28 @@ pub struct Settings {
     /// kinto-signer syntax; a string with one rule per line, or a list of rules.
     #[serde(deserialize_with = "resources_text")]
     pub resources: String,
-    /// `local_ecdsa` (kinto-signer's names `…local_ecdsa` are accepted too).
+    /// `local_ecdsa` or `autograph` (kinto-signer's dotted names are accepted too).
     pub signer_backend: String,
     /// Principal recorded as `last_signature_by` when a request names nobody.
     pub plugin_userid: String,
+    /// Changes need a review (`to-review` by an editor, then `to-sign` by another user, a reviewer).
+    pub to_review_enabled: bool,
+    /// Groups of the source bucket; `{bucket_id}` and `{collection_id}` are replaced (remote-settings' names).
+    pub editors_group: String,
+    pub reviewers_group: String,
     pub ecdsa: EcdsaSettings,
+    pub autograph: Option<AutographSettings>,
+    /// Per bucket (`"<bid>"`) or collection (`"<bid>/<cid>"`) settings, like kinto-signer's
+    /// `signer.<bid>.<cid>.<name>`.
+    pub overrides: BTreeMap<String, Override>,
+    pub feed: FeedSettings,
     pub kinto: KintoSettings,
     pub queue: QueueSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct EcdsaSettings {
     pub private_key: Option<PathBuf>,
@@ -57,6 +70,73 @@ pub struct EcdsaSettings {
     /// Empty (kinto-signer's behaviour) when clients get the public key another way.
     #[serde(default)]
     pub x5u: String,
+}
+
+/// An Autograph server (`POST /sign/data` with Hawk).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct AutographSettings {
+    pub server_url: String,
+    pub hawk_id: String,
+    pub hawk_secret: String,
+    /// One signature per key id, in this order (`signature` is the first); a list or a space-separated string.
+    #[serde(default = "default_key_ids", deserialize_with = "word_list")]
+    pub key_ids: Vec<String>,
+    #[serde(default = "default_connect_timeout_seconds")]
+    pub connect_timeout_seconds: u64,
+    /// Whole request, response included.
+    #[serde(default = "default_autograph_timeout_seconds")]
+    pub timeout_seconds: u64,
+    /// Retries of one call on network errors, timeouts, 5xx and 429 (not on 4xx).
+    #[serde(default = "default_autograph_retries")]
+    pub max_retries: usize,
+    #[serde(default = "default_autograph_backoff_min_ms")]
+    pub backoff_min_ms: u64,
+    #[serde(default = "default_autograph_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Payloads larger than this are signed through `/sign/hash` (only the 48-byte digest is sent).
+    #[serde(default)]
+    pub sign_hash_above_bytes: Option<u64>,
+}
+
+impl Default for AutographSettings {
+    fn default() -> Self {
+        Self {
+            server_url: String::new(),
+            hawk_id: String::new(),
+            hawk_secret: String::new(),
+            key_ids: default_key_ids(),
+            connect_timeout_seconds: default_connect_timeout_seconds(),
+            timeout_seconds: default_autograph_timeout_seconds(),
+            max_retries: default_autograph_retries(),
+            backoff_min_ms: default_autograph_backoff_min_ms(),
+            backoff_max_ms: default_autograph_backoff_max_ms(),
+            sign_hash_above_bytes: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AutographSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The Hawk secret never reaches a log line.
+        f.debug_struct("AutographSettings")
+            .field("server_url", &self.server_url)
+            .field("hawk_id", &self.hawk_id)
+            .field("key_ids", &self.key_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The change feed: how workers find collections whose status asks for work when no webhook told them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSettings {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    /// Re-sign every signed destination this long before its `x5u` certificate expires (0: never).
+    pub resign_before_expiry_hours: u64,
+    /// Re-sign every signed destination at least this often, whatever its certificate (0: never).
+    pub resign_interval_hours: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,6 +207,37 @@ fn default_timeout_seconds() -> u64 {
 fn default_page_size() -> u32 {
     10_000
 }
+fn default_key_ids() -> Vec<String> {
+    vec!["remote-settings".into()]
+}
+fn default_connect_timeout_seconds() -> u64 {
+    5
+}
+fn default_autograph_timeout_seconds() -> u64 {
+    30
+}
+fn default_autograph_retries() -> usize {
+    3
+}
+fn default_autograph_backoff_min_ms() -> u64 {
+    250
+}
+fn default_autograph_backoff_max_ms() -> u64 {
+    5_000
+}
+
+fn word_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Words {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Words::deserialize(d)? {
+        Words::One(s) => s.split_whitespace().map(str::to_owned).collect(),
+        Words::Many(v) => v,
+    })
+}
 
 fn resources_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
@@ -149,7 +260,18 @@ impl Default for Settings {
             resources: String::new(),
             signer_backend: "local_ecdsa".into(),
             plugin_userid: "plugin:kinto-signer".into(),
+            to_review_enabled: false,
+            editors_group: "{collection_id}-editors".into(),
+            reviewers_group: "{collection_id}-reviewers".into(),
             ecdsa: EcdsaSettings::default(),
+            autograph: None,
+            overrides: BTreeMap::new(),
+            feed: FeedSettings {
+                enabled: true,
+                interval_seconds: 30,
+                resign_before_expiry_hours: 24 * 7,
+                resign_interval_hours: 0,
+            },
             kinto: KintoSettings {
                 source: ServerSettings {
                     url: "http://127.0.0.1:8888/v1".into(),
@@ -212,7 +334,18 @@ impl Settings {
                 "`resources` is empty: name at least one `source -> destination` rule".into(),
             ));
         }
-        self.signer_backend_kind()?;
+        for config in self.signer_configs()? {
+            if let SignerConfig::Autograph(a) = config {
+                url::Url::parse(&a.server_url).map_err(|e| {
+                    ConfigError::Invalid(format!("autograph server_url {:?}: {e}", a.server_url))
+                })?;
+                if a.key_ids.is_empty() {
+                    return Err(ConfigError::Invalid(
+                        "autograph key_ids is empty: name at least one".into(),
+                    ));
+                }
+            }
+        }
         for server in [Some(&self.kinto.source), self.kinto.destination.as_ref()]
             .into_iter()
             .flatten()
@@ -236,16 +369,6 @@ impl Settings {
         Ok(Resources::parse(&self.resources)?)
     }
 
-    pub fn signer_backend_kind(&self) -> Result<SignerBackend, ConfigError> {
-        match self.signer_backend.rsplit('.').next() {
-            Some("local_ecdsa") => Ok(SignerBackend::LocalEcdsa),
-            _ => Err(ConfigError::Invalid(format!(
-                "unknown signer_backend {:?} (expected local_ecdsa)",
-                self.signer_backend
-            ))),
-        }
-    }
-
     pub fn destination_server(&self) -> &ServerSettings {
         self.kinto
             .destination
@@ -256,11 +379,6 @@ impl Settings {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.queue.lease_seconds)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignerBackend {
-    LocalEcdsa,
 }
 
 #[cfg(test)]
@@ -290,7 +408,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(s.signer_backend_kind().unwrap(), SignerBackend::LocalEcdsa);
+        assert!(matches!(
+            s.policy(&CollectionRef::new("x", "z")).unwrap().signer,
+            SignerConfig::LocalEcdsa(_)
+        ));
         let r = s.parsed_resources().unwrap();
         assert!(r.resolve(&CollectionRef::new("x", "z")).is_some());
         assert_eq!(s.destination_server(), &s.kinto.source);
@@ -315,6 +436,64 @@ mod tests {
     }
 
     #[test]
+    fn overrides_apply_collection_then_bucket_then_global() {
+        let s = load_toml(
+            r#"
+            resources = "/buckets/ws -> /buckets/main"
+            to_review_enabled = true
+            signer_backend = "kinto_signer.signer.autograph"
+            [autograph]
+            server_url = "http://autograph:8000"
+            hawk_id = "alice"
+            hawk_secret = "fs5wgcer9qj819kfptdlp8gm227ewxnzvsuj9ztycsx08hfhzu"
+            key_ids = "remote-settings remote-settings-2024"
+            [overrides.ws]
+            reviewers_group = "{bucket_id}-{collection_id}-approvers"
+            [overrides."ws/quick"]
+            to_review_enabled = false
+            signer_backend = "local_ecdsa"
+            ecdsa = { private_key = "/keys/quick.pem" }
+            [overrides."ws/onecrl"]
+            autograph = { key_ids = ["onecrl"] }
+            "#,
+        )
+        .unwrap();
+        let cfr = s.policy(&CollectionRef::new("ws", "cfr")).unwrap();
+        assert!(cfr.to_review_enabled);
+        assert_eq!(cfr.reviewers_group, "ws-cfr-approvers");
+        assert_eq!(cfr.editors_group, "cfr-editors");
+        let SignerConfig::Autograph(a) = &cfr.signer else {
+            panic!("{cfr:?}")
+        };
+        assert_eq!(a.key_ids, ["remote-settings", "remote-settings-2024"]);
+        let quick = s.policy(&CollectionRef::new("ws", "quick")).unwrap();
+        assert!(!quick.to_review_enabled);
+        assert_eq!(
+            quick.signer,
+            SignerConfig::LocalEcdsa(EcdsaSettings {
+                private_key: Some("/keys/quick.pem".into()),
+                x5u: String::new()
+            })
+        );
+        let SignerConfig::Autograph(onecrl) = s
+            .policy(&CollectionRef::new("ws", "onecrl"))
+            .unwrap()
+            .signer
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (onecrl.key_ids, onecrl.hawk_id),
+            (vec!["onecrl".to_owned()], "alice".to_owned())
+        );
+        assert_eq!(s.signer_configs().unwrap().len(), 3);
+        assert!(
+            !format!("{a:?}").contains("fs5wgcer"),
+            "the Hawk secret is not in Debug output"
+        );
+    }
+
+    #[test]
     fn bad_configs_say_what_is_wrong() {
         let cases = [
             ("resources = \"a/b -> /buckets/c\"", "cannot mix"),
@@ -322,6 +501,14 @@ mod tests {
             (
                 "resources = \"a/b -> c/d\"\nsigner_backend = \"hsm\"",
                 "unknown signer_backend",
+            ),
+            (
+                "resources = \"a/b -> c/d\"\nsigner_backend = \"autograph\"",
+                "no [autograph]",
+            ),
+            (
+                "resources = \"a/b -> c/d\"\n[overrides.\"a/b/c\"]\nto_review_enabled = true",
+                "expected \"<bucket>\" or",
             ),
             (
                 "resources = \"a/b -> c/d\"\nunknown_key = 1",

@@ -156,6 +156,69 @@ impl KintoClient {
         }
     }
 
+    /// A group's members in a bucket, or `None` when the group does not exist.
+    pub async fn group_members(
+        &self,
+        bucket: &str,
+        group: &str,
+    ) -> Result<Option<Vec<Value>>, KintoError> {
+        let url = self.url(&format!("/buckets/{bucket}/groups/{group}"));
+        match self.send(Method::GET, url, None, HeaderMap::new()).await {
+            Ok((_, body)) => Ok(Some(
+                body.pointer("/data/members")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            )),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The collections of a bucket whose `status` is one of `statuses`, unless the filtered list's `ETag` is
+    /// still `unchanged_since` (then `None`: Kinto answered 304 and sent nothing). Returns the new `ETag`.
+    pub async fn collections_with_status(
+        &self,
+        bucket: &str,
+        statuses: &[&str],
+        unchanged_since: Option<i64>,
+    ) -> Result<Option<(Vec<Value>, i64)>, KintoError> {
+        let mut url = format!(
+            "{}?in_status={}&_limit={}",
+            self.url(&format!("/buckets/{bucket}/collections")),
+            statuses.join(","),
+            self.page_size
+        );
+        let mut headers = HeaderMap::new();
+        if let Some(ts) = unchanged_since {
+            headers.insert(
+                IF_NONE_MATCH,
+                HeaderValue::from_str(&format!("\"{ts}\"")).expect("digits are a valid header"),
+            );
+        }
+        let mut collections = Vec::new();
+        let mut first = None;
+        loop {
+            let (headers_back, mut body) = match self
+                .send(Method::GET, url.clone(), None, headers.clone())
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) if e.status() == Some(304) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            first.get_or_insert(etag(&headers_back).unwrap_or_default());
+            if let Some(Value::Array(page)) = body.get_mut("data") {
+                collections.append(page);
+            }
+            match headers_back.get("next-page").and_then(|v| v.to_str().ok()) {
+                Some(next) => url = next.to_owned(),
+                None => return Ok(Some((collections, first.unwrap_or_default()))),
+            }
+            headers = HeaderMap::new();
+        }
+    }
+
     /// All live records (no tombstones), following `Next-Page`; the timestamp is the first page's `ETag`, and the
     /// listing is refused if the `ETag` moved before the last page (records changed underneath). `on_page` hears
     /// how many records have arrived so far.

@@ -1,29 +1,25 @@
-//! One `sign` job, step by step (kinto-signer's `sign_and_update_destination`, spec §3.3):
-//! snapshot source → (for the preview, then the destination:) ensure it exists → diff → push → list →
-//! canonical JSON → sign → publish the signature → check the source did not move → mark the source `signed`.
+//! One job, step by step (kinto-signer's `sign_and_update_destination`, spec §3.3, and its review workflow, §3.2):
+//! read the source → decide the action from its status → check who asked → snapshot → (for the preview, then the
+//! destination:) ensure it exists → diff → push → list → canonical JSON → sign → publish the signature → check
+//! the source did not move → write the source's status and tracking fields.
 
 mod diff;
+pub mod workflow;
 
 pub use diff::{diff_records, Diff};
 
 use crate::canonical::{self, CanonicalError};
-use crate::config::{CollectionRef, Resource, Resources};
-use crate::job::{Job, JobKind, Progress};
-use crate::kinto::{KintoClient, KintoError, Listing};
-use crate::signing::{SignatureMetadata, Signer, SigningError};
+use crate::config::{CollectionRef, ConfigError, Resource, ResourcePolicy, Resources, Settings};
+use crate::job::{Job, JobKind};
+use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
+use crate::report::Report;
+use crate::signing::{
+    AnySigner, SignatureMetadata, Signer, SignerSet, SigningError, PROBE_PAYLOAD,
+};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
-
-/// Where the pipeline says how far it got; the pool writes the latest value with the job's heartbeat.
-pub type ProgressSender = tokio::sync::watch::Sender<Progress>;
-
-fn enter(progress: &ProgressSender, phase: &str, collection: &CollectionRef) {
-    progress.send_modify(|p| {
-        p.phase = phase.to_owned();
-        p.collection = collection.uri();
-    });
-}
+use workflow::{Plan, ReviewFacts};
 
 /// Copied from the source collection metadata onto what we publish, so clients see the same schema and display.
 const PUBLISHED_FIELDS: [&str; 5] = ["schema", "sort", "displayFields", "attachment", "flags"];
@@ -34,8 +30,10 @@ pub enum PipelineError {
     UnknownResource(String),
     #[error("source collection {0} does not exist")]
     SourceMissing(String),
-    #[error("job kind {0} is not handled by this worker")]
-    UnsupportedKind(JobKind),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("no signer was built for {0}")]
+    NoSigner(String),
     #[error(transparent)]
     Kinto(#[from] KintoError),
     #[error("cannot sign: {0}")]
@@ -48,25 +46,42 @@ pub enum PipelineError {
         before: i64,
         after: i64,
     },
+    #[error("refused: {reason}; source status set back to {restored:?}")]
+    Refused { reason: String, restored: String },
 }
 
 impl PipelineError {
     pub fn is_transient(&self) -> bool {
         match self {
             PipelineError::Kinto(e) => e.is_transient(),
+            PipelineError::Signing(e) => e.is_transient(),
             PipelineError::SourceChanged { .. } => true,
             _ => false,
         }
     }
 }
 
-/// What a finished sign reports (stored as the job's `result`).
+/// What a finished job reports (stored as the job's `result`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SignOutcome {
-    pub source_timestamp: i64,
-    pub destination: Published,
+pub struct Outcome {
+    /// What was done (`sign`, `review`, `resign`, `rollback`), or absent when nothing was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<JobKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// The records timestamp of the source snapshot that was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_timestamp: Option<i64>,
+    /// The source collection object's timestamp after this job wrote it: the change feed compares it with the
+    /// source's to tell a handled request from a new one.
+    pub source_metadata_timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Published>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preview: Option<Published>,
+    /// Records the rollback wrote back into the source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Published>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -77,30 +92,49 @@ pub struct Published {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
-    pub payload_bytes: usize,
-    pub signature: SignatureMetadata,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureMetadata>,
 }
 
-pub struct Pipeline<S> {
+/// A job's working context: the collections, their settings, the signer, and who asked.
+struct Context<'a> {
+    job: &'a Job,
+    resource: Resource,
+    policy: ResourcePolicy,
+    signer: &'a AnySigner,
+    metadata: CollectionObject,
+    report: &'a Report,
+}
+
+impl Context<'_> {
+    fn status(&self) -> Option<&str> {
+        self.metadata.data.get("status").and_then(Value::as_str)
+    }
+}
+pub struct Pipeline {
     resources: Resources,
+    settings: Settings,
     source: Arc<KintoClient>,
     destination: Arc<KintoClient>,
-    signer: S,
+    signers: SignerSet,
 }
 
-impl<S: Signer> Pipeline<S> {
+impl Pipeline {
     pub fn new(
-        resources: Resources,
+        settings: Settings,
         source: Arc<KintoClient>,
         destination: Arc<KintoClient>,
-        signer: S,
-    ) -> Self {
-        Self {
-            resources,
+        signers: SignerSet,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            resources: settings.parsed_resources()?,
+            settings,
             source,
             destination,
-            signer,
-        }
+            signers,
+        })
     }
 
     /// Which collections a source URI maps to, if it is configured.
@@ -109,29 +143,107 @@ impl<S: Signer> Pipeline<S> {
             .resolve(&CollectionRef::parse(source_uri).ok()?)
     }
 
-    pub async fn run(
-        &self,
-        job: &Job,
-        progress: &ProgressSender,
-    ) -> Result<SignOutcome, PipelineError> {
-        if job.kind != JobKind::Sign {
-            return Err(PipelineError::UnsupportedKind(job.kind));
-        }
+    pub fn signers(&self) -> &SignerSet {
+        &self.signers
+    }
+
+    pub async fn run(&self, job: &Job, report: &Report) -> Result<Outcome, PipelineError> {
         let resource = self
             .resolve(&job.resource)
             .ok_or_else(|| PipelineError::UnknownResource(job.resource.clone()))?;
-        let source_ref = &resource.source;
+        let policy = self.settings.policy(&resource.source)?;
+        let signer = self
+            .signers
+            .get(&policy.signer)
+            .ok_or_else(|| PipelineError::NoSigner(resource.source.uri()))?;
         let metadata = self
             .source
-            .get_collection(source_ref)
+            .get_collection(&resource.source)
             .await?
-            .ok_or_else(|| PipelineError::SourceMissing(source_ref.uri()))?;
-        enter(progress, "snapshot", source_ref);
+            .ok_or_else(|| PipelineError::SourceMissing(resource.source.uri()))?;
+        let cx = Context {
+            job,
+            resource,
+            policy,
+            signer,
+            metadata,
+            report,
+        };
+        let action = match workflow::plan(job.trigger, job.kind, cx.status()) {
+            Plan::Run(action) => action,
+            Plan::Skip(reason) => {
+                tracing::info!(%reason, "nothing to do");
+                return Ok(Outcome {
+                    action: None,
+                    skipped: Some(reason),
+                    source_timestamp: None,
+                    source_metadata_timestamp: cx.metadata.last_modified,
+                    destination: None,
+                    preview: None,
+                    restored: None,
+                });
+            }
+        };
+        tracing::info!(%action, status = ?cx.status(), "running");
+        self.check_review(&cx, action).await?;
+        // Learn that the signer works before anything is written anywhere.
+        if matches!(signer, AnySigner::Autograph(_)) {
+            signer.sign(PROBE_PAYLOAD, report).await?;
+        }
+        match action {
+            JobKind::Sign | JobKind::Review => self.sign(&cx, action).await,
+            JobKind::Resign => self.resign(&cx).await,
+            JobKind::Rollback => self.rollback(&cx).await,
+        }
+    }
+
+    /// On a review-enabled resource, a status change by webhook or feed must come from the right people; a
+    /// refusal puts the source's previous status back and fails the job with the reason.
+    async fn check_review(&self, cx: &Context<'_>, action: JobKind) -> Result<(), PipelineError> {
+        let group = match action {
+            JobKind::Sign => &cx.policy.reviewers_group,
+            JobKind::Review => &cx.policy.editors_group,
+            _ => return Ok(()),
+        };
+        if !cx.policy.to_review_enabled || cx.job.trigger == crate::job::Trigger::Api {
+            return Ok(());
+        }
+        let source = &cx.resource.source;
+        let members = self.source.group_members(&source.bucket, group).await?;
+        let facts = ReviewFacts {
+            requester: &cx.job.requested_by,
+            previous_status: cx.job.previous_status.as_deref(),
+            last_review_request_by: cx
+                .metadata
+                .data
+                .get("last_review_request_by")
+                .and_then(Value::as_str),
+            in_group: members.is_some_and(|m| workflow::is_member(&m, &cx.job.requested_by)),
+            group,
+        };
+        let Some(reason) = workflow::refusal(action, &facts) else {
+            return Ok(());
+        };
+        let restored = workflow::status_after_refusal(action, facts.previous_status);
+        cx.report.note("refused", reason.clone());
+        self.source
+            .patch_collection(
+                source,
+                serde_json::json!({ "status": restored }),
+                Some(cx.metadata.last_modified),
+            )
+            .await?;
+        Err(PipelineError::Refused { reason, restored })
+    }
+
+    /// `to-sign`: preview and destination brought in line with the source and signed. `to-review`: the preview
+    /// only (with none configured, only the tracking fields are written).
+    async fn sign(&self, cx: &Context<'_>, action: JobKind) -> Result<Outcome, PipelineError> {
+        let source = &cx.resource.source;
+        cx.report.enter("snapshot", source);
         let snapshot = self
             .source
-            .list_records(source_ref, |n| {
-                progress.send_modify(|p| p.records_fetched = n)
-            })
+            .list_records(source, |n| cx.report.update(|p| p.records_fetched = n))
             .await?;
         tracing::info!(
             records = snapshot.records.len(),
@@ -141,70 +253,157 @@ impl<S: Signer> Pipeline<S> {
         // Refuse unsignable data before anything is written anywhere.
         canonical::signed_payload(&snapshot.records, 0)?;
 
-        let preview = match &resource.preview {
-            Some(preview) => Some(
-                self.publish(preview, &snapshot, &metadata.data, progress)
-                    .await?,
-            ),
+        let preview = match &cx.resource.preview {
+            Some(preview) => Some(self.publish(cx, preview, &snapshot).await?),
             None => None,
         };
-        let destination = self
-            .publish(&resource.destination, &snapshot, &metadata.data, progress)
-            .await?;
+        let destination = match action {
+            JobKind::Sign => Some(
+                self.publish(cx, &cx.resource.destination, &snapshot)
+                    .await?,
+            ),
+            _ => None,
+        };
 
-        // Never mark signed what was not copied: the records must not have moved since the snapshot.
-        enter(progress, "finish", source_ref);
-        let now = self.source.records_timestamp(source_ref).await?;
+        // Never mark signed (or in review) what was not copied: the records must not have moved since the snapshot.
+        cx.report.enter("finish", source);
+        let now = self.source.records_timestamp(source).await?;
         if now != snapshot.timestamp {
             return Err(PipelineError::SourceChanged {
-                uri: source_ref.uri(),
+                uri: source.uri(),
                 before: snapshot.timestamp,
                 after: now,
             });
         }
-        let status = json!({
-            "status": "signed",
-            "last_signature_by": job.requested_by,
-            "last_signature_date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
-        });
-        self.source
-            .patch_collection(source_ref, status, Some(metadata.last_modified))
-            .await?;
-        Ok(SignOutcome {
-            source_timestamp: snapshot.timestamp,
+        let written = self.update_source(cx, action).await?;
+        Ok(Outcome {
+            action: Some(action),
+            skipped: None,
+            source_timestamp: Some(snapshot.timestamp),
+            source_metadata_timestamp: written.last_modified,
             destination,
             preview,
+            restored: None,
         })
     }
 
-    /// Brings one target in line with the snapshot, signs what it holds afterwards and publishes the signature.
+    /// `to-resign` (or the certificate schedule): new signatures on the destination and preview as they are,
+    /// without moving records.
+    async fn resign(&self, cx: &Context<'_>) -> Result<Outcome, PipelineError> {
+        let mut published = Vec::new();
+        for target in cx.resource.preview.iter().chain([&cx.resource.destination]) {
+            let listing = self.destination.list_records(target, |_| {}).await?;
+            published.push(
+                self.sign_target(cx, target, listing, Counts::default())
+                    .await?,
+            );
+        }
+        let destination = published.pop();
+        let written = self.update_source(cx, JobKind::Resign).await?;
+        Ok(Outcome {
+            action: Some(JobKind::Resign),
+            skipped: None,
+            source_timestamp: None,
+            source_metadata_timestamp: written.last_modified,
+            destination,
+            preview: published.pop(),
+            restored: None,
+        })
+    }
+
+    /// `to-rollback`: the source (then the preview, re-signed) put back to what the destination publishes.
+    async fn rollback(&self, cx: &Context<'_>) -> Result<Outcome, PipelineError> {
+        let published = self
+            .destination
+            .list_records(&cx.resource.destination, |_| {})
+            .await?;
+        let source = &cx.resource.source;
+        cx.report.enter("rollback", source);
+        let current = self.source.list_records(source, |_| {}).await?;
+        let diff = diff_records(&published.records, &current.records);
+        let counts = Counts::of(&diff);
+        self.source.apply(source, &diff.writes, |_| {}).await?;
+        drop(diff);
+        tracing::info!(
+            created = counts.created,
+            updated = counts.updated,
+            deleted = counts.deleted,
+            "source rolled back"
+        );
+        let restored = Published {
+            uri: source.uri(),
+            timestamp: self.source.records_timestamp(source).await?,
+            records: published.records.len(),
+            created: counts.created,
+            updated: counts.updated,
+            deleted: counts.deleted,
+            payload_bytes: None,
+            signature: None,
+        };
+        let preview = match &cx.resource.preview {
+            Some(preview) => Some(self.publish(cx, preview, &published).await?),
+            None => None,
+        };
+        let written = self.update_source(cx, JobKind::Rollback).await?;
+        Ok(Outcome {
+            action: Some(JobKind::Rollback),
+            skipped: None,
+            source_timestamp: Some(restored.timestamp),
+            source_metadata_timestamp: written.last_modified,
+            destination: None,
+            preview,
+            restored: Some(restored),
+        })
+    }
+
+    /// Writes the status and tracking fields, guarded by the source object's timestamp seen at the start: a
+    /// status someone changed meanwhile is not overwritten (the job retries and decides again).
+    async fn update_source(
+        &self,
+        cx: &Context<'_>,
+        action: JobKind,
+    ) -> Result<CollectionObject, PipelineError> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        let fields = workflow::source_update(
+            action,
+            &cx.job.requested_by,
+            &now,
+            cx.status(),
+            cx.job.previous_status.as_deref(),
+        );
+        Ok(self
+            .source
+            .patch_collection(
+                &cx.resource.source,
+                Value::Object(fields),
+                Some(cx.metadata.last_modified),
+            )
+            .await?)
+    }
+
+    /// Brings one target in line with `wanted`, then signs what it holds and publishes the signature.
     async fn publish(
         &self,
+        cx: &Context<'_>,
         target: &CollectionRef,
-        snapshot: &Listing,
-        source_metadata: &Value,
-        progress: &ProgressSender,
+        wanted: &Listing,
     ) -> Result<Published, PipelineError> {
         let kinto = &self.destination;
-        enter(progress, "push", target);
+        cx.report.enter("push", target);
         kinto.ensure_bucket(&target.bucket).await?;
         kinto.ensure_collection(target).await?;
         let before = kinto.list_records(target, |_| {}).await?;
-        let diff = diff_records(&snapshot.records, &before.records);
-        progress.send_modify(|p| p.records_to_push = diff.writes.len());
+        let diff = diff_records(&wanted.records, &before.records);
+        cx.report.update(|p| p.records_to_push = diff.writes.len());
         kinto
             .apply(target, &diff.writes, |n| {
-                progress.send_modify(|p| p.records_pushed = n)
+                cx.report.update(|p| p.records_pushed = n)
             })
             .await?;
-        let (created, updated, deleted, unchanged) = (
-            diff.created,
-            diff.updated,
-            diff.deleted,
-            diff.writes.is_empty(),
-        );
+        let counts = Counts::of(&diff);
+        let unchanged = diff.writes.is_empty();
         drop(diff);
-        tracing::info!(target = %target, created, updated, deleted, "pushed");
+        tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, "pushed");
 
         // Sign what the target holds now, with its own records timestamp: what clients will fetch.
         let after = if unchanged {
@@ -213,17 +412,27 @@ impl<S: Signer> Pipeline<S> {
             drop(before);
             kinto.list_records(target, |_| {}).await?
         };
-        enter(progress, "sign", target);
+        self.sign_target(cx, target, after, counts).await
+    }
+
+    async fn sign_target(
+        &self,
+        cx: &Context<'_>,
+        target: &CollectionRef,
+        listing: Listing,
+        counts: Counts,
+    ) -> Result<Published, PipelineError> {
+        cx.report.enter("sign", target);
         let payload = canonical::signed_payload(
-            &after.records,
-            u64::try_from(after.timestamp).unwrap_or_default(),
+            &listing.records,
+            u64::try_from(listing.timestamp).unwrap_or_default(),
         )?;
-        let signatures = self.signer.sign(payload.as_bytes()).await?;
+        let signatures = cx.signer.sign(payload.as_bytes(), cx.report).await?;
         let first = signatures.first().cloned().ok_or(SigningError::Mismatch)?;
 
         let mut metadata = Map::new();
         for field in PUBLISHED_FIELDS {
-            if let Some(value) = source_metadata.get(field) {
+            if let Some(value) = cx.metadata.data.get(field) {
                 metadata.insert(field.to_owned(), value.clone());
             }
         }
@@ -235,21 +444,38 @@ impl<S: Signer> Pipeline<S> {
             "signatures".into(),
             serde_json::to_value(&signatures).expect("metadata serializes"),
         );
-        enter(progress, "publish", target);
-        kinto
+        cx.report.enter("publish", target);
+        self.destination
             .patch_collection(target, Value::Object(metadata), None)
             .await?;
-        tracing::info!(target = %target, timestamp = after.timestamp, "signature published");
+        tracing::info!(target = %target, timestamp = listing.timestamp, signatures = signatures.len(), "signature published");
 
         Ok(Published {
             uri: target.uri(),
-            timestamp: after.timestamp,
-            records: after.records.len(),
-            created,
-            updated,
-            deleted,
-            payload_bytes: payload.len(),
-            signature: first,
+            timestamp: listing.timestamp,
+            records: listing.records.len(),
+            created: counts.created,
+            updated: counts.updated,
+            deleted: counts.deleted,
+            payload_bytes: Some(payload.len()),
+            signature: Some(first),
         })
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    created: usize,
+    updated: usize,
+    deleted: usize,
+}
+
+impl Counts {
+    fn of(diff: &Diff<'_>) -> Self {
+        Self {
+            created: diff.created,
+            updated: diff.updated,
+            deleted: diff.deleted,
+        }
     }
 }

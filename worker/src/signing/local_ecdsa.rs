@@ -1,6 +1,7 @@
 //! Signing with a P-384 key on disk, as kinto-signer's `local_ecdsa` backend (x5u stays empty).
 
 use super::{message_digest, SignatureMetadata, Signer, SigningError, MODE_P384ECDSA};
+use crate::report::Report;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use p384::ecdsa::signature::hazmat::PrehashSigner as _;
@@ -59,7 +60,11 @@ impl LocalEcdsaSigner {
 }
 
 impl Signer for LocalEcdsaSigner {
-    async fn sign(&self, payload: &[u8]) -> Result<Vec<SignatureMetadata>, SigningError> {
+    async fn sign(
+        &self,
+        payload: &[u8],
+        _: &Report,
+    ) -> Result<Vec<SignatureMetadata>, SigningError> {
         Ok(vec![SignatureMetadata {
             signature: self.sign_payload(payload),
             x5u: self.x5u.clone(),

@@ -1,11 +1,16 @@
 //! Content signatures: what is signed (the `Content-Signature:\0` prefixed message), how it is encoded, and the
-//! `Signer` seam behind which local keys and (later) Autograph sit.
+//! `Signer` seam behind which local keys and Autograph sit.
 
+mod autograph;
 mod local_ecdsa;
+mod set;
 pub mod x5u;
 
+pub use autograph::AutographSigner;
 pub use local_ecdsa::{generate_key_pair, LocalEcdsaSigner};
+pub use set::{AnySigner, SignerSet};
 
+use crate::report::Report;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -52,13 +57,39 @@ pub enum SigningError {
     Length(usize),
     #[error("signature does not verify")]
     Mismatch,
+    #[error("ecdsa.private_key is not set (generate one with `signer-api keygen`)")]
+    NoKey,
+    #[error("autograph settings: {0}")]
+    Client(String),
+    #[error("Autograph refused the request ({status}): {message} (request id {request_id})")]
+    Refused {
+        status: u16,
+        message: String,
+        request_id: String,
+    },
+    #[error("Autograph unavailable after {attempts} attempts: {last}")]
+    Unavailable { attempts: usize, last: String },
+    #[error("Autograph answered something unusable: {0}")]
+    InvalidResponse(String),
 }
 
-/// Signs canonical payloads. Network-backed implementations are fallible at run time, hence `async` + `Result`.
+impl SigningError {
+    /// Worth running the job again later: the signer was unreachable or overloaded, not refusing.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SigningError::Unavailable { .. })
+    }
+}
+
+/// What is signed before anything is written, to learn early that the signer works (kinto-signer's heartbeat).
+pub const PROBE_PAYLOAD: &[u8] = b"This is a heartbeat test.";
+
+/// Signs canonical payloads: one signature per key, in order. Network-backed implementations are fallible at run
+/// time, hence `async` + `Result`; what they retry goes to the job's `report`.
 pub trait Signer: Send + Sync {
     fn sign(
         &self,
         payload: &[u8],
+        report: &Report,
     ) -> impl std::future::Future<Output = Result<Vec<SignatureMetadata>, SigningError>> + Send;
 }
 

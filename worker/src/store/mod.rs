@@ -233,6 +233,7 @@ delegate_to_backend! {
     fn heartbeat(&self, lease: &Lease, duration: Duration, progress: Option<&Progress>) -> Result<bool, StoreError>;
     fn finish(&self, lease: &Lease, state: JobState, result: Option<serde_json::Value>, error: Option<&str>) -> Result<bool, StoreError>;
     fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError>;
+    fn note(&self, lease: &Lease, event: &str, detail: &str) -> Result<bool, StoreError>;
     fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
     fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError>;
     fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError>;
@@ -301,6 +302,13 @@ pub trait JobStore: Send + Sync + 'static {
     fn release(&self, lease: &Lease) -> impl Future<Output = Result<bool, StoreError>> + Send {
         async move { Ok(self.requeue(lease, Requeue::Release).await? != RetryOutcome::LeaseLost) }
     }
+    /// Appends a line to the running attempt's history (a retried call, a refusal); false if the lease was gone.
+    fn note(
+        &self,
+        lease: &Lease,
+        event: &str,
+        detail: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Requeues (or fails, when out of attempts) running jobs whose lease expired.
     fn rescue_expired(&self) -> impl Future<Output = Result<Vec<Rescued>, StoreError>> + Send;
     /// Cancels a queued job; false if it is not queued.

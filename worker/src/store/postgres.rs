@@ -142,8 +142,8 @@ impl JobStore for PgStore {
             let mut tx = self.pool.begin().await?;
             let inserted = sqlx::query(
                 "INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
-                                   requested_by, source_timestamp)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)
+                                   requested_by, source_timestamp, previous_status)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
                  ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
                  RETURNING *",
             )
@@ -157,6 +157,7 @@ impl JobStore for PgStore {
             .bind(new.trigger.as_str())
             .bind(&new.requested_by)
             .bind(new.source_timestamp)
+            .bind(&new.previous_status)
             .fetch_optional(&mut *tx)
             .await?;
             let detail = format!("{} by {}", new.trigger, new.requested_by);
@@ -177,7 +178,21 @@ impl JobStore for PgStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = existing {
-                let job = job_from_row(&row)?;
+                let mut job = job_from_row(&row)?;
+                let mut detail = detail;
+                if new.rewrites(&job) {
+                    let row = sqlx::query(
+                        "UPDATE jobs SET kind = $2, requested_by = $3, previous_status = $4 WHERE id = $1 RETURNING *",
+                    )
+                    .bind(job.id)
+                    .bind(new.kind.as_str())
+                    .bind(&new.requested_by)
+                    .bind(&new.previous_status)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    job = job_from_row(&row)?;
+                    detail = format!("{detail}; now {}", job.kind);
+                }
                 insert_event(
                     &mut tx,
                     job.id,
@@ -283,6 +298,20 @@ impl JobStore for PgStore {
         )
         .bind(duration.as_secs_f64())
         .bind(progress.map(sqlx::types::Json))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn note(&self, lease: &Lease, event: &str, detail: &str) -> Result<bool, StoreError> {
+        let done = guarded(
+            "INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+             SELECT id, $4, attempt, worker_id, $5 FROM jobs
+             WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3",
+            lease,
+        )
+        .bind(event)
+        .bind(detail)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -431,6 +460,7 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
         trigger: row.get::<String, _>("trigger").parse().map_err(corrupt)?,
         requested_by: row.get("requested_by"),
         source_timestamp: row.get("source_timestamp"),
+        previous_status: row.get("previous_status"),
         result: row.get("result"),
         last_error: row.get("last_error"),
         created_at: row.get("created_at"),

@@ -167,8 +167,8 @@ impl JobStore for SqliteStore {
         let now = now_ms();
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
-                               requested_by, source_timestamp, run_at, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                               requested_by, source_timestamp, run_at, created_at, previous_status)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)
              ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
              RETURNING *",
         )
@@ -183,22 +183,36 @@ impl JobStore for SqliteStore {
         .bind(&new.requested_by)
         .bind(new.source_timestamp)
         .bind(now)
+        .bind(&new.previous_status)
         .fetch_optional(&mut *tx)
         .await?;
-        let (row, coalesced) = match inserted {
-            Some(row) => (row, false),
+        let mut detail = format!("{} by {}", new.trigger, new.requested_by);
+        let (job, coalesced) = match inserted {
+            Some(row) => (job_from_row(&row)?, false),
             None => {
                 let existing =
                     sqlx::query("SELECT * FROM jobs WHERE resource = ?1 AND state = 'queued'")
                         .bind(&new.resource)
                         .fetch_one(&mut *tx)
                         .await?;
-                (existing, true)
+                let mut job = job_from_row(&existing)?;
+                if new.rewrites(&job) {
+                    let row = sqlx::query(
+                        "UPDATE jobs SET kind = ?2, requested_by = ?3, previous_status = ?4 WHERE id = ?1 RETURNING *",
+                    )
+                    .bind(job.id.to_string())
+                    .bind(new.kind.as_str())
+                    .bind(&new.requested_by)
+                    .bind(&new.previous_status)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    job = job_from_row(&row)?;
+                    detail = format!("{detail}; now {}", job.kind);
+                }
+                (job, true)
             }
         };
-        let job = job_from_row(&row)?;
         let name = if coalesced { "coalesced" } else { "queued" };
-        let detail = format!("{} by {}", new.trigger, new.requested_by);
         Event {
             job: job.id,
             name,
@@ -302,6 +316,21 @@ impl JobStore for SqliteStore {
         )
         .bind(later_ms(duration))
         .bind(progress.map(sqlx::types::Json))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn note(&self, lease: &Lease, event: &str, detail: &str) -> Result<bool, StoreError> {
+        let done = guarded(
+            "INSERT INTO job_events (job_id, at, event, attempt, worker_id, detail)
+             SELECT id, ?4, ?5, attempt, worker_id, ?6 FROM jobs
+             WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
+            lease,
+        )
+        .bind(now_ms())
+        .bind(event)
+        .bind(detail)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -477,6 +506,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job, StoreError> {
         trigger: row.get::<String, _>("trigger").parse().map_err(corrupt)?,
         requested_by: row.get("requested_by"),
         source_timestamp: row.get("source_timestamp"),
+        previous_status: row.get("previous_status"),
         result: result
             .map(|r| serde_json::from_str(&r))
             .transpose()

@@ -1,0 +1,91 @@
+//! What a running job tells the outside while it works: its progress (overwritten, written with the heartbeat)
+//! and notes (appended to its history: a retried signer call, a refused approval).
+
+use crate::config::CollectionRef;
+use crate::job::Progress;
+use tokio::sync::{mpsc, watch};
+
+/// One line for the job's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub event: &'static str,
+    pub detail: String,
+}
+
+/// The running job's side of the report.
+#[derive(Debug)]
+pub struct Report {
+    progress: watch::Sender<Progress>,
+    notes: mpsc::UnboundedSender<Note>,
+}
+
+/// The pool's side: the latest progress and the notes not yet written.
+pub struct ReportReceiver {
+    pub progress: watch::Receiver<Progress>,
+    pub notes: mpsc::UnboundedReceiver<Note>,
+}
+
+impl Report {
+    pub fn channel() -> (Report, ReportReceiver) {
+        let (progress, progress_rx) = watch::channel(Progress::default());
+        let (notes, notes_rx) = mpsc::unbounded_channel();
+        (
+            Report { progress, notes },
+            ReportReceiver {
+                progress: progress_rx,
+                notes: notes_rx,
+            },
+        )
+    }
+
+    /// A report nobody reads (one-shot commands, unit tests).
+    pub fn detached() -> Report {
+        Report::channel().0
+    }
+
+    /// The job starts a phase on a collection.
+    pub fn enter(&self, phase: &str, collection: &CollectionRef) {
+        self.progress.send_modify(|p| {
+            p.phase = phase.to_owned();
+            p.collection = collection.uri();
+        });
+    }
+
+    pub fn update(&self, change: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(change);
+    }
+
+    pub fn note(&self, event: &'static str, detail: impl Into<String>) {
+        // Nobody listening (a detached report) is fine: notes are for humans.
+        let _ = self.notes.send(Note {
+            event,
+            detail: detail.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_keeps_the_latest_and_notes_keep_every_line() {
+        let (report, mut rx) = Report::channel();
+        report.enter("push", &CollectionRef::new("b", "c"));
+        report.update(|p| p.records_pushed = 7);
+        report.note("signer-retry", "503");
+        report.note("signer-retry", "timeout");
+        let seen = rx.progress.borrow_and_update().clone();
+        assert_eq!(
+            (
+                seen.phase.as_str(),
+                seen.collection.as_str(),
+                seen.records_pushed
+            ),
+            ("push", "/buckets/b/collections/c", 7)
+        );
+        assert_eq!(rx.notes.try_recv().unwrap().detail, "503");
+        assert_eq!(rx.notes.try_recv().unwrap().detail, "timeout");
+        assert!(rx.notes.try_recv().is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! The signers of a deployment: one per distinct configuration (the global one and each override's), built
+//! and checked at start-up, looked up per source collection.
+
+use super::{AutographSigner, LocalEcdsaSigner, SignatureMetadata, Signer, SigningError};
+use crate::config::SignerConfig;
+use crate::report::Report;
+
+pub enum AnySigner {
+    Local(LocalEcdsaSigner),
+    Autograph(AutographSigner),
+}
+
+impl AnySigner {
+    pub fn build(config: &SignerConfig) -> Result<Self, SigningError> {
+        match config {
+            SignerConfig::LocalEcdsa(ecdsa) => {
+                let path = ecdsa.private_key.as_deref().ok_or(SigningError::NoKey)?;
+                Ok(AnySigner::Local(
+                    LocalEcdsaSigner::from_pem_file(path)?.with_x5u(ecdsa.x5u.clone()),
+                ))
+            }
+            SignerConfig::Autograph(settings) => {
+                Ok(AnySigner::Autograph(AutographSigner::new(settings)?))
+            }
+        }
+    }
+
+    /// `local_ecdsa` or `autograph`, for logs and metrics.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            AnySigner::Local(_) => "local_ecdsa",
+            AnySigner::Autograph(_) => "autograph",
+        }
+    }
+}
+
+impl Signer for AnySigner {
+    async fn sign(
+        &self,
+        payload: &[u8],
+        report: &Report,
+    ) -> Result<Vec<SignatureMetadata>, SigningError> {
+        match self {
+            AnySigner::Local(s) => s.sign(payload, report).await,
+            AnySigner::Autograph(s) => s.sign(payload, report).await,
+        }
+    }
+}
+
+pub struct SignerSet {
+    signers: Vec<(SignerConfig, AnySigner)>,
+}
+
+impl SignerSet {
+    pub fn build(configs: Vec<SignerConfig>) -> Result<Self, SigningError> {
+        let signers = configs
+            .into_iter()
+            .map(|config| AnySigner::build(&config).map(|signer| (config, signer)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { signers })
+    }
+
+    /// The signer built for `config`; every configuration a policy can resolve to was built at start-up.
+    pub fn get(&self, config: &SignerConfig) -> Option<&AnySigner> {
+        self.signers
+            .iter()
+            .find(|(c, _)| c == config)
+            .map(|(_, signer)| signer)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &AnySigner> {
+        self.signers.iter().map(|(_, s)| s)
+    }
+}
