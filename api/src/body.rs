@@ -27,15 +27,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 )
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                Errno::BadJson,
-                format!("body is not valid JSON: {e}"),
-            )
-        })?;
-        serde_json::from_value(value)
-            .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
+        parse(&bytes).map(JsonBody)
     }
+}
+
+/// 400/106 for bytes that are not JSON, 400/109 naming the field for JSON of the wrong shape.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Errno::BadJson,
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid body: {e}")))
 }

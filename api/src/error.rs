@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum Errno {
+    Unauthorized = 104,
     BadJson = 106,
     InvalidParameters = 107,
     InvalidPostedData = 109,

@@ -1,6 +1,7 @@
 //! The HTTP API of the Kinto signing service: takes signing requests (direct or Kinto webhook), records them as
 //! jobs, answers their status.
 
+pub mod auth;
 mod body;
 pub mod error;
 mod routes;

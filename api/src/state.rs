@@ -13,6 +13,8 @@ pub struct AppState {
     /// Recorded as `requested_by` for API calls until callers authenticate.
     pub default_principal: Arc<str>,
     pub max_attempts: i32,
+    /// Webhook calls must be signed with it when set.
+    pub webhook_secret: Option<Arc<[u8]>>,
 }
 
 impl AppState {
@@ -26,6 +28,11 @@ impl AppState {
             source_url: settings.kinto.source.url.trim_end_matches('/').into(),
             default_principal: settings.plugin_userid.as_str().into(),
             max_attempts: settings.queue.max_attempts,
+            webhook_secret: settings
+                .api
+                .webhook_secret
+                .as_ref()
+                .map(|s| Arc::from(s.as_bytes())),
         })
     }
 
@@ -36,6 +43,7 @@ impl AppState {
     pub fn new_job(
         &self,
         resource: &Resource,
+        kind: JobKind,
         trigger: Trigger,
         requested_by: String,
         priority: i32,
@@ -44,7 +52,7 @@ impl AppState {
             resource: resource.source.uri(),
             destination: resource.destination.uri(),
             preview: resource.preview.as_ref().map(CollectionRef::uri),
-            kind: JobKind::Sign,
+            kind,
             priority,
             max_attempts: self.max_attempts,
             trigger,

@@ -3,7 +3,8 @@
 It shares no code with the Rust service: records come from Kinto over HTTP, the payload is serialized with
 `canonicaljson-rs` (the serializer kinto-signer uses), the signature is checked with `cryptography`.
 
-Usage: verify_signature.py SERVER_URL BUCKET COLLECTION PUBLIC_KEY_PEM
+Usage: verify_signature.py SERVER_URL BUCKET COLLECTION (PUBLIC_KEY_PEM | x5u)
+With `x5u`, each entry is checked with the key of the end-entity certificate its own `x5u` chain serves.
 Prints one JSON object; exits 0 when `signature` and every entry of `signatures` verify, 1 otherwise.
 """
 
@@ -14,6 +15,7 @@ import urllib.request
 
 import canonicaljson
 from cryptography.exceptions import InvalidSignature
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
@@ -55,9 +57,18 @@ def verify(public_key, payload, signature_b64):
         return False
 
 
+def chain_key(x5u):
+    with urllib.request.urlopen(x5u, timeout=30) as response:
+        return x509.load_pem_x509_certificates(response.read())[0].public_key()
+
+
 def main(server, bucket, collection, key_path):
-    with open(key_path, "rb") as f:
-        public_key = serialization.load_pem_public_key(f.read())
+    if key_path == "x5u":
+        key_for = lambda entry: chain_key(entry["x5u"])  # noqa: E731
+    else:
+        with open(key_path, "rb") as f:
+            public_key = serialization.load_pem_public_key(f.read())
+        key_for = lambda entry: public_key  # noqa: E731
     metadata, _ = get(f"{server}/buckets/{bucket}/collections/{collection}")
     metadata = metadata["data"]
     records, timestamp = fetch_records(server, bucket, collection)
@@ -66,7 +77,7 @@ def main(server, bucket, collection, key_path):
     if entries[0] is None:
         result = {"valid": False, "reason": "no signature in the collection metadata"}
     else:
-        checks = [verify(public_key, payload, e["signature"]) for e in entries]
+        checks = [verify(key_for(e), payload, e["signature"]) for e in entries]
         result = {"valid": all(checks), "checks": checks, "reason": None if all(checks) else "signature mismatch"}
     result.update({"records": len([r for r in records if not r.get("deleted")]), "timestamp": timestamp})
     print(json.dumps(result))

@@ -1,6 +1,7 @@
 //! Test support for the end-to-end suite: throw-away Postgres databases, real Kinto servers, the service's
 //! binaries as child processes, and the independent Python verifier. Everything runs on loopback.
 
+pub mod autograph;
 pub mod conformance;
 pub mod db;
 pub mod kinto;

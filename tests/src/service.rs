@@ -128,20 +128,35 @@ page_size = 1000
 
     /// Checks `bucket/collection` on `server` with the independent Python verifier; returns its JSON verdict.
     pub fn verify(&self, server: &str, bucket: &str, collection: &str) -> serde_json::Value {
-        let output = Command::new(crate::venv_bin("python"))
-            .arg(crate::root().join("tests/python/verify_signature.py"))
-            .args([server, bucket, collection])
-            .arg(&self.public_key)
-            .output()
-            .expect("python verifier runs");
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
-            panic!(
-                "verifier printed no verdict: {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        verify_with(server, bucket, collection, self.public_key.as_os_str())
     }
+}
+
+/// The independent verifier's verdict on `bucket/collection`, each signature checked with the key of its own
+/// `x5u` chain (what Autograph publishes) instead of a key file.
+pub fn verify_x5u(server: &str, bucket: &str, collection: &str) -> serde_json::Value {
+    verify_with(server, bucket, collection, std::ffi::OsStr::new("x5u"))
+}
+
+fn verify_with(
+    server: &str,
+    bucket: &str,
+    collection: &str,
+    key: &std::ffi::OsStr,
+) -> serde_json::Value {
+    let output = Command::new(crate::venv_bin("python"))
+        .arg(crate::root().join("tests/python/verify_signature.py"))
+        .args([server, bucket, collection])
+        .arg(key)
+        .output()
+        .expect("python verifier runs");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+        panic!(
+            "verifier printed no verdict: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
 }
 
 /// A running binary; SIGKILLed on drop unless it already exited.

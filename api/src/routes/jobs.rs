@@ -37,18 +37,13 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateJob>,
 ) -> Result<Response, ApiError> {
-    if body.kind != JobKind::Sign {
-        return Err(ApiError::invalid(format!(
-            "kind {:?} is not supported yet; only \"sign\" is",
-            body.kind.as_str()
-        )));
-    }
     let source = parse_source(&state, &body.resource)?;
     let resource = state.resolve(&source).ok_or_else(|| {
         ApiError::not_found(format!("{source} is not a configured source collection"))
     })?;
     let new = state.new_job(
         &resource,
+        body.kind,
         Trigger::Api,
         state.default_principal.to_string(),
         body.priority,

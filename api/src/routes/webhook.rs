@@ -1,18 +1,22 @@
-//! `POST /v1/webhooks/kinto`: Kinto's event payload (a collection changed); a collection whose `status` became
-//! `to-sign` gets a job. Batched changes arrive as one event with several impacted objects, each decided alone.
+//! `POST /v1/webhooks/kinto`: Kinto's event payload (a collection changed), as the listener plugin of
+//! `deploy/kinto` posts it; a collection whose `status` became `to-sign`, `to-review`, `to-resign` or
+//! `to-rollback` gets a job. Batched changes arrive as one event with several impacted objects, each decided alone.
 
-use crate::body::JsonBody;
-use crate::error::ApiError;
+use crate::auth::webhook_hmac;
+use crate::body::parse;
+use crate::error::{ApiError, Errno};
 use crate::routes::jobs::accepted;
 use crate::state::AppState;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use signer_worker::config::CollectionRef;
-use signer_worker::job::Trigger;
+use signer_worker::job::{JobKind, Trigger};
+use signer_worker::pipeline::workflow;
 use signer_worker::store::JobStore as _;
 
 #[derive(Debug, Deserialize)]
@@ -43,11 +47,20 @@ struct Impacted {
 /// What to do with one impacted object of an event.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
-    Sign(CollectionRef),
-    Ignore { uri: Option<String>, reason: String },
+    Enqueue {
+        collection: CollectionRef,
+        kind: JobKind,
+        previous_status: Option<String>,
+    },
+    Ignore {
+        uri: Option<String>,
+        reason: String,
+    },
 }
 
-/// Pure: which collections of the event asked for a signature.
+/// Pure: which collections of the event asked for work. A status asks when it *becomes* one of `to-sign`,
+/// `to-review`, `to-resign`, `to-rollback`. Leaving `to-sign`, `to-resign` or `to-rollback` is the service
+/// writing its answer (a refused approval put back to `to-review`, a re-sign restoring the status), not a request.
 pub fn decide(event: &KintoEvent) -> Vec<Decision> {
     let ignore_all = |reason: String| {
         vec![Decision::Ignore {
@@ -96,20 +109,27 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
                 };
             };
             let collection = CollectionRef::new(bucket, id);
-            match (status(&object.old), status(&object.new)) {
-                (_, Some(new)) if new != "to-sign" => Decision::Ignore {
-                    uri: Some(collection.uri()),
-                    reason: format!("status is {new:?}, not \"to-sign\""),
+            let ignore = |reason: String| Decision::Ignore {
+                uri: Some(collection.uri()),
+                reason,
+            };
+            let (old, new) = (status(&object.old), status(&object.new));
+            let Some(new) = new else {
+                return ignore("collection has no status".into());
+            };
+            let Some(kind) = workflow::kind_for_status(&new) else {
+                return ignore(format!("status {new:?} asks for nothing"));
+            };
+            match old {
+                Some(old) if old == new => ignore(format!("status was already {new:?}")),
+                Some(old) if matches!(old.as_str(), "to-sign" | "to-resign" | "to-rollback") => {
+                    ignore(format!("{old:?} -> {new:?} is the signer's own answer"))
+                }
+                previous_status => Decision::Enqueue {
+                    collection,
+                    kind,
+                    previous_status,
                 },
-                (_, None) => Decision::Ignore {
-                    uri: Some(collection.uri()),
-                    reason: "collection has no status".into(),
-                },
-                (Some(old), _) if old == "to-sign" => Decision::Ignore {
-                    uri: Some(collection.uri()),
-                    reason: "status was already \"to-sign\"".into(),
-                },
-                _ => Decision::Sign(collection),
             }
         })
         .collect()
@@ -117,8 +137,28 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
 
 pub async fn receive(
     State(state): State<AppState>,
-    JsonBody(event): JsonBody<KintoEvent>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(secret) = &state.webhook_secret {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        webhook_hmac::verify(
+            secret,
+            header(webhook_hmac::TIMESTAMP_HEADER),
+            header(webhook_hmac::SIGNATURE_HEADER),
+            &body,
+            chrono::Utc::now().timestamp(),
+        )
+        .map_err(|e| {
+            tracing::warn!(error = %e, "webhook call refused");
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Errno::Unauthorized,
+                format!("webhook signature: {e}"),
+            )
+        })?;
+    }
+    let event: KintoEvent = parse(&body)?;
     let requested_by = event
         .user_id
         .clone()
@@ -127,15 +167,20 @@ pub async fn receive(
     let mut ignored = Vec::new();
     for decision in decide(&event) {
         match decision {
-            Decision::Sign(source) => match state.resolve(&source) {
+            Decision::Enqueue {
+                collection,
+                kind,
+                previous_status,
+            } => match state.resolve(&collection) {
                 Some(resource) => {
                     let mut new =
-                        state.new_job(&resource, Trigger::Webhook, requested_by.clone(), 0);
+                        state.new_job(&resource, kind, Trigger::Webhook, requested_by.clone(), 0);
                     new.source_timestamp = event.timestamp;
+                    new.previous_status = previous_status;
                     enqueued.push(state.store.enqueue(new).await?);
                 }
                 None => ignored.push(
-                    json!({"uri": source.uri(), "reason": "not a configured source collection"}),
+                    json!({"uri": collection.uri(), "reason": "not a configured source collection"}),
                 ),
             },
             Decision::Ignore { uri, reason } => ignored.push(json!({"uri": uri, "reason": reason})),
@@ -175,7 +220,11 @@ mod tests {
         }));
         assert_eq!(
             decide(&e),
-            vec![Decision::Sign(CollectionRef::new("ws", "cfr"))]
+            vec![Decision::Enqueue {
+                collection: CollectionRef::new("ws", "cfr"),
+                kind: JobKind::Sign,
+                previous_status: Some("work-in-progress".into())
+            }]
         );
     }
 
@@ -187,21 +236,36 @@ mod tests {
                 {"old": {"id": "a", "status": "signed"}, "new": {"id": "a", "status": "to-sign"}},
                 {"old": {"id": "b", "status": "to-sign"}, "new": {"id": "b", "status": "to-sign"}},
                 {"old": {"id": "c"}, "new": {"id": "c", "status": "to-review"}},
-                {"new": {"id": "d", "status": "to-sign"}},
-                {"new": {"id": "e"}}
+                {"new": {"id": "d", "status": "to-rollback"}},
+                {"new": {"id": "e"}},
+                {"old": {"id": "f", "status": "to-sign"}, "new": {"id": "f", "status": "to-review"}},
+                {"old": {"id": "g", "status": "to-resign"}, "new": {"id": "g", "status": "to-review"}},
+                {"old": {"id": "h", "status": "to-review"}, "new": {"id": "h", "status": "work-in-progress"}}
             ]
         }));
         let decisions = decide(&e);
-        assert_eq!(decisions[0], Decision::Sign(CollectionRef::new("ws", "a")));
+        let enqueue = |id: &str, kind, previous: Option<&str>| Decision::Enqueue {
+            collection: CollectionRef::new("ws", id),
+            kind,
+            previous_status: previous.map(str::to_owned),
+        };
+        assert_eq!(decisions[0], enqueue("a", JobKind::Sign, Some("signed")));
         assert!(
             matches!(&decisions[1], Decision::Ignore { reason, .. } if reason.contains("already"))
         );
-        assert!(
-            matches!(&decisions[2], Decision::Ignore { reason, .. } if reason.contains("to-review"))
-        );
-        assert_eq!(decisions[3], Decision::Sign(CollectionRef::new("ws", "d")));
+        assert_eq!(decisions[2], enqueue("c", JobKind::Review, None));
+        assert_eq!(decisions[3], enqueue("d", JobKind::Rollback, None));
         assert!(
             matches!(&decisions[4], Decision::Ignore { reason, .. } if reason.contains("no status"))
+        );
+        for refused_or_restored in &decisions[5..7] {
+            assert!(
+                matches!(refused_or_restored, Decision::Ignore { reason, .. } if reason.contains("own answer")),
+                "{refused_or_restored:?}"
+            );
+        }
+        assert!(
+            matches!(&decisions[7], Decision::Ignore { reason, .. } if reason.contains("asks for nothing"))
         );
     }
 

@@ -189,6 +189,8 @@ pub struct QueueSettings {
 pub struct ApiSettings {
     pub listen: String,
     pub max_body_bytes: usize,
+    /// When set, webhook calls must carry the Kinto listener plugin's HMAC signature made with this secret.
+    pub webhook_secret: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,6 +299,7 @@ impl Default for Settings {
             api: ApiSettings {
                 listen: "127.0.0.1:8000".into(),
                 max_body_bytes: 1 << 20,
+                webhook_secret: None,
             },
             worker: WorkerSettings {
                 concurrency: 4,

@@ -1,0 +1,3 @@
+//! Who may call the API. One module per scheme.
+
+pub mod webhook_hmac;
