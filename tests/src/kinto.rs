@@ -57,6 +57,21 @@ impl KintoServer {
         Self::start_with(free_port(), kinto, ini).await
     }
 
+    /// Kinto with the listener plugin of `deploy/kinto` posting collection events to `webhook_url`, signed with
+    /// `secret`; `dir` holds the generated ini.
+    pub async fn start_with_webhook(dir: &Path, webhook_url: &str, secret: &str) -> Self {
+        let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
+            .expect("the local Kinto config");
+        let listener = format!(
+            "[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
+             kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
+             kinto.event_listeners.signer.resources = collection\n"
+        );
+        let ini = dir.join("kinto-webhook.ini");
+        std::fs::write(&ini, base.replace("[app:main]\n", &listener)).expect("can write the ini");
+        Self::start_with(free_port(), venv_bin("kinto"), ini).await
+    }
+
     async fn start_with(port: u16, kinto: PathBuf, ini: PathBuf) -> Self {
         let url = format!("http://127.0.0.1:{port}/v1");
         let mut server = Self {
@@ -75,6 +90,7 @@ impl KintoServer {
         self.stop();
         let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
         let child = Command::new(&self.kinto)
+            .env("PYTHONPATH", root().join("deploy/kinto"))
             .args(["start", "--ini"])
             .arg(&self.ini)
             .args(["--port", &self.port.to_string()])
@@ -130,6 +146,34 @@ pub struct KintoAdmin {
 }
 
 impl KintoAdmin {
+    /// The same server, as another Basic-auth user (Kinto accepts any user name and password).
+    pub fn as_user(&self, user: &'static str, password: &'static str) -> Self {
+        Self {
+            http: self.http.clone(),
+            url: self.url.clone(),
+            auth: (user, password),
+        }
+    }
+
+    /// This user's principal as Kinto reports it (`basicauth:<hmac>`).
+    pub async fn principal(&self) -> String {
+        let (_, body) = self.request(reqwest::Method::GET, "/", None).await;
+        body["user"]["id"]
+            .as_str()
+            .expect("an authenticated user id")
+            .to_owned()
+    }
+
+    /// Creates (or replaces) a group of the bucket.
+    pub async fn put_group(&self, bucket: &str, group: &str, members: &[String]) {
+        self.ok(
+            reqwest::Method::PUT,
+            &format!("/buckets/{bucket}/groups/{group}"),
+            Some(json!({"data": {"members": members}})),
+        )
+        .await;
+    }
+
     pub async fn request(
         &self,
         method: reqwest::Method,
@@ -148,7 +192,7 @@ impl KintoAdmin {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, body) = self.request(method.clone(), path, body).await;
         assert!(
             (200..300).contains(&status),

@@ -67,7 +67,14 @@ pub struct Setup {
 impl Setup {
     /// `extra` is appended to the generated TOML (tests tune queue timings and add servers there). An empty
     /// `database_url` selects the embedded SQLite store, in this setup's directory.
+    /// Lines of `extra` before its first `[table]` are top-level settings.
     pub fn new(database_url: &str, source_url: &str, resources: &str, extra: &str) -> Self {
+        let split = if extra.starts_with('[') {
+            Some(0)
+        } else {
+            extra.find("\n[").map(|i| i + 1)
+        };
+        let (top, tables) = extra.split_at(split.unwrap_or(extra.len()));
         let dir = TempDir::new("signer-e2e");
         let private_key = dir.0.join("ecdsa.private.pem");
         let status = Command::new(bin("signer-api"))
@@ -84,6 +91,7 @@ data_dir = "{data_dir}"
 resources = """
 {resources}
 """
+{top}
 [ecdsa]
 private_key = "{key}"
 [kinto.source]
@@ -95,6 +103,7 @@ page_size = 1000
 {extra}
 "#,
             key = private_key.display(),
+            extra = tables,
             data_dir = dir.0.display(),
             user = crate::kinto::SIGNER.0,
             password = crate::kinto::SIGNER.1,
@@ -232,7 +241,11 @@ pub struct Api {
 
 impl Api {
     pub async fn start(setup: &Setup, workers: usize) -> Self {
-        let port = crate::free_port();
+        Self::start_on(setup, workers, crate::free_port()).await
+    }
+
+    /// On a port chosen in advance (a Kinto listener must know where to post before the API starts).
+    pub async fn start_on(setup: &Setup, workers: usize, port: u16) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let log = setup.dir.0.join(format!("api-{port}.log"));
         let process = Process::spawn(
