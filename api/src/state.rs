@@ -49,16 +49,8 @@ impl AppState {
         priority: i32,
     ) -> NewJob {
         NewJob {
-            resource: resource.source.uri(),
-            destination: resource.destination.uri(),
-            preview: resource.preview.as_ref().map(CollectionRef::uri),
-            kind,
             priority,
-            max_attempts: self.max_attempts,
-            trigger,
-            requested_by,
-            source_timestamp: None,
-            previous_status: None,
+            ..NewJob::new(resource, kind, trigger, requested_by, self.max_attempts)
         }
     }
 }

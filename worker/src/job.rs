@@ -154,6 +154,28 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// A request for `resource` as configured; no source timestamp or previous status known yet.
+    pub fn new(
+        resource: &crate::config::Resource,
+        kind: JobKind,
+        trigger: Trigger,
+        requested_by: String,
+        max_attempts: i32,
+    ) -> Self {
+        Self {
+            resource: resource.source.uri(),
+            destination: resource.destination.uri(),
+            preview: resource.preview.as_ref().map(|p| p.uri()),
+            kind,
+            priority: 0,
+            max_attempts,
+            trigger,
+            requested_by,
+            source_timestamp: None,
+            previous_status: None,
+        }
+    }
+
     /// Whether this request rewrites the queued job it coalesces onto. The latest status change is what the
     /// collection asks for now; a re-sign is the weakest request (every other kind signs too, or will be
     /// followed by one), so it never rewrites another kind.

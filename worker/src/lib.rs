@@ -3,6 +3,7 @@
 pub mod canonical;
 pub mod config;
 pub mod dispatch;
+pub mod feed;
 pub mod job;
 pub mod kinto;
 pub mod pipeline;

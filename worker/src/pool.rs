@@ -3,7 +3,7 @@
 //! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
 
 use crate::dispatch::Waker;
-use crate::job::{Job, Lease, Progress};
+use crate::job::{Job, JobState, Lease, Progress};
 use crate::pipeline::Pipeline;
 use crate::report::{Note, Report};
 use crate::store::{JobStore, RetryOutcome};
@@ -21,6 +21,8 @@ use tracing::Instrument as _;
 pub struct JobError {
     pub message: String,
     pub transient: bool,
+    /// Kept with a permanent failure (what the job saw or wrote, for whoever looks next).
+    pub result: Option<serde_json::Value>,
 }
 
 /// The work behind a job (the signing pipeline in production).
@@ -39,6 +41,15 @@ impl JobRunner for Pipeline {
             Err(e) => Err(JobError {
                 transient: e.is_transient(),
                 message: e.to_string(),
+                result: match &e {
+                    crate::pipeline::PipelineError::Refused {
+                        source_metadata_timestamp,
+                        ..
+                    } => Some(serde_json::json!({
+                        "source_metadata_timestamp": source_metadata_timestamp
+                    })),
+                    _ => None,
+                },
             }),
         }
     }
@@ -273,7 +284,9 @@ async fn record<S: JobStore>(
             }
         }
         Err(e) => {
-            store.fail(lease, &e.message).await?;
+            store
+                .finish(lease, JobState::Failed, e.result, Some(&e.message))
+                .await?;
             tracing::error!(error = %e.message, "job failed");
         }
     }

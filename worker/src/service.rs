@@ -2,6 +2,7 @@
 //! `signer-worker` and `signer-api serve --workers N`, so both start the same way and fail the same way.
 
 use crate::config::{ConfigError, Settings};
+use crate::feed::{Feed, Leader};
 use crate::kinto::KintoClient;
 use crate::pipeline::Pipeline;
 use crate::pool::{new_worker_id, PoolSettings, WorkerPool};
@@ -27,6 +28,8 @@ pub struct Service {
     pub settings: Settings,
     pub store: Arc<Store>,
     pub pipeline: Arc<Pipeline>,
+    source: Arc<KintoClient>,
+    destination: Arc<KintoClient>,
 }
 
 impl Service {
@@ -47,8 +50,8 @@ impl Service {
         };
         let pipeline = Arc::new(Pipeline::new(
             settings.clone(),
-            source,
-            destination,
+            source.clone(),
+            destination.clone(),
             signers,
         )?);
         let connections = u32::try_from(settings.worker.concurrency)
@@ -66,21 +69,51 @@ impl Service {
             settings,
             store,
             pipeline,
+            source,
+            destination,
         })
     }
 
-    /// Starts one pool of `concurrency` workers; it returns once `shutdown` fired and it drained.
+    /// Starts one pool of `concurrency` workers, and the change feed (it polls only while this process leads);
+    /// it returns once `shutdown` fired and the pool drained.
     pub fn spawn_pool(
         &self,
         concurrency: usize,
         shutdown: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    ) -> Result<tokio::task::JoinHandle<()>, StartupError> {
         let mut pool_settings =
             PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
         pool_settings.concurrency = concurrency;
         let waker = self.store.waker(self.settings.queue.listen);
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
-        tokio::spawn(pool.run(waker, shutdown))
+        let feed = self
+            .feed()?
+            .map(|(feed, leader)| tokio::spawn(feed.run(leader, shutdown.clone())));
+        let pool = tokio::spawn(pool.run(waker, shutdown));
+        Ok(tokio::spawn(async move {
+            let _ = pool.await;
+            if let Some(feed) = feed {
+                let _ = feed.await;
+            }
+        }))
+    }
+
+    fn feed(&self) -> Result<Option<(Feed, Leader)>, StartupError> {
+        if !self.settings.feed.enabled {
+            return Ok(None);
+        }
+        let leader = match &*self.store {
+            Store::Postgres(pg) => Leader::postgres(pg.url()).map_err(StoreError::from)?,
+            Store::Sqlite(_) => Leader::Alone,
+        };
+        let feed = Feed::new(
+            self.settings.clone(),
+            self.settings.parsed_resources()?,
+            self.source.clone(),
+            self.destination.clone(),
+            self.store.clone(),
+        );
+        Ok(Some((feed, leader)))
     }
 }
 

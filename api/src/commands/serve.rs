@@ -23,7 +23,10 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr()?, workers, "signer-api listening");
 
     let shutdown = shutdown_on_signals();
-    let pool = (workers > 0).then(|| service.spawn_pool(workers, shutdown.clone()));
+    let pool = match workers {
+        0 => None,
+        n => Some(service.spawn_pool(n, shutdown.clone())?),
+    };
     axum::serve(listener, router(state, max_body))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await

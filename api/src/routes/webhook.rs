@@ -3,11 +3,10 @@
 //! `to-rollback` gets a job. Batched changes arrive as one event with several impacted objects, each decided alone.
 
 use crate::auth::webhook_hmac;
-use crate::body::parse;
+use crate::body::{parse, RawBody};
 use crate::error::{ApiError, Errno};
 use crate::routes::jobs::accepted;
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -138,7 +137,7 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     if let Some(secret) = &state.webhook_secret {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());

@@ -40,7 +40,11 @@ async fn main() -> ExitCode {
         Err(e) => return fatal(&e),
     };
     let shutdown = shutdown_on_signals();
-    if let Err(e) = service.spawn_pool(concurrency, shutdown).await {
+    let pool = match service.spawn_pool(concurrency, shutdown) {
+        Ok(pool) => pool,
+        Err(e) => return fatal(&e),
+    };
+    if let Err(e) = pool.await {
         return fatal(&e);
     }
     ExitCode::SUCCESS

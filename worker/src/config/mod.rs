@@ -137,6 +137,8 @@ pub struct FeedSettings {
     pub resign_before_expiry_hours: u64,
     /// Re-sign every signed destination at least this often, whatever its certificate (0: never).
     pub resign_interval_hours: u64,
+    /// How often the leader looks at every destination's certificate and last signature.
+    pub resign_check_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -273,6 +275,7 @@ impl Default for Settings {
                 interval_seconds: 30,
                 resign_before_expiry_hours: 24 * 7,
                 resign_interval_hours: 0,
+                resign_check_seconds: 600,
             },
             kinto: KintoSettings {
                 source: ServerSettings {

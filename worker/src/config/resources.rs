@@ -150,6 +150,14 @@ impl Resources {
         })
     }
 
+    /// The buckets holding source collections, each once (what the change feed lists).
+    pub fn source_buckets(&self) -> Vec<String> {
+        let mut buckets: Vec<String> = self.rules.iter().map(|r| r.source.bucket.clone()).collect();
+        buckets.sort();
+        buckets.dedup();
+        buckets
+    }
+
     /// The source URIs as written (for the capability listing and error messages).
     pub fn sources(&self) -> Vec<String> {
         self.rules.iter().map(|r| display(&r.source)).collect()

@@ -175,7 +175,41 @@ impl KintoClient {
         }
     }
 
-    /// The collections of a bucket whose `status` is one of `statuses`, unless the filtered list's `ETag` is
+    /// Who set the collection's current `status`, and the status before, from Kinto's history plugin; `None`
+    /// when the plugin is not enabled or its newest entry does not show that status.
+    pub async fn status_author(
+        &self,
+        c: &CollectionRef,
+        status: &str,
+    ) -> Result<Option<(String, Option<String>)>, KintoError> {
+        let url = format!(
+            "{}?resource_name=collection&collection_id={}&_sort=-last_modified&_limit=2",
+            self.url(&format!("/buckets/{}/history", c.bucket)),
+            c.collection
+        );
+        let body = match self.send(Method::GET, url, None, HeaderMap::new()).await {
+            Ok((_, body)) => body,
+            Err(e) if matches!(e.status(), Some(404 | 403)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let entries = body["data"].as_array().cloned().unwrap_or_default();
+        let status_of = |e: &Value| {
+            e.pointer("/target/data/status")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let Some(newest) = entries
+            .first()
+            .filter(|e| status_of(e).as_deref() == Some(status))
+        else {
+            return Ok(None);
+        };
+        Ok(newest["user_id"]
+            .as_str()
+            .map(|user| (user.to_owned(), entries.get(1).and_then(status_of))))
+    }
+
+    /// The collections of a bucket (only those whose `status` is one of `statuses`, if any are given), unless the filtered list's `ETag` is
     /// still `unchanged_since` (then `None`: Kinto answered 304 and sent nothing). Returns the new `ETag`.
     pub async fn collections_with_status(
         &self,
@@ -184,11 +218,13 @@ impl KintoClient {
         unchanged_since: Option<i64>,
     ) -> Result<Option<(Vec<Value>, i64)>, KintoError> {
         let mut url = format!(
-            "{}?in_status={}&_limit={}",
+            "{}?_limit={}",
             self.url(&format!("/buckets/{bucket}/collections")),
-            statuses.join(","),
             self.page_size
         );
+        if !statuses.is_empty() {
+            url.push_str(&format!("&in_status={}", statuses.join(",")));
+        }
         let mut headers = HeaderMap::new();
         if let Some(ts) = unchanged_since {
             headers.insert(

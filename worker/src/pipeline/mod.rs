@@ -47,7 +47,12 @@ pub enum PipelineError {
         after: i64,
     },
     #[error("refused: {reason}; source status set back to {restored:?}")]
-    Refused { reason: String, restored: String },
+    Refused {
+        reason: String,
+        restored: String,
+        /// The source object's timestamp after the status was put back (see `Outcome`).
+        source_metadata_timestamp: i64,
+    },
 }
 
 impl PipelineError {
@@ -226,14 +231,19 @@ impl Pipeline {
         };
         let restored = workflow::status_after_refusal(action, facts.previous_status);
         cx.report.note("refused", reason.clone());
-        self.source
+        let written = self
+            .source
             .patch_collection(
                 source,
                 serde_json::json!({ "status": restored }),
                 Some(cx.metadata.last_modified),
             )
             .await?;
-        Err(PipelineError::Refused { reason, restored })
+        Err(PipelineError::Refused {
+            reason,
+            restored,
+            source_metadata_timestamp: written.last_modified,
+        })
     }
 
     /// `to-sign`: preview and destination brought in line with the source and signed. `to-review`: the preview

@@ -56,6 +56,18 @@ pub struct Verified {
     pub root_sha256: String,
 }
 
+/// When the end-entity certificate (the first of the chain) expires, in seconds since the Unix epoch.
+pub fn end_entity_expiry(pem: &[u8]) -> Result<u64, ChainError> {
+    let chain = Certificate::load_pem_chain(pem).map_err(|e| ChainError::Parse(e.to_string()))?;
+    let ee = chain.first().ok_or(ChainError::TooShort(0))?;
+    Ok(ee
+        .tbs_certificate
+        .validity
+        .not_after
+        .to_unix_duration()
+        .as_secs())
+}
+
 /// Checks `pem` at `now` (since the Unix epoch) for `signer_name`; `root_sha256` pins the root (hex, colons
 /// allowed, case ignored).
 pub fn check_chain(
