@@ -1,0 +1,166 @@
+//! The change feed: with no webhook at all, status changes are still found and handled, by exactly one poller
+//! among many workers; and signed destinations are re-signed before their certificates expire.
+
+use serde_json::json;
+use signer_e2e::autograph::AutographServer;
+use signer_e2e::db::TestDb;
+use signer_e2e::kinto::KintoServer;
+use signer_e2e::records::sample_records;
+use signer_e2e::service::{verify_x5u, Api, Process, Setup};
+use signer_e2e::{eventually, FAST_QUEUE};
+
+const LEADER: &str = "change feed: this worker is the leader";
+
+fn leaders(workers: &[Process]) -> Vec<usize> {
+    workers
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| w.log_text().contains(LEADER))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_webhook_one_leader_among_three_workers_finds_to_sign() {
+    let db = TestDb::create().await;
+    // Plain Kinto: no listener plugin, so no webhook call is ever made.
+    let kinto = KintoServer::start().await;
+    let editor = kinto.editor();
+    for c in ["a", "b"] {
+        editor
+            .create_source(
+                "ws",
+                c,
+                json!({"status": "work-in-progress"}),
+                &sample_records(15, 5),
+            )
+            .await;
+    }
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws -> /buckets/main",
+        &format!("{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
+    );
+    let mut workers: Vec<Process> = (0..3)
+        .map(|i| {
+            Process::spawn(
+                "signer-worker",
+                &["--concurrency", "1"],
+                &setup.config,
+                setup.dir.0.join(format!("worker-{i}.log")),
+            )
+        })
+        .collect();
+    let api = Api::start(&setup, 0).await;
+    eventually(30, "a feed leader", || async {
+        (!leaders(&workers).is_empty()).then_some(())
+    })
+    .await;
+
+    editor
+        .patch_collection("ws", "a", json!({"status": "to-sign"}))
+        .await;
+    eventually(30, "ws/a signed by the feed's job", || async {
+        (editor.collection("ws", "a").await?["status"] == "signed").then_some(())
+    })
+    .await;
+    setup.assert_verifies(&kinto.url, "main", "a", 15);
+    let (_, jobs) = api.get("/v1/jobs?resource=/buckets/ws/collections/a").await;
+    let jobs = jobs["data"].as_array().unwrap();
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job, although three workers run the feed: {jobs:?}"
+    );
+    assert_eq!(jobs[0]["trigger"], "feed");
+    assert_eq!(jobs[0]["kind"], "sign");
+    assert_eq!(jobs[0]["state"], "succeeded");
+    let leading = leaders(&workers);
+    assert_eq!(leading.len(), 1, "exactly one worker polls");
+
+    // The leader dies: another worker takes over and the feed keeps working.
+    workers[leading[0]].kill();
+    editor
+        .patch_collection("ws", "b", json!({"status": "to-sign"}))
+        .await;
+    eventually(30, "ws/b signed after the leader died", || async {
+        (editor.collection("ws", "b").await?["status"] == "signed").then_some(())
+    })
+    .await;
+    let now_leading: Vec<usize> = leaders(&workers)
+        .into_iter()
+        .filter(|i| *i != leading[0])
+        .collect();
+    assert_eq!(now_leading.len(), 1, "one successor");
+    setup.assert_verifies(&kinto.url, "main", "b", 15);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destinations_are_re_signed_before_the_certificate_expires_once_per_certificate() {
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source(
+            "ws",
+            "cfr",
+            json!({"status": "work-in-progress"}),
+            &sample_records(8, 2),
+        )
+        .await;
+    let autograph = AutographServer::start(&["remote-settings"]).await;
+    // The test server's certificates last 30 days: a 40-day window makes them due at once.
+    let setup = Setup::new(
+        "",
+        &kinto.url,
+        "/buckets/ws -> /buckets/main",
+        &format!(
+            "signer_backend = \"autograph\"\n{}{FAST_QUEUE}[feed]\ninterval_seconds = 1\nresign_check_seconds = 1\nresign_before_expiry_hours = 960\n",
+            autograph.settings()
+        ),
+    );
+    let api = Api::start(&setup, 1).await;
+    let first = api.wait_final(&api.sign("ws/cfr").await, 30).await;
+    assert_eq!(first["data"]["state"], "succeeded", "{first}");
+    let signed = first["data"]["result"]["destination"]["signature"]["signature"].clone();
+
+    let resign = eventually(30, "a scheduled re-sign", || async {
+        let (_, jobs) = api
+            .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+            .await;
+        jobs["data"]
+            .as_array()?
+            .iter()
+            .find(|j| j["kind"] == "resign" && j["state"] == "succeeded")
+            .cloned()
+    })
+    .await;
+    assert_eq!(resign["trigger"], "feed");
+    assert_ne!(
+        resign["result"]["destination"]["signature"]["signature"],
+        signed
+    );
+    let verdict = verify_x5u(&kinto.url, "main", "cfr");
+    assert_eq!(
+        (verdict["valid"].clone(), verdict["records"].clone()),
+        (json!(true), json!(8))
+    );
+    let source = kinto.editor().collection("ws", "cfr").await.unwrap();
+    assert_eq!(
+        source["status"], "signed",
+        "a scheduled re-sign leaves the status alone"
+    );
+
+    // The same certificate does not ask again: no second re-sign over the next checks.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, jobs) = api
+        .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+        .await;
+    let resigns = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "resign")
+        .count();
+    assert_eq!(resigns, 1, "{jobs}");
+}
