@@ -276,6 +276,27 @@ async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_pub
         "putting the status back asks for nothing"
     );
 
+    // Edits after the review request: the approval would cover what reviewers never saw.
+    s.editor
+        .patch_record(
+            "ws",
+            "cfr",
+            "rec-00000",
+            json!({"title": "changed after review"}),
+        )
+        .await;
+    s.set_status(&s.reviewer, "to-sign").await;
+    let stale = s.nth_job(5).await;
+    assert_eq!(stale["data"]["state"], "failed", "{stale}");
+    assert!(
+        stale["data"]["last_error"].as_str().unwrap().contains(
+            "the source changed since the review was requested (0 created, 1 updated, 0 deleted)"
+        ),
+        "{stale}"
+    );
+    assert_eq!(s.source().await["status"], "work-in-progress");
+    assert!(s.editor.collection("main", "cfr").await.is_none());
+
     // Unsigned or forged webhook calls are refused.
     let (status, _, body) = s
         .api

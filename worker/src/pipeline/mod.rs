@@ -210,7 +210,7 @@ impl Pipeline {
             JobKind::Review => &cx.policy.editors_group,
             _ => return Ok(()),
         };
-        if !cx.policy.to_review_enabled || cx.job.trigger == crate::job::Trigger::Api {
+        if !reviewed(cx) {
             return Ok(());
         }
         let source = &cx.resource.source;
@@ -230,20 +230,28 @@ impl Pipeline {
             return Ok(());
         };
         let restored = workflow::status_after_refusal(action, facts.previous_status);
+        Err(self.refuse(cx, reason, restored).await)
+    }
+
+    /// Puts the source's status back to `restored` and says why the job will not go ahead.
+    async fn refuse(&self, cx: &Context<'_>, reason: String, restored: String) -> PipelineError {
         cx.report.note("refused", reason.clone());
         let written = self
             .source
             .patch_collection(
-                source,
+                &cx.resource.source,
                 serde_json::json!({ "status": restored }),
                 Some(cx.metadata.last_modified),
             )
-            .await?;
-        Err(PipelineError::Refused {
-            reason,
-            restored,
-            source_metadata_timestamp: written.last_modified,
-        })
+            .await;
+        match written {
+            Ok(written) => PipelineError::Refused {
+                reason,
+                restored,
+                source_metadata_timestamp: written.last_modified,
+            },
+            Err(e) => e.into(),
+        }
     }
 
     /// `to-sign`: preview and destination brought in line with the source and signed. `to-review`: the preview
@@ -262,6 +270,21 @@ impl Pipeline {
         );
         // Refuse unsignable data before anything is written anywhere.
         canonical::signed_payload(&snapshot.records, 0)?;
+        // An approval covers what the reviewers saw in the preview: edits made since the review request need a
+        // new one (kinto-signer gets there by setting `work-in-progress` on every edit).
+        if let (JobKind::Sign, true, Some(preview)) = (action, reviewed(cx), &cx.resource.preview) {
+            let shown = self.destination.list_records(preview, |_| {}).await?;
+            let diff = diff_records(&snapshot.records, &shown.records);
+            if !diff.writes.is_empty() {
+                let reason = format!(
+                    "the source changed since the review was requested ({} created, {} updated, {} deleted): request a review again",
+                    diff.created, diff.updated, diff.deleted
+                );
+                return Err(self
+                    .refuse(cx, reason, workflow::WORK_IN_PROGRESS.into())
+                    .await);
+            }
+        }
 
         let preview = match &cx.resource.preview {
             Some(preview) => Some(self.publish(cx, preview, &snapshot).await?),
@@ -471,6 +494,11 @@ impl Pipeline {
             signature: Some(first),
         })
     }
+}
+
+/// Review rules apply: the resource has review enabled and a status change (not an operator's API call) asked.
+fn reviewed(cx: &Context<'_>) -> bool {
+    cx.policy.to_review_enabled && cx.job.trigger != crate::job::Trigger::Api
 }
 
 #[derive(Debug, Clone, Copy, Default)]
