@@ -11,6 +11,7 @@ Public key:  $LOCAL_DIR/ecdsa.pub.pem
 
 Try it:      make demo       (in another terminal: creates, signs and verifies a collection)
 Sign:        $SIGNER_API sign main-workspace/<collection> --wait
+Or in Kinto: PATCH a main-workspace collection's status to "to-sign" (the listener plugin tells the API)
 Verify:      $SIGNER_API verify $KINTO_URL/buckets/main/collections/<collection> --public-key $LOCAL_DIR/ecdsa.pub.pem
 Job status:  curl $API_URL/v1/jobs/<id>
 INFO

@@ -11,6 +11,7 @@ KINTO_URL="http://127.0.0.1:$KINTO_PORT/v1"
 API_URL="http://127.0.0.1:$API_PORT"
 SIGNER_API=target/debug/signer-api
 export SIGNER_API_URL=$API_URL
+WEBHOOK_SECRET=local-webhook-secret
 
 wait_for() { # url what
     for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -32,8 +33,15 @@ user = "signer"
 password = "signer"
 [queue]
 poll_interval_ms = 1000
+[api]
+webhook_secret = "$WEBHOOK_SECRET"
+[feed]
+interval_seconds = 5
 TOML
-    .venv/bin/kinto start --ini deploy/kinto/kinto.ini --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
+    # Kinto with the listener plugin posting collection changes to the API's webhook.
+    sed "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection|" \
+        deploy/kinto/kinto.ini > "$LOCAL_DIR/kinto.ini"
+    PYTHONPATH=deploy/kinto .venv/bin/kinto start --ini "$LOCAL_DIR/kinto.ini" --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
     KINTO_PID=$!
     trap stop_stack EXIT
     wait_for "$KINTO_URL/" Kinto

@@ -439,6 +439,15 @@ mod tests {
             CollectionRef::new("security-state", "onecrl")
         );
         assert_eq!(s.worker.concurrency, 4);
+        let onecrl = s
+            .policy(&CollectionRef::new("security-state-staging", "onecrl"))
+            .unwrap();
+        assert!(matches!(onecrl.signer, SignerConfig::Autograph(a) if a.key_ids == ["onecrl"]));
+        assert!(onecrl.to_review_enabled);
+        let quick = s
+            .policy(&CollectionRef::new("main-workspace", "quicksuggest"))
+            .unwrap();
+        assert!(!quick.to_review_enabled);
     }
 
     #[test]
