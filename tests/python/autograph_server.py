@@ -66,7 +66,7 @@ class State:
         self.signers = {s.keyid: s for s in signers}
         self.nonces = {}
         self.faults = []
-        self.stats = {"sign_requests": 0, "signed": 0, "refused": 0, "faults": 0}
+        self.stats = {"sign_requests": 0, "hash_requests": 0, "signed": 0, "refused": 0, "faults": 0}
         self.lock = threading.Lock()
 
     def seen_nonce(self, sender_id, nonce, timestamp):
@@ -186,6 +186,8 @@ class Handler(BaseHTTPRequestHandler):
             })
         with self.state.lock:
             self.state.stats["signed"] += len(answers)
+            if self.path == "/sign/hash":
+                self.state.stats["hash_requests"] += 1
         self.reply(201, answers)
 
     def authorize(self, body):

@@ -1,6 +1,7 @@
 //! Autograph misbehaving, through the Autograph test server's fault injection: overload and slowness are retried
 //! with backoff (each retry in the job's history), refusals and nonsense fail the job at once, and in no case is
-//! a destination left with records its signature does not cover.
+//! a destination left with records its signature does not cover. Also: the signer chosen per collection, and
+//! large payloads signed through `/sign/hash`.
 
 use serde_json::{json, Value};
 use signer_e2e::autograph::AutographServer;
@@ -146,4 +147,50 @@ async fn wrong_hawk_credentials_are_refused_by_the_server_not_retried() {
     );
     assert_eq!(autograph.stats().await["signed"], 0);
     assert!(kinto.editor().collection("main", "cfr").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_collection_gets_its_own_signer_and_large_payloads_go_by_hash() {
+    let kinto = KintoServer::start().await;
+    let editor = kinto.editor();
+    for collection in ["local", "remote"] {
+        editor
+            .create_source("ws", collection, json!({}), &sample_records(30, 9))
+            .await;
+    }
+    let autograph = AutographServer::start(&["remote-settings"]).await;
+    // Local key by default; Autograph for ws/remote only, by hash above 1 kB.
+    let setup = Setup::new(
+        "",
+        &kinto.url,
+        "/buckets/ws -> /buckets/main",
+        &format!(
+            "{}sign_hash_above_bytes = 1024\n{FAST_QUEUE}[overrides.\"ws/remote\"]\nsigner_backend = \"autograph\"\n",
+            autograph.settings()
+        ),
+    );
+    let api = Api::start(&setup, 1).await;
+    for collection in ["local", "remote"] {
+        let job = api
+            .wait_final(&api.sign(&format!("ws/{collection}")).await, 30)
+            .await;
+        assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    }
+    setup.assert_verifies(&kinto.url, "main", "local", 30);
+    assert_eq!(
+        editor.collection("main", "local").await.unwrap()["signature"]["x5u"],
+        ""
+    );
+    let remote = verify_x5u(&kinto.url, "main", "remote");
+    assert_eq!(
+        (remote["valid"].clone(), remote["records"].clone()),
+        (json!(true), json!(30))
+    );
+    let stats = autograph.stats().await;
+    // The probe payload is small (/sign/data); the collection's payload went by hash.
+    assert_eq!(
+        (stats["signed"].clone(), stats["hash_requests"].clone()),
+        (json!(2), json!(1)),
+        "{stats}"
+    );
 }
