@@ -60,15 +60,27 @@ impl KintoServer {
     /// Kinto with the listener plugin of `deploy/kinto` posting collection events to `webhook_url`, signed with
     /// `secret`; `dir` holds the generated ini.
     pub async fn start_with_webhook(dir: &Path, webhook_url: &str, secret: &str) -> Self {
+        Self::start_with_settings(
+            dir,
+            &format!(
+                "kinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
+                 kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
+                 kinto.event_listeners.signer.resources = collection\n"
+            ),
+        )
+        .await
+    }
+
+    /// Kinto with extra `[app:main]` settings (one per line); `dir` holds the generated ini.
+    pub async fn start_with_settings(dir: &Path, settings: &str) -> Self {
         let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
             .expect("the local Kinto config");
-        let listener = format!(
-            "[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
-             kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
-             kinto.event_listeners.signer.resources = collection\n"
-        );
-        let ini = dir.join("kinto-webhook.ini");
-        std::fs::write(&ini, base.replace("[app:main]\n", &listener)).expect("can write the ini");
+        let ini = dir.join(format!("kinto-{}.ini", uuid::Uuid::new_v4().simple()));
+        std::fs::write(
+            &ini,
+            base.replace("[app:main]\n", &format!("[app:main]\n{settings}")),
+        )
+        .expect("can write the ini");
         Self::start_with(free_port(), venv_bin("kinto"), ini).await
     }
 

@@ -164,3 +164,57 @@ async fn destinations_are_re_signed_before_the_certificate_expires_once_per_cert
         .count();
     assert_eq!(resigns, 1, "{jobs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_history() {
+    let db = TestDb::create().await;
+    let dir = signer_e2e::service::TempDir::new("kinto-history");
+    let kinto =
+        KintoServer::start_with_settings(&dir.0, "kinto.includes = kinto.plugins.history\n").await;
+    let editor = kinto.editor();
+    let reviewer = editor.as_user("reviewer", "reviewer-pw");
+    let (editor_id, reviewer_id) = (editor.principal().await, reviewer.principal().await);
+    editor
+        .create_source(
+            "ws",
+            "cfr",
+            json!({"status": "work-in-progress"}),
+            &sample_records(6, 4),
+        )
+        .await;
+    editor
+        .put_group("ws", "cfr-editors", std::slice::from_ref(&editor_id))
+        .await;
+    editor
+        .put_group("ws", "cfr-reviewers", std::slice::from_ref(&reviewer_id))
+        .await;
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws -> /buckets/ws-preview -> /buckets/main",
+        &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
+    );
+    let _api = Api::start(&setup, 1).await;
+
+    editor
+        .patch_collection("ws", "cfr", json!({"status": "to-review"}))
+        .await;
+    eventually(30, "the review request handled by the feed", || async {
+        let source = editor.collection("ws", "cfr").await?;
+        (source["last_review_request_by"] == editor_id.as_str()).then_some(())
+    })
+    .await;
+    setup.assert_verifies(&kinto.url, "ws-preview", "cfr", 6);
+
+    reviewer
+        .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
+        .await;
+    let source = eventually(30, "the approval handled by the feed", || async {
+        let source = editor.collection("ws", "cfr").await?;
+        (source["status"] == "signed").then_some(source)
+    })
+    .await;
+    assert_eq!(source["last_review_by"], reviewer_id.as_str());
+    assert_eq!(source["last_signature_by"], reviewer_id.as_str());
+    setup.assert_verifies(&kinto.url, "main", "cfr", 6);
+}
