@@ -39,7 +39,7 @@ webhook_secret = "$WEBHOOK_SECRET"
 interval_seconds = 5
 TOML
     # Kinto with the listener plugin posting collection changes to the API's webhook.
-    sed "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection|" \
+    sed "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection record\nkinto.event_listeners.signer.buckets = main-workspace|" \
         deploy/kinto/kinto.ini > "$LOCAL_DIR/kinto.ini"
     PYTHONPATH=deploy/kinto .venv/bin/kinto start --ini "$LOCAL_DIR/kinto.ini" --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
     KINTO_PID=$!

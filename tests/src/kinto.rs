@@ -59,13 +59,20 @@ impl KintoServer {
 
     /// Kinto with the listener plugin of `deploy/kinto` posting collection events to `webhook_url`, signed with
     /// `secret`; `dir` holds the generated ini.
-    pub async fn start_with_webhook(dir: &Path, webhook_url: &str, secret: &str) -> Self {
+    /// Edits to records of `buckets` are tracked (status `work-in-progress`, `last_edit_by/date`).
+    pub async fn start_with_webhook(
+        dir: &Path,
+        webhook_url: &str,
+        secret: &str,
+        buckets: &str,
+    ) -> Self {
         Self::start_with_settings(
             dir,
             &format!(
                 "kinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
                  kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
-                 kinto.event_listeners.signer.resources = collection\n"
+                 kinto.event_listeners.signer.resources = collection record\n\
+                 kinto.event_listeners.signer.buckets = {buckets}\n"
             ),
         )
         .await

@@ -194,7 +194,7 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
         "/buckets/ws -> /buckets/ws-preview -> /buckets/main",
         &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
     );
-    let _api = Api::start(&setup, 1).await;
+    let api = Api::start(&setup, 1).await;
 
     editor
         .patch_collection("ws", "cfr", json!({"status": "to-review"}))
@@ -206,6 +206,50 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     .await;
     setup.assert_verifies(&kinto.url, "ws-preview", "cfr", 6);
 
+    // Without the listener plugin nothing tracks edits in Kinto: the approval itself notices that the source no
+    // longer equals the preview the reviewers saw.
+    editor
+        .patch_record(
+            "ws",
+            "cfr",
+            "rec-00001",
+            json!({"title": "after the review request"}),
+        )
+        .await;
+    reviewer
+        .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
+        .await;
+    eventually(30, "the stale approval refused", || async {
+        let source = editor.collection("ws", "cfr").await?;
+        (source["status"] == "work-in-progress").then_some(())
+    })
+    .await;
+    let (_, jobs) = api
+        .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+        .await;
+    let refused = &jobs["data"][0];
+    assert_eq!(
+        (&refused["state"], &refused["trigger"]),
+        (&json!("failed"), &json!("feed"))
+    );
+    assert!(
+        refused["last_error"].as_str().unwrap().contains(
+            "the source changed since the review was requested (0 created, 1 updated, 0 deleted)"
+        ),
+        "{refused}"
+    );
+    assert!(editor.collection("main", "cfr").await.is_none());
+
+    editor
+        .patch_collection("ws", "cfr", json!({"status": "to-review"}))
+        .await;
+    eventually(30, "the second review request handled", || async {
+        let (_, jobs) = api
+            .get("/v1/jobs?resource=/buckets/ws/collections/cfr&state=succeeded")
+            .await;
+        (jobs["data"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
     reviewer
         .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
         .await;

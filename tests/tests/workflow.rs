@@ -36,6 +36,7 @@ async fn stack(records: usize) -> Stack {
         &dir.0,
         &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
         SECRET,
+        "ws",
     )
     .await;
     let editor = kinto.editor();
@@ -175,6 +176,12 @@ async fn review_approve_rollback_and_resign_through_kinto_events() {
         .await;
     let first = published.keys().next().unwrap().clone();
     s.editor.delete_record("ws", "cfr", &first).await;
+    let source = s.source().await;
+    assert_eq!(
+        source["status"], "work-in-progress",
+        "edits are tracked in Kinto's transaction"
+    );
+    assert_eq!(source["last_edit_by"], s.editor_id);
     s.set_status(&s.editor, "to-rollback").await;
     let rollback = s.nth_job(3).await;
     assert_eq!(rollback["data"]["state"], "succeeded", "{rollback}");
@@ -276,7 +283,7 @@ async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_pub
         "putting the status back asks for nothing"
     );
 
-    // Edits after the review request: the approval would cover what reviewers never saw.
+    // Edits after the review request put the collection back to work-in-progress, so approving is refused.
     s.editor
         .patch_record(
             "ws",
@@ -285,13 +292,15 @@ async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_pub
             json!({"title": "changed after review"}),
         )
         .await;
+    assert_eq!(s.source().await["status"], "work-in-progress");
     s.set_status(&s.reviewer, "to-sign").await;
     let stale = s.nth_job(5).await;
     assert_eq!(stale["data"]["state"], "failed", "{stale}");
     assert!(
-        stale["data"]["last_error"].as_str().unwrap().contains(
-            "the source changed since the review was requested (0 created, 1 updated, 0 deleted)"
-        ),
+        stale["data"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("to-sign from \"work-in-progress\""),
         "{stale}"
     );
     assert_eq!(s.source().await["status"], "work-in-progress");
