@@ -32,13 +32,18 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, for a server started a moment later. Drawn at random below the kernel's
+/// ephemeral range (32768+), so neither an outgoing connection nor another test's `bind(0)` takes it in the
+/// meantime; parallel test processes collide only by chance.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("can bind loopback")
-        .local_addr()
-        .expect("bound")
-        .port()
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    loop {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `seconds`.

@@ -265,11 +265,20 @@ impl Api {
             url: format!("http://{listen}"),
             http: reqwest::Client::new(),
         };
-        let probe = format!("{}/__lbheartbeat__", api.url);
+        // `__version__` names the program: a port taken meanwhile by another server (Kinto answers
+        // `__lbheartbeat__` too) is not mistaken for ours.
+        let probe = format!("{}/__version__", api.url);
         let http = api.http.clone();
         eventually(30, "signer-api to listen", || {
             let (http, probe) = (http.clone(), probe.clone());
-            async move { http.get(&probe).send().await.ok().map(|_| ()) }
+            async move {
+                let version: serde_json::Value =
+                    http.get(&probe).send().await.ok()?.json().await.ok()?;
+                version["name"]
+                    .as_str()
+                    .filter(|n| n.contains("signer"))
+                    .map(|_| ())
+            }
         })
         .await;
         api
