@@ -37,7 +37,7 @@ fn bad_configurations_fail_fast_with_an_actionable_message() {
         ),
         (
             format!("{original}\n[worker]\nconcurency = 3\n"),
-            "unknown field: found `concurency`, expected ``concurrency`",
+            "unknown field: found `concurency`, expected `one of `concurrency`",
         ),
     ];
     for (text, expected) in cases {

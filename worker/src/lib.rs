@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod feed;
 pub mod job;
 pub mod kinto;
+pub mod metrics;
 pub mod pipeline;
 pub mod pool;
 pub mod report;

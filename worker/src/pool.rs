@@ -217,6 +217,7 @@ async fn execute<S: JobStore, R: JobRunner>(
 ) {
     let Some(lease) = job.lease() else { return };
     tracing::info!("job started");
+    let started = std::time::Instant::now();
     let lease_lost = CancellationToken::new();
     let (report, seen) = Report::channel();
     let notes = Arc::new(tokio::sync::Mutex::new(seen.notes));
@@ -242,6 +243,11 @@ async fn execute<S: JobStore, R: JobRunner>(
     };
     heartbeat.abort();
     write_notes(store.as_ref(), &lease, &notes).await;
+    drop(report);
+    crate::metrics::metrics()
+        .job_duration
+        .with_label_values(&[job.kind.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     let Some(outcome) = outcome else {
         tracing::warn!("lease lost: another worker owns this job now; abandoning this attempt");
         return;
@@ -258,9 +264,16 @@ async fn record<S: JobStore>(
     lease: &Lease,
     outcome: Result<serde_json::Value, JobError>,
 ) -> Result<(), crate::store::StoreError> {
+    let finished = |outcome: &str| {
+        crate::metrics::metrics()
+            .jobs_finished
+            .with_label_values(&[outcome])
+            .inc();
+    };
     match outcome {
         Ok(result) => {
             if store.succeed(lease, result).await? {
+                finished("succeeded");
                 tracing::info!("job succeeded");
             } else {
                 tracing::warn!("job finished but its lease was gone; result discarded");
@@ -270,12 +283,16 @@ async fn record<S: JobStore>(
             let delay = settings.retry_delay(job.attempt);
             match store.retry(lease, &e.message, delay).await? {
                 RetryOutcome::Scheduled => {
+                    finished("retried");
+                    crate::metrics::metrics().retries.inc();
                     tracing::warn!(error = %e.message, ?delay, "attempt failed; retry scheduled")
                 }
                 RetryOutcome::Exhausted => {
+                    finished("failed");
                     tracing::error!(error = %e.message, "attempt failed; out of attempts")
                 }
                 RetryOutcome::Superseded => {
+                    finished("cancelled");
                     tracing::info!(error = %e.message, "attempt failed; a newer job will do it")
                 }
                 RetryOutcome::LeaseLost => {
@@ -287,6 +304,7 @@ async fn record<S: JobStore>(
             store
                 .finish(lease, JobState::Failed, e.result, Some(&e.message))
                 .await?;
+            finished("failed");
             tracing::error!(error = %e.message, "job failed");
         }
     }
@@ -351,8 +369,14 @@ async fn maintain<S: JobStore>(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
+        if let Err(e) = crate::store::publish_queue_metrics(store.as_ref()).await {
+            tracing::warn!(error = %e, "queue metrics not updated");
+        }
         match store.rescue_expired().await {
             Ok(rescued) => {
+                crate::metrics::metrics()
+                    .rescued
+                    .inc_by(rescued.len() as u64);
                 for r in rescued {
                     tracing::warn!(job_id = %r.job_id, attempt = r.attempt, previous_worker = ?r.previous_worker,
                         state = %r.state, "rescued a job whose lease expired");

@@ -3,6 +3,7 @@
 
 use crate::config::CollectionRef;
 use crate::job::Progress;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 /// One line for the job's history.
@@ -17,6 +18,8 @@ pub struct Note {
 pub struct Report {
     progress: watch::Sender<Progress>,
     notes: mpsc::UnboundedSender<Note>,
+    /// The phase under way and when it began, for `signer_job_phase_duration_seconds`.
+    phase: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 /// The pool's side: the latest progress and the notes not yet written.
@@ -30,7 +33,11 @@ impl Report {
         let (progress, progress_rx) = watch::channel(Progress::default());
         let (notes, notes_rx) = mpsc::unbounded_channel();
         (
-            Report { progress, notes },
+            Report {
+                progress,
+                notes,
+                phase: std::sync::Mutex::new(None),
+            },
             ReportReceiver {
                 progress: progress_rx,
                 notes: notes_rx,
@@ -43,12 +50,24 @@ impl Report {
         Report::channel().0
     }
 
-    /// The job starts a phase on a collection.
+    /// The job starts a phase on a collection (and the previous phase ends).
     pub fn enter(&self, phase: &str, collection: &CollectionRef) {
+        self.end_phase(Some(phase));
         self.progress.send_modify(|p| {
             p.phase = phase.to_owned();
             p.collection = collection.uri();
         });
+    }
+
+    fn end_phase(&self, next: Option<&str>) {
+        let mut current = self.phase.lock().expect("phase lock");
+        if let Some((name, since)) = current.take() {
+            crate::metrics::metrics()
+                .phase_duration
+                .with_label_values(&[&name])
+                .observe(since.elapsed().as_secs_f64());
+        }
+        *current = next.map(|n| (n.to_owned(), Instant::now()));
     }
 
     pub fn update(&self, change: impl FnOnce(&mut Progress)) {
@@ -61,6 +80,12 @@ impl Report {
             event,
             detail: detail.into(),
         });
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        self.end_phase(None);
     }
 }
 

@@ -117,6 +117,37 @@ impl Service {
     }
 }
 
+/// Serves `GET /metrics` on `listen` until `shutdown` (the worker's own port; the API serves its own).
+pub async fn serve_metrics(
+    listen: &str,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, "metrics served");
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let store = store.clone();
+            async move {
+                if let Err(e) = crate::store::publish_queue_metrics(store.as_ref()).await {
+                    tracing::warn!(error = %e, "queue metrics not updated");
+                }
+                crate::metrics::metrics().render()
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    }))
+}
+
 /// A token cancelled on SIGTERM or SIGINT (Ctrl-C).
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();

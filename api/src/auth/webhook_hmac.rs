@@ -22,6 +22,18 @@ pub enum WebhookAuthError {
     Mismatch,
 }
 
+impl WebhookAuthError {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WebhookAuthError::Missing(_) => "missing",
+            WebhookAuthError::Malformed => "malformed",
+            WebhookAuthError::Stale(_) => "stale",
+            WebhookAuthError::Mismatch => "mismatch",
+        }
+    }
+}
+
 /// The header value for `body` sent at `timestamp` (what the plugin computes; tests use it too).
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut mac = mac(secret, timestamp, body);

@@ -49,6 +49,7 @@ pub async fn create(
         body.priority,
     );
     let enqueued = state.store.enqueue(new).await?;
+    signer_worker::store::count_enqueued(Trigger::Api, &enqueued);
     Ok(accepted(&enqueued))
 }
 

@@ -2,6 +2,7 @@
 
 mod health;
 mod jobs;
+mod metrics;
 mod webhook;
 
 use crate::error::{ApiError, Errno};
@@ -20,6 +21,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/__heartbeat__", get(health::heartbeat))
         .route("/__lbheartbeat__", get(health::lbheartbeat))
         .route("/__version__", get(health::version))
+        .route("/metrics", get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

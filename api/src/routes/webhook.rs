@@ -150,6 +150,10 @@ pub async fn receive(
         )
         .map_err(|e| {
             tracing::warn!(error = %e, "webhook call refused");
+            signer_worker::metrics::metrics()
+                .auth_failures
+                .with_label_values(&["webhook_hmac", e.reason()])
+                .inc();
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 Errno::Unauthorized,
@@ -176,7 +180,9 @@ pub async fn receive(
                         state.new_job(&resource, kind, Trigger::Webhook, requested_by.clone(), 0);
                     new.source_timestamp = event.timestamp;
                     new.previous_status = previous_status;
-                    enqueued.push(state.store.enqueue(new).await?);
+                    let job = state.store.enqueue(new).await?;
+                    signer_worker::store::count_enqueued(Trigger::Webhook, &job);
+                    enqueued.push(job);
                 }
                 None => ignored.push(
                     json!({"uri": collection.uri(), "reason": "not a configured source collection"}),

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use signer_worker::config::Settings;
-use signer_worker::service::{init_logging, shutdown_on_signals, Service};
+use signer_worker::service::{init_logging, serve_metrics, shutdown_on_signals, Service};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,6 +40,11 @@ async fn main() -> ExitCode {
         Err(e) => return fatal(&e),
     };
     let shutdown = shutdown_on_signals();
+    if let Some(listen) = service.settings.worker.metrics_listen.clone() {
+        if let Err(e) = serve_metrics(&listen, service.store.clone(), shutdown.clone()).await {
+            return fatal(&format!("cannot serve metrics on {listen}: {e}"));
+        }
+    }
     let pool = match service.spawn_pool(concurrency, shutdown) {
         Ok(pool) => pool,
         Err(e) => return fatal(&e),

@@ -200,6 +200,8 @@ pub struct ApiSettings {
 pub struct WorkerSettings {
     pub concurrency: usize,
     pub shutdown_grace_seconds: u64,
+    /// `signer-worker` serves `GET /metrics` here (e.g. `0.0.0.0:9102`) when set.
+    pub metrics_listen: Option<String>,
 }
 
 fn default_token_type() -> String {
@@ -307,6 +309,7 @@ impl Default for Settings {
             worker: WorkerSettings {
                 concurrency: 4,
                 shutdown_grace_seconds: 30,
+                metrics_listen: None,
             },
         }
     }

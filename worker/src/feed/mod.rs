@@ -218,6 +218,7 @@ impl Feed {
         new.source_timestamp = Some(ts);
         new.previous_status = previous_status;
         let enqueued = self.store.enqueue(new).await?;
+        crate::store::count_enqueued(Trigger::Feed, &enqueued);
         tracing::info!(job_id = %enqueued.job.id, resource = %source, status, "change feed: enqueued");
         Ok(true)
     }
@@ -285,6 +286,7 @@ impl Feed {
                     self.settings.queue.max_attempts,
                 );
                 let job = self.store.enqueue(new).await?;
+                crate::store::count_enqueued(Trigger::Feed, &job);
                 tracing::info!(job_id = %job.job.id, resource = %resource.source, %reason, "change feed: re-sign scheduled");
                 enqueued += 1;
             }

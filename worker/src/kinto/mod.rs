@@ -70,6 +70,8 @@ pub struct KintoClient {
     /// Set when the server sent `Backoff`: no request leaves before this instant.
     backoff_until: Mutex<Option<Instant>>,
     retry: ExponentialBuilder,
+    /// `host:port`, the `server` label of the request metrics.
+    server: String,
 }
 
 impl KintoClient {
@@ -100,8 +102,13 @@ impl KintoClient {
             .user_agent(concat!("kinto-signer-rs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
+        let server = url::Url::parse(&settings.url)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_else(|| settings.url.clone());
         Ok(Self {
             http,
+            server,
             base: settings.url.trim_end_matches('/').to_owned(),
             auth,
             page_size: settings.page_size.max(1),
@@ -486,7 +493,16 @@ impl KintoClient {
             url: url.to_owned(),
             source,
         };
-        let response = request.send().await.map_err(network)?;
+        let started = Instant::now();
+        let response = request.send().await;
+        crate::metrics::metrics()
+            .kinto_requests
+            .with_label_values(&[
+                &self.server,
+                &crate::metrics::status_class(response.as_ref().ok().map(|r| r.status().as_u16())),
+            ])
+            .observe(started.elapsed().as_secs_f64());
+        let response = response.map_err(network)?;
         let status = response.status();
         let headers = response.headers().clone();
         if let Some(seconds) = header_seconds(&headers, "backoff") {

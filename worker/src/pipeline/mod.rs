@@ -356,6 +356,9 @@ impl Pipeline {
         let diff = diff_records(&published.records, &current.records);
         let counts = Counts::of(&diff);
         self.source.apply(source, &diff.writes, |_| {}).await?;
+        crate::metrics::metrics()
+            .records_copied
+            .inc_by(diff.writes.len() as u64);
         drop(diff);
         tracing::info!(
             created = counts.created,
@@ -435,6 +438,9 @@ impl Pipeline {
             .await?;
         let counts = Counts::of(&diff);
         let unchanged = diff.writes.is_empty();
+        crate::metrics::metrics()
+            .records_copied
+            .inc_by(diff.writes.len() as u64);
         drop(diff);
         tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, "pushed");
 
@@ -455,11 +461,15 @@ impl Pipeline {
         listing: Listing,
         counts: Counts,
     ) -> Result<Published, PipelineError> {
-        cx.report.enter("sign", target);
+        cx.report.enter("hash", target);
         let payload = canonical::signed_payload(
             &listing.records,
             u64::try_from(listing.timestamp).unwrap_or_default(),
         )?;
+        crate::metrics::metrics()
+            .payload_bytes
+            .inc_by(payload.len() as u64);
+        cx.report.enter("sign", target);
         let signatures = cx.signer.sign(payload.as_bytes(), cx.report).await?;
         let first = signatures.first().cloned().ok_or(SigningError::Mismatch)?;
 

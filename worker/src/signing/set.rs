@@ -40,10 +40,16 @@ impl Signer for AnySigner {
         payload: &[u8],
         report: &Report,
     ) -> Result<Vec<SignatureMetadata>, SigningError> {
-        match self {
+        let started = std::time::Instant::now();
+        let result = match self {
             AnySigner::Local(s) => s.sign(payload, report).await,
             AnySigner::Autograph(s) => s.sign(payload, report).await,
-        }
+        };
+        crate::metrics::metrics()
+            .signer_calls
+            .with_label_values(&[self.backend(), if result.is_ok() { "ok" } else { "error" }])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 

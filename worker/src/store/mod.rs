@@ -239,6 +239,7 @@ delegate_to_backend! {
     fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError>;
     fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn ping(&self) -> Result<(), StoreError>;
+    fn stats(&self) -> Result<QueueStats, StoreError>;
 }
 
 pub trait JobStore: Send + Sync + 'static {
@@ -323,6 +324,45 @@ pub trait JobStore: Send + Sync + 'static {
     fn next_run_at(&self)
         -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Jobs by state, and when the oldest runnable queued job became runnable.
+    fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send;
+}
+
+/// What the queue holds, for metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueStats {
+    pub by_state: Vec<(String, i64)>,
+    pub oldest_runnable: Option<DateTime<Utc>>,
+}
+
+/// Sets the queue gauges (depth by state, oldest runnable age) from the store.
+pub async fn publish_queue_metrics(store: &impl JobStore) -> Result<(), StoreError> {
+    let stats = store.stats().await?;
+    let m = crate::metrics::metrics();
+    for state in JobState::ALL {
+        let n = stats
+            .by_state
+            .iter()
+            .find(|(s, _)| s == state.as_str())
+            .map_or(0, |(_, n)| *n);
+        m.queue_depth.with_label_values(&[state.as_str()]).set(n);
+    }
+    let age = stats.oldest_runnable.map_or(0.0, |at| {
+        (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    m.oldest_runnable_age.set(age);
+    Ok(())
+}
+
+/// Counts a recorded request in `signer_jobs_enqueued_total`.
+pub fn count_enqueued(trigger: crate::job::Trigger, enqueued: &Enqueued) {
+    crate::metrics::metrics()
+        .jobs_enqueued
+        .with_label_values(&[
+            trigger.as_str(),
+            if enqueued.coalesced { "true" } else { "false" },
+        ])
+        .inc();
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The Postgres job store: `FOR UPDATE SKIP LOCKED` claims, partial unique indexes for coalescing and one writer
 //! per destination, guarded transitions that append their history in the same statement, `NOTIFY` on enqueue.
 
-use super::{Enqueued, JobFilter, JobStore, Requeue, Rescued, RetryOutcome, StoreError};
+use super::{
+    Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
+};
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -409,6 +411,25 @@ impl JobStore for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, count(*) AS n,
+                    min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()) AS oldest
+             FROM jobs GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stats = QueueStats::default();
+        for row in rows {
+            let state: String = row.get("state");
+            stats.by_state.push((state, row.get("n")));
+            if let Some(oldest) = row.get::<Option<DateTime<Utc>>, _>("oldest") {
+                stats.oldest_runnable = Some(oldest);
+            }
+        }
+        Ok(stats)
     }
 }
 

@@ -2,7 +2,9 @@
 //! connection, so statements are serialized and a transaction is all the locking a claim needs; wake-ups are
 //! in-process. It honours the same contract as the Postgres store (the conformance suite runs on both).
 
-use super::{Enqueued, JobFilter, JobStore, Requeue, Rescued, RetryOutcome, StoreError};
+use super::{
+    Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
+};
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, TimeZone as _, Utc};
 use sqlx::sqlite::{
@@ -446,6 +448,26 @@ impl JobStore for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, count(*) AS n,
+                    min(CASE WHEN state = 'queued' AND run_at <= ?1 THEN run_at END) AS oldest
+             FROM jobs GROUP BY state",
+        )
+        .bind(now_ms())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stats = QueueStats::default();
+        for row in rows {
+            let state: String = row.get("state");
+            stats.by_state.push((state, row.get("n")));
+            if let Some(oldest) = row.get::<Option<i64>, _>("oldest") {
+                stats.oldest_runnable = Some(time(oldest));
+            }
+        }
+        Ok(stats)
     }
 }
 

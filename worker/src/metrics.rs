@@ -1,0 +1,187 @@
+//! The `signer_*` Prometheus series (DESIGN §5), in one registry per process: `signer-api serve --workers N` runs
+//! the API and workers in one process, so both feed the same `/metrics`.
+
+use prometheus::{
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Seconds, from a few milliseconds (a Kinto call) to minutes (a 100k-record sign).
+const BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub jobs_enqueued: IntCounterVec,
+    pub jobs_finished: IntCounterVec,
+    pub job_duration: HistogramVec,
+    pub phase_duration: HistogramVec,
+    pub queue_depth: IntGaugeVec,
+    pub oldest_runnable_age: Gauge,
+    pub retries: IntCounter,
+    pub rescued: IntCounter,
+    pub signer_calls: HistogramVec,
+    pub kinto_requests: HistogramVec,
+    pub http_requests: HistogramVec,
+    pub auth_failures: IntCounterVec,
+    pub records_copied: IntCounter,
+    pub payload_bytes: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    c
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("unique metric");
+    h
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let plain = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("signer_queue_depth", "Jobs in the store, by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_depth.clone()))
+            .expect("unique metric");
+        let oldest = Gauge::new(
+            "signer_queue_oldest_runnable_age_seconds",
+            "How long the oldest runnable queued job has waited",
+        )
+        .expect("valid metric");
+        r.register(Box::new(oldest.clone())).expect("unique metric");
+        Self {
+            jobs_enqueued: counter(
+                &r,
+                "signer_jobs_enqueued_total",
+                "Signing requests recorded (new or coalesced)",
+                &["trigger", "coalesced"],
+            ),
+            jobs_finished: counter(
+                &r,
+                "signer_jobs_finished_total",
+                "Job attempts finished, by outcome",
+                &["outcome"],
+            ),
+            job_duration: histogram(
+                &r,
+                "signer_job_duration_seconds",
+                "One attempt, claim to outcome",
+                &["kind"],
+            ),
+            phase_duration: histogram(
+                &r,
+                "signer_job_phase_duration_seconds",
+                "Time spent in each phase of a job",
+                &["phase"],
+            ),
+            retries: plain(
+                "signer_job_retries_total",
+                "Attempts that failed transiently and were scheduled again",
+            ),
+            rescued: plain(
+                "signer_leases_rescued_total",
+                "Running jobs whose lease expired and were rescued",
+            ),
+            signer_calls: histogram(
+                &r,
+                "signer_signer_call_duration_seconds",
+                "Calls to the signer, by backend and outcome",
+                &["backend", "outcome"],
+            ),
+            kinto_requests: histogram(
+                &r,
+                "signer_kinto_request_duration_seconds",
+                "Kinto requests, by server and status class",
+                &["server", "status"],
+            ),
+            http_requests: histogram(
+                &r,
+                "signer_http_request_duration_seconds",
+                "API requests, by route and status",
+                &["route", "status"],
+            ),
+            auth_failures: counter(
+                &r,
+                "signer_auth_failures_total",
+                "Refused callers, by scheme and reason",
+                &["scheme", "reason"],
+            ),
+            records_copied: plain(
+                "signer_records_copied_total",
+                "Record writes pushed to previews, destinations and rolled-back sources",
+            ),
+            payload_bytes: plain(
+                "signer_payload_bytes_signed_total",
+                "Bytes of canonical JSON signed",
+            ),
+            queue_depth,
+            oldest_runnable_age: oldest,
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+/// `2xx`, `4xx`, `5xx`, or `error` when no answer came.
+pub fn status_class(status: Option<u16>) -> String {
+    status.map_or_else(|| "error".to_owned(), |s| format!("{}xx", s / 100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_render_with_their_labels() {
+        let m = metrics();
+        m.jobs_finished.with_label_values(&["succeeded"]).inc();
+        m.kinto_requests
+            .with_label_values(&["127.0.0.1:8888", &status_class(Some(503))])
+            .observe(0.02);
+        let text = m.render();
+        assert!(
+            text.contains("signer_jobs_finished_total{outcome=\"succeeded\"}"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "signer_kinto_request_duration_seconds_count{server=\"127.0.0.1:8888\",status=\"5xx\"} 1"
+        ));
+        assert_eq!(status_class(None), "error");
+    }
+}
