@@ -15,14 +15,17 @@ pub struct AppState {
     pub max_attempts: i32,
     /// Webhook calls must be signed with it when set.
     pub webhook_secret: Option<Arc<[u8]>>,
+    pub health: Arc<signer_worker::health::Health>,
 }
 
 impl AppState {
     pub fn new(
         store: Arc<Store>,
         settings: &Settings,
+        health: signer_worker::health::Health,
     ) -> Result<Self, signer_worker::config::ConfigError> {
         Ok(Self {
+            health: Arc::new(health),
             store,
             resources: Arc::new(settings.parsed_resources()?),
             source_url: settings.kinto.source.url.trim_end_matches('/').into(),

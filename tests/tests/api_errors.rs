@@ -221,7 +221,13 @@ async fn a_lost_database_is_a_503_and_an_unhealthy_heartbeat_not_a_crash() {
     assert_eq!(status, 503, "{body}");
     assert_kinto_error(&body, 503, 201, "job store is unavailable");
     let (status, body) = api.get("/__heartbeat__").await;
-    assert_eq!((status, body), (503, json!({"database": false})));
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"database": false, "kinto_source": true, "signer": true})
+        )
+    );
     let (status, _) = api.get("/__lbheartbeat__").await;
     assert_eq!(status, 200, "the process itself is alive");
 }

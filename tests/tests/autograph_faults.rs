@@ -147,6 +147,25 @@ async fn wrong_hawk_credentials_are_refused_by_the_server_not_retried() {
     );
     assert_eq!(autograph.stats().await["signed"], 0);
     assert!(kinto.editor().collection("main", "cfr").await.is_none());
+
+    // The heartbeat reports each dependency; Autograph's own heartbeat stands for the signer.
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"database": true, "kinto_source": true, "signer": true})
+        )
+    );
+    drop(autograph);
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"database": true, "kinto_source": true, "signer": false})
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -226,6 +226,17 @@ async fn review_approve_rollback_and_resign_through_kinto_events() {
         4,
         "the service's own status writes trigger nothing"
     );
+
+    // A whole workflow's logs name jobs and collections, never a secret.
+    let log = s.api.process.log_text();
+    assert!(log.contains("job_id="), "job lines carry their job id");
+    for secret in [
+        signer_e2e::autograph::HAWK_KEY,
+        SECRET,
+        signer_e2e::kinto::SIGNER.1,
+    ] {
+        assert!(!log.contains(secret), "a secret reached the logs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@ pub mod canonical;
 pub mod config;
 pub mod dispatch;
 pub mod feed;
+pub mod health;
 pub mod job;
 pub mod kinto;
 pub mod metrics;

@@ -74,6 +74,17 @@ impl Service {
         })
     }
 
+    /// The dependency checks behind `/__heartbeat__`.
+    pub fn health(&self) -> crate::health::Health {
+        crate::health::Health {
+            store: self.store.clone(),
+            source: self.source.clone(),
+            destination: (!Arc::ptr_eq(&self.source, &self.destination))
+                .then(|| self.destination.clone()),
+            signers: self.pipeline.clone(),
+        }
+    }
+
     /// Starts one pool of `concurrency` workers, and the change feed (it polls only while this process leads);
     /// it returns once `shutdown` fired and the pool drained.
     pub fn spawn_pool(
@@ -168,8 +179,11 @@ pub fn shutdown_on_signals() -> CancellationToken {
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    use std::io::IsTerminal as _;
+    // Colours only for a person at a terminal: files and log shippers get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder

@@ -16,7 +16,7 @@ pub async fn serve(
     let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
     let max_body = settings.api.max_body_bytes;
     let service = Service::start(settings).await?;
-    let state = AppState::new(service.store.clone(), &service.settings)?;
+    let state = AppState::new(service.store.clone(), &service.settings, service.health())?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -6,17 +6,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
-use signer_worker::store::JobStore as _;
 
-/// Readiness: every dependency answers (503 with the failing check otherwise).
+/// Every dependency, one boolean each: the job store, the Kinto servers, the signers (Autograph's own
+/// heartbeat). 503 when any fails: for monitoring and readiness; liveness is `__lbheartbeat__`.
 pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
-    let database = state.store.ping().await.is_ok();
-    let status = if database {
+    let checks = state.health.report().await;
+    let status = if checks.values().all(|ok| *ok) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": database})))
+    (status, Json(json!(checks)))
 }
 
 /// Liveness: the process serves HTTP.

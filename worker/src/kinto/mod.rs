@@ -134,6 +134,13 @@ impl KintoClient {
             .1)
     }
 
+    /// Whether the server answers `GET /v1/` now (one try, no retries: for health checks).
+    pub async fn ping(&self) -> bool {
+        self.send_once(Method::GET, &self.url("/"), None, HeaderMap::new())
+            .await
+            .is_ok()
+    }
+
     async fn batch_max_requests(&self) -> Result<usize, KintoError> {
         self.batch_max
             .get_or_try_init(|| async {

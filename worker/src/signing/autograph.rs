@@ -130,6 +130,19 @@ impl AutographSigner {
         )
     }
 
+    /// Autograph's own `/__heartbeat__` answers 200.
+    pub async fn heartbeat(&self) -> bool {
+        let url = self
+            .server
+            .join("/__heartbeat__")
+            .expect("an absolute path joins");
+        self.http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
     async fn call(&self, path: &str, body: &[u8]) -> Result<Vec<SignResponse>, CallError> {
         let authorization = hawk_header(
             &self.credentials,

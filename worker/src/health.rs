@@ -1,0 +1,61 @@
+//! What `/__heartbeat__` reports (as Kinto and Autograph do): each dependency checked, concurrently and with a
+//! short timeout, one boolean per check.
+
+use crate::kinto::KintoClient;
+use crate::signing::{AnySigner, SignerSet};
+use crate::store::{JobStore as _, Store};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Health {
+    pub(crate) store: Arc<Store>,
+    pub(crate) source: Arc<KintoClient>,
+    /// Only when it is another server than the source.
+    pub(crate) destination: Option<Arc<KintoClient>>,
+    pub(crate) signers: Arc<crate::pipeline::Pipeline>,
+}
+
+async fn within(check: impl Future<Output = bool>) -> bool {
+    tokio::time::timeout(TIMEOUT, check).await.unwrap_or(false)
+}
+
+async fn signers_up(signers: &SignerSet) -> bool {
+    for signer in signers.iter() {
+        if let AnySigner::Autograph(autograph) = signer {
+            if !autograph.heartbeat().await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+impl Health {
+    /// `database`, `kinto_source`, `kinto_destination` (when separate) and `signer`.
+    pub async fn report(&self) -> BTreeMap<&'static str, bool> {
+        let (database, source, destination, signer) = tokio::join!(
+            within(async { self.store.ping().await.is_ok() }),
+            within(async { self.source.ping().await }),
+            async {
+                match &self.destination {
+                    Some(d) => Some(within(d.ping()).await),
+                    None => None,
+                }
+            },
+            within(signers_up(self.signers.signers())),
+        );
+        let mut checks = BTreeMap::from([
+            ("database", database),
+            ("kinto_source", source),
+            ("signer", signer),
+        ]);
+        if let Some(destination) = destination {
+            checks.insert("kinto_destination", destination);
+        }
+        checks
+    }
+}
