@@ -16,7 +16,7 @@ pub struct Health {
     pub(crate) source: Arc<KintoClient>,
     /// Only when it is another server than the source.
     pub(crate) destination: Option<Arc<KintoClient>>,
-    pub(crate) signers: Arc<crate::pipeline::Pipeline>,
+    pub(crate) pipeline: Arc<crate::pipeline::Pipeline>,
 }
 
 async fn within(check: impl Future<Output = bool>) -> bool {
@@ -46,7 +46,7 @@ impl Health {
                     None => None,
                 }
             },
-            within(signers_up(self.signers.signers())),
+            within(signers_up(self.pipeline.signers())),
         );
         let mut checks = BTreeMap::from([
             ("database", database),

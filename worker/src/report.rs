@@ -45,11 +45,6 @@ impl Report {
         )
     }
 
-    /// A report nobody reads (one-shot commands, unit tests).
-    pub fn detached() -> Report {
-        Report::channel().0
-    }
-
     /// The job starts a phase on a collection (and the previous phase ends).
     pub fn enter(&self, phase: &str, collection: &CollectionRef) {
         self.end_phase(Some(phase));

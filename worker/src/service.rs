@@ -81,7 +81,7 @@ impl Service {
             source: self.source.clone(),
             destination: (!Arc::ptr_eq(&self.source, &self.destination))
                 .then(|| self.destination.clone()),
-            signers: self.pipeline.clone(),
+            pipeline: self.pipeline.clone(),
         }
     }
 

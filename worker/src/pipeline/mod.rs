@@ -13,9 +13,7 @@ use crate::config::{CollectionRef, ConfigError, Resource, ResourcePolicy, Resour
 use crate::job::{Job, JobKind};
 use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
 use crate::report::Report;
-use crate::signing::{
-    AnySigner, SignatureMetadata, Signer, SignerSet, SigningError, PROBE_PAYLOAD,
-};
+use crate::signing::{AnySigner, SignatureMetadata, Signer, SignerSet, SigningError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -67,7 +65,7 @@ impl PipelineError {
 }
 
 /// What a finished job reports (stored as the job's `result`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Outcome {
     /// What was done (`sign`, `review`, `resign`, `rollback`), or absent when nothing was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -179,22 +177,16 @@ impl Pipeline {
             Plan::Skip(reason) => {
                 tracing::info!(%reason, "nothing to do");
                 return Ok(Outcome {
-                    action: None,
                     skipped: Some(reason),
-                    source_timestamp: None,
                     source_metadata_timestamp: cx.metadata.last_modified,
-                    destination: None,
-                    preview: None,
-                    restored: None,
+                    ..Outcome::default()
                 });
             }
         };
         tracing::info!(%action, status = ?cx.status(), "running");
         self.check_review(&cx, action).await?;
         // Learn that the signer works before anything is written anywhere.
-        if matches!(signer, AnySigner::Autograph(_)) {
-            signer.sign(PROBE_PAYLOAD, report).await?;
-        }
+        signer.probe(report).await?;
         match action {
             JobKind::Sign | JobKind::Review => self.sign(&cx, action).await,
             JobKind::Resign => self.resign(&cx).await,
@@ -271,7 +263,9 @@ impl Pipeline {
         // Refuse unsignable data before anything is written anywhere.
         canonical::signed_payload(&snapshot.records, 0)?;
         // An approval covers what the reviewers saw in the preview: edits made since the review request need a
-        // new one (kinto-signer gets there by setting `work-in-progress` on every edit).
+        // new one (kinto-signer gets there by setting `work-in-progress` on every edit). A preview that passes
+        // already holds the snapshot: it is only signed again.
+        let mut reviewed_preview = None;
         if let (JobKind::Sign, true, Some(preview)) = (action, reviewed(cx), &cx.resource.preview) {
             let shown = self.destination.list_records(preview, |_| {}).await?;
             let diff = diff_records(&snapshot.records, &shown.records);
@@ -284,11 +278,17 @@ impl Pipeline {
                     .refuse(cx, reason, workflow::WORK_IN_PROGRESS.into())
                     .await);
             }
+            drop(diff);
+            reviewed_preview = Some(shown);
         }
 
-        let preview = match &cx.resource.preview {
-            Some(preview) => Some(self.publish(cx, preview, &snapshot).await?),
-            None => None,
+        let preview = match (&cx.resource.preview, reviewed_preview) {
+            (Some(preview), Some(shown)) => Some(
+                self.sign_target(cx, preview, shown, Counts::default())
+                    .await?,
+            ),
+            (Some(preview), None) => Some(self.publish(cx, preview, &snapshot).await?),
+            (None, _) => None,
         };
         let destination = match action {
             JobKind::Sign => Some(
@@ -311,12 +311,11 @@ impl Pipeline {
         let written = self.update_source(cx, action).await?;
         Ok(Outcome {
             action: Some(action),
-            skipped: None,
             source_timestamp: Some(snapshot.timestamp),
             source_metadata_timestamp: written.last_modified,
             destination,
             preview,
-            restored: None,
+            ..Outcome::default()
         })
     }
 
@@ -335,12 +334,10 @@ impl Pipeline {
         let written = self.update_source(cx, JobKind::Resign).await?;
         Ok(Outcome {
             action: Some(JobKind::Resign),
-            skipped: None,
-            source_timestamp: None,
             source_metadata_timestamp: written.last_modified,
             destination,
             preview: published.pop(),
-            restored: None,
+            ..Outcome::default()
         })
     }
 
@@ -383,12 +380,11 @@ impl Pipeline {
         let written = self.update_source(cx, JobKind::Rollback).await?;
         Ok(Outcome {
             action: Some(JobKind::Rollback),
-            skipped: None,
             source_timestamp: Some(restored.timestamp),
             source_metadata_timestamp: written.last_modified,
-            destination: None,
             preview,
             restored: Some(restored),
+            ..Outcome::default()
         })
     }
 

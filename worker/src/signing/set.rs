@@ -1,7 +1,9 @@
 //! The signers of a deployment: one per distinct configuration (the global one and each override's), built
 //! and checked at start-up, looked up per source collection.
 
-use super::{AutographSigner, LocalEcdsaSigner, SignatureMetadata, Signer, SigningError};
+use super::{
+    AutographSigner, LocalEcdsaSigner, SignatureMetadata, Signer, SigningError, PROBE_PAYLOAD,
+};
 use crate::config::SignerConfig;
 use crate::report::Report;
 
@@ -22,6 +24,15 @@ impl AnySigner {
             SignerConfig::Autograph(settings) => {
                 Ok(AnySigner::Autograph(AutographSigner::new(settings)?))
             }
+        }
+    }
+
+    /// Asks a remote signer to sign a probe payload, so that a refusing or broken signer fails a job before it
+    /// writes anything; a local key cannot fail that way.
+    pub async fn probe(&self, report: &Report) -> Result<(), SigningError> {
+        match self {
+            AnySigner::Local(_) => Ok(()),
+            AnySigner::Autograph(_) => self.sign(PROBE_PAYLOAD, report).await.map(drop),
         }
     }
 
