@@ -16,6 +16,8 @@ pub struct AppState {
     /// Webhook calls must be signed with it when set.
     pub webhook_secret: Option<Arc<[u8]>>,
     pub health: Arc<signer_worker::health::Health>,
+    /// Cancelled at SIGTERM: readiness fails from then on, while requests are still served for a moment.
+    pub draining: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -25,6 +27,7 @@ impl AppState {
         health: signer_worker::health::Health,
     ) -> Result<Self, signer_worker::config::ConfigError> {
         Ok(Self {
+            draining: tokio_util::sync::CancellationToken::new(),
             health: Arc::new(health),
             store,
             resources: Arc::new(settings.parsed_resources()?),

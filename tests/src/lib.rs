@@ -5,6 +5,8 @@ pub mod autograph;
 pub mod conformance;
 pub mod db;
 pub mod kinto;
+pub mod private;
+pub mod rabbitmq;
 pub mod records;
 pub mod service;
 
@@ -82,4 +84,20 @@ pub fn by_id_without_timestamps(
             (r["id"].as_str().expect("records have ids").to_owned(), r)
         })
         .collect()
+}
+
+/// The sum of the samples of `name` carrying every `labels` pair, in a Prometheus text scrape; `None` when
+/// there is no such sample.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let bare = series.split('{').next() == Some(name);
+            let labelled = labels
+                .iter()
+                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+            (bare && labelled).then(|| value.parse::<f64>().ok())?
+        })
+        .reduce(|a, b| a + b)
 }

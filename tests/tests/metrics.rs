@@ -6,21 +6,7 @@ use signer_e2e::db::TestDb;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
-use signer_e2e::{eventually, free_port, FAST_QUEUE};
-
-/// The value of the first sample of `name` carrying every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|line| {
-            let (series, _) = line.rsplit_once(' ').unwrap_or_default();
-            let bare = series.split('{').next() == Some(name);
-            bare && labels
-                .iter()
-                .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .and_then(|line| line.rsplit_once(' ')?.1.parse().ok())
-}
+use signer_e2e::{eventually, free_port, metric as sample, FAST_QUEUE};
 
 fn at_least(text: &str, name: &str, labels: &[(&str, &str)], min: f64) {
     let value = sample(text, name, labels)

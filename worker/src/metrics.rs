@@ -2,8 +2,8 @@
 //! the API and workers in one process, so both feed the same `/metrics`.
 
 use prometheus::{
-    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -28,6 +28,11 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub records_copied: IntCounter,
     pub payload_bytes: IntCounter,
+    pub broker_connected: IntGaugeVec,
+    pub doorbells_published: IntCounter,
+    pub deliveries: IntCounterVec,
+    pub dead_letters: IntGauge,
+    pub outbox_pending: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -58,13 +63,21 @@ impl Metrics {
             r.register(Box::new(c.clone())).expect("unique metric");
             c
         };
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("signer_queue_depth", "Jobs in the store, by state"),
+        let gauges = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let queue_depth = gauges(
+            "signer_queue_depth",
+            "Jobs in the store, by state",
             &["state"],
-        )
-        .expect("valid metric");
-        r.register(Box::new(queue_depth.clone()))
-            .expect("unique metric");
+        );
         let oldest = Gauge::new(
             "signer_queue_oldest_runnable_age_seconds",
             "How long the oldest runnable queued job has waited",
@@ -135,6 +148,29 @@ impl Metrics {
             payload_bytes: plain(
                 "signer_payload_bytes_signed_total",
                 "Bytes of canonical JSON signed",
+            ),
+            broker_connected: gauges(
+                "signer_broker_connected",
+                "1 while the RabbitMQ relay or consumer of this process is connected",
+                &["role"],
+            ),
+            doorbells_published: plain(
+                "signer_doorbells_published_total",
+                "Job ids published to RabbitMQ and confirmed by the broker",
+            ),
+            deliveries: counter(
+                &r,
+                "signer_doorbells_delivered_total",
+                "RabbitMQ deliveries, by what the claim made of them",
+                &["outcome", "redelivered"],
+            ),
+            dead_letters: gauge(
+                "signer_dead_letters",
+                "Messages in the RabbitMQ dead-letter queue",
+            ),
+            outbox_pending: gauge(
+                "signer_outbox_pending",
+                "Doorbells written in Postgres and not yet confirmed by RabbitMQ",
             ),
             queue_depth,
             oldest_runnable_age: oldest,

@@ -2,11 +2,11 @@
 //! retried with exponential backoff and jitter, permanent ones failed at once; expired leases rescued; on
 //! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
 
-use crate::dispatch::Waker;
+use crate::dispatch::{Wake, Waker};
 use crate::job::{Job, JobState, Lease, Progress};
 use crate::pipeline::Pipeline;
 use crate::report::{Note, Report};
-use crate::store::{JobStore, RetryOutcome};
+use crate::store::{JobStore, RetryOutcome, StoreError};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use std::future::Future;
 use std::sync::Arc;
@@ -139,13 +139,25 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
             shutdown.clone(),
         ));
 
+        // With doorbells the first sweep waits for the poll interval: the queue holds the messages to start with.
+        let mut next = waker.claims_greedily().then_some(Wake::Sweep);
         loop {
             let slot = tokio::select! {
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
                 () = shutdown.cancelled() => break,
             };
             while running.try_join_next().is_some() {}
-            match self.store.claim(&settings.worker_id, settings.lease).await {
+            let wake = match next.take() {
+                Some(wake) => wake,
+                None => {
+                    let idle = idle_time(self.store.as_ref(), &waker, &settings).await;
+                    tokio::select! {
+                        wake = waker.wait(idle) => wake,
+                        () = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            match claim(self.store.as_ref(), &settings, wake).await {
                 Ok(Some(job)) => {
                     let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
                     let work = execute(
@@ -162,18 +174,19 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
                         }
                         .instrument(span),
                     );
-                    continue;
+                    if waker.claims_greedily() {
+                        next = Some(Wake::Sweep);
+                    }
                 }
                 Ok(None) => drop(slot),
                 Err(e) => {
                     drop(slot);
                     tracing::error!(error = %e, "claim failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(settings.backoff_min) => {}
+                        () = shutdown.cancelled() => break,
+                    }
                 }
-            }
-            let idle = idle_time(self.store.as_ref(), &settings).await;
-            tokio::select! {
-                () = waker.wait(idle) => {}
-                () = shutdown.cancelled() => break,
             }
         }
 
@@ -196,8 +209,41 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
     }
 }
 
-/// Until the earliest scheduled retry, but never longer than the poll interval.
-async fn idle_time<S: JobStore>(store: &S, settings: &PoolSettings) -> Duration {
+/// Claims what `wake` names; a doorbell is acked once its claim committed (whether it found the job or not: a
+/// duplicate is dropped) and requeued when the store could not answer.
+async fn claim<S: JobStore>(
+    store: &S,
+    settings: &PoolSettings,
+    wake: Wake,
+) -> Result<Option<Job>, StoreError> {
+    let Wake::Bell(bell) = wake else {
+        return store.claim(&settings.worker_id, settings.lease).await;
+    };
+    let claimed = store
+        .claim_job(&settings.worker_id, settings.lease, bell.job_id)
+        .await;
+    let outcome = match &claimed {
+        Ok(Some(_)) => "claimed",
+        Ok(None) => "duplicate",
+        Err(_) => "store-error",
+    };
+    crate::metrics::metrics()
+        .deliveries
+        .with_label_values(&[outcome, &bell.redelivered.to_string()])
+        .inc();
+    match claimed {
+        Ok(_) => bell.ack().await,
+        Err(_) => bell.requeue().await,
+    }
+    claimed
+}
+
+/// Until the earliest scheduled retry, but never longer than the poll interval (doorbells ring for retries
+/// when they fall due, so with RabbitMQ the poll interval is only the sweep's).
+async fn idle_time<S: JobStore>(store: &S, waker: &Waker, settings: &PoolSettings) -> Duration {
+    if !waker.claims_greedily() {
+        return settings.poll_interval;
+    }
     match store.next_run_at().await {
         Ok(Some(at)) => (at - chrono::Utc::now())
             .to_std()

@@ -1,7 +1,9 @@
 //! Wiring: settings in, a ready store and signing pipeline out, and the worker pools that run on them. Shared by
 //! `signer-worker` and `signer-api serve --workers N`, so both start the same way and fail the same way.
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Dispatch, Settings};
+use crate::dispatch::rabbitmq::RabbitDispatch;
+use crate::dispatch::Waker;
 use crate::feed::{Feed, Leader};
 use crate::kinto::KintoClient;
 use crate::pipeline::Pipeline;
@@ -63,7 +65,13 @@ impl Service {
             &settings.data_dir,
             connections,
         );
-        let store = Arc::new(store.await?);
+        let store = match store.await? {
+            Store::Postgres(pg) => {
+                Store::Postgres(pg.with_outbox(settings.queue.dispatch == Dispatch::Rabbitmq))
+            }
+            embedded => embedded,
+        };
+        let store = Arc::new(store);
         tracing::info!(store = %store.describe(), "job store ready");
         Ok(Self {
             settings,
@@ -95,7 +103,23 @@ impl Service {
         let mut pool_settings =
             PoolSettings::from_settings(&self.settings, new_worker_id("worker"));
         pool_settings.concurrency = concurrency;
-        let waker = self.store.waker(self.settings.queue.listen);
+        // The relay outlives the pool's drain: jobs finishing then may ring for others.
+        let relay_stop = CancellationToken::new();
+        let (waker, dispatch) = match (self.settings.queue.dispatch, &*self.store) {
+            (Dispatch::Rabbitmq, Store::Postgres(pg)) => {
+                let (bells, task) = RabbitDispatch {
+                    settings: self.settings.rabbitmq.clone(),
+                    store: Arc::new(pg.clone()),
+                    worker_id: pool_settings.worker_id.clone(),
+                    prefetch: u16::try_from(concurrency).unwrap_or(u16::MAX),
+                    listen: self.settings.queue.listen,
+                    poll_interval: pool_settings.poll_interval,
+                }
+                .spawn(shutdown.clone(), relay_stop.clone());
+                (Waker::rabbit(bells), Some(task))
+            }
+            _ => (self.store.waker(self.settings.queue.listen), None),
+        };
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
         let feed = self
             .feed()?
@@ -103,6 +127,10 @@ impl Service {
         let pool = tokio::spawn(pool.run(waker, shutdown));
         Ok(tokio::spawn(async move {
             let _ = pool.await;
+            relay_stop.cancel();
+            if let Some(dispatch) = dispatch {
+                let _ = dispatch.await;
+            }
             if let Some(feed) = feed {
                 let _ = feed.await;
             }

@@ -16,19 +16,31 @@ pub async fn serve(
     let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
     let max_body = settings.api.max_body_bytes;
     let service = Service::start(settings).await?;
-    let state = AppState::new(service.store.clone(), &service.settings, service.health())?;
+    let mut state = AppState::new(service.store.clone(), &service.settings, service.health())?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, workers, "signer-api listening");
 
     let shutdown = shutdown_on_signals();
+    state.draining = shutdown.clone();
+    let delay = std::time::Duration::from_secs(service.settings.api.shutdown_delay_seconds);
     let pool = match workers {
         0 => None,
         n => Some(service.spawn_pool(n, shutdown.clone())?),
     };
     axum::serve(listener, router(state, max_body))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .with_graceful_shutdown({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tracing::info!(
+                    ?delay,
+                    "draining: readiness fails; still serving until the delay is over"
+                );
+                tokio::time::sleep(delay).await;
+            }
+        })
         .await
         .context("HTTP server failed")?;
     if let Some(pool) = pool {

@@ -58,6 +58,7 @@ pub struct Settings {
     pub feed: FeedSettings,
     pub kinto: KintoSettings,
     pub queue: QueueSettings,
+    pub rabbitmq: RabbitmqSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
 }
@@ -184,6 +185,37 @@ pub struct QueueSettings {
     pub retention_hours: u64,
     /// `false` for poll-only mode (PgBouncer in transaction mode cannot `LISTEN`).
     pub listen: bool,
+    /// How workers learn of runnable jobs: `postgres` (`LISTEN`/`NOTIFY` and polling) or `rabbitmq` (job ids
+    /// published from a transactional outbox). Postgres stays the truth either way.
+    pub dispatch: Dispatch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dispatch {
+    Postgres,
+    Rabbitmq,
+}
+
+/// The broker behind `queue.dispatch = "rabbitmq"`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqSettings {
+    pub url: String,
+    /// A durable quorum queue; `<queue>.dlx` and `<queue>.dead` hold what it dead-letters.
+    pub queue: String,
+    /// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
+    pub delivery_limit: u32,
+}
+
+impl std::fmt::Debug for RabbitmqSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitmqSettings")
+            .field("url", &crate::store::redact(&self.url))
+            .field("queue", &self.queue)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,6 +225,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// When set, webhook calls must carry the Kinto listener plugin's HMAC signature made with this secret.
     pub webhook_secret: Option<String>,
+    /// After SIGTERM, readiness fails at once but requests are served this long, while load balancers notice.
+    pub shutdown_delay_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,11 +334,18 @@ impl Default for Settings {
                 rescue_interval_seconds: 15,
                 retention_hours: 24 * 7,
                 listen: true,
+                dispatch: Dispatch::Postgres,
+            },
+            rabbitmq: RabbitmqSettings {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                queue: "signer.jobs".into(),
+                delivery_limit: 20,
             },
             api: ApiSettings {
                 listen: "127.0.0.1:8000".into(),
                 max_body_bytes: 1 << 20,
                 webhook_secret: None,
+                shutdown_delay_seconds: 2,
             },
             worker: WorkerSettings {
                 concurrency: 4,
@@ -370,6 +411,28 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "queue.max_attempts and worker.concurrency must be at least 1, queue.lease_seconds at least 3".into(),
             ));
+        }
+        if self.queue.dispatch == Dispatch::Rabbitmq {
+            let postgres = self
+                .database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+            if !postgres {
+                return Err(ConfigError::Invalid(
+                    "queue.dispatch = \"rabbitmq\" needs a Postgres database_url: the outbox and the jobs live there".into(),
+                ));
+            }
+            url::Url::parse(&self.rabbitmq.url).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "rabbitmq.url {:?}: {e}",
+                    crate::store::redact(&self.rabbitmq.url)
+                ))
+            })?;
+            if self.rabbitmq.queue.is_empty() || self.rabbitmq.delivery_limit < 1 {
+                return Err(ConfigError::Invalid(
+                    "rabbitmq.queue must be named and rabbitmq.delivery_limit at least 1".into(),
+                ));
+            }
         }
         Ok(())
     }

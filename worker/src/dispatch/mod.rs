@@ -2,6 +2,7 @@
 //! only costs latency, bounded by the poll interval.
 
 mod postgres;
+pub mod rabbitmq;
 
 pub use postgres::PgWaker;
 
@@ -9,21 +10,55 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// What to claim next.
+pub enum Wake {
+    /// Whatever is runnable (a notification, a poll, or the sweep that backs up the broker).
+    Sweep,
+    /// The job a RabbitMQ doorbell named.
+    Bell(rabbitmq::Bell),
+}
+
 pub enum Waker {
     /// `LISTEN` on the Postgres store's channel.
     Postgres(PgWaker),
     /// The embedded store signals in-process.
     Local(Arc<Notify>),
+    /// Doorbells from RabbitMQ, and a sweep of the store every poll interval all the same.
+    Rabbit {
+        bells: rabbitmq::Bells,
+        swept: tokio::time::Instant,
+    },
 }
 
 impl Waker {
-    /// Returns when a job may be runnable: a wake-up arrived, or `max` elapsed.
-    pub async fn wait(&mut self, max: Duration) {
+    pub fn rabbit(bells: rabbitmq::Bells) -> Self {
+        Waker::Rabbit {
+            bells,
+            swept: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Returns what to claim once a job may be runnable: a wake-up arrived, or `max` elapsed.
+    pub async fn wait(&mut self, max: Duration) -> Wake {
         match self {
             Waker::Postgres(waker) => waker.wait(max).await,
             Waker::Local(signal) => {
                 let _ = tokio::time::timeout(max, signal.notified()).await;
             }
+            Waker::Rabbit { bells, swept } => {
+                let sweep_at = *swept + max;
+                if let Ok(Some(bell)) = tokio::time::timeout_at(sweep_at, bells.next()).await {
+                    return Wake::Bell(bell);
+                }
+                *swept = tokio::time::Instant::now();
+            }
         }
+        Wake::Sweep
+    }
+
+    /// Whether a successful claim should be followed by another at once. With doorbells, each job has its
+    /// own message: claiming past it would only race the workers it was delivered to.
+    pub fn claims_greedily(&self) -> bool {
+        !matches!(self, Waker::Rabbit { .. })
     }
 }

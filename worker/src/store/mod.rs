@@ -4,7 +4,7 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::{redact, PgStore};
+pub use postgres::{redact, OutboxEntry, PgStore};
 pub use sqlite::SqliteStore;
 
 use crate::dispatch::{PgWaker, Waker};
@@ -229,7 +229,7 @@ delegate_to_backend! {
     fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
     fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError>;
-    fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError>;
+    fn claim_one(&self, worker_id: &str, lease: Duration, id: Option<Uuid>) -> Result<Option<Job>, StoreError>;
     fn heartbeat(&self, lease: &Lease, duration: Duration, progress: Option<&Progress>) -> Result<bool, StoreError>;
     fn finish(&self, lease: &Lease, state: JobState, result: Option<serde_json::Value>, error: Option<&str>) -> Result<bool, StoreError>;
     fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError>;
@@ -249,12 +249,31 @@ pub trait JobStore: Send + Sync + 'static {
     fn list(&self, filter: &JobFilter)
         -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
     fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<JobEvent>, StoreError>> + Send;
-    /// Takes the next runnable job whose destination has no running job, with a fresh lease.
+    /// Takes job `id` (or, without one, the next runnable job) with a fresh lease, if it is runnable: queued,
+    /// due, and its destination has no running job.
+    fn claim_one(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        id: Option<Uuid>,
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    /// Takes the next runnable job, in priority and `run_at` order.
     fn claim(
         &self,
         worker_id: &str,
         lease: Duration,
-    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send {
+        self.claim_one(worker_id, lease, None)
+    }
+    /// Takes the job a doorbell named; `None` when it is not runnable (a duplicate or late message).
+    fn claim_job(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send {
+        self.claim_one(worker_id, lease, Some(id))
+    }
     /// Extends the lease (recording `progress` if given); false when it is no longer ours.
     fn heartbeat(
         &self,

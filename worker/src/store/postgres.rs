@@ -21,6 +21,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgre
 pub struct PgStore {
     pool: PgPool,
     url: String,
+    /// RabbitMQ dispatch: every transition that makes a job runnable also writes its doorbell to `job_outbox`.
+    outbox: bool,
 }
 
 impl PgStore {
@@ -47,6 +49,7 @@ impl PgStore {
         let store = Self {
             pool,
             url: url.to_owned(),
+            outbox: false,
         };
         store.migrate().await?;
         Ok(store)
@@ -55,6 +58,12 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Writes doorbells for the RabbitMQ relay from now on.
+    pub fn with_outbox(mut self, on: bool) -> Self {
+        self.outbox = on;
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -109,6 +118,10 @@ impl JobStore for PgStore {
         .await?;
         if decision.state == JobState::Queued {
             notify(&mut tx, lease.job_id).await?;
+            self.ring(&mut tx, lease.job_id, why.delay()).await?;
+        } else {
+            self.ring_next_for_destination(&mut tx, lease.job_id)
+                .await?;
         }
         tx.commit().await?;
         Ok(decision.outcome)
@@ -121,6 +134,7 @@ impl JobStore for PgStore {
         result: Option<serde_json::Value>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = guarded(
             "WITH done AS (
                 UPDATE jobs SET state = $4, result = $5, last_error = $6, finished_at = now(), lease_expires_at = NULL
@@ -133,8 +147,13 @@ impl JobStore for PgStore {
         .bind(state.as_str())
         .bind(result)
         .bind(error)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            self.ring_next_for_destination(&mut tx, lease.job_id)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -167,6 +186,7 @@ impl JobStore for PgStore {
                 let job = job_from_row(&row)?;
                 insert_event(&mut tx, job.id, "queued", 0, None, Some(&detail)).await?;
                 notify(&mut tx, job.id).await?;
+                self.ring(&mut tx, job.id, Duration::ZERO).await?;
                 tx.commit().await?;
                 return Ok(Enqueued {
                     job,
@@ -255,15 +275,27 @@ impl JobStore for PgStore {
             .collect())
     }
 
-    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
-        let claimed = sqlx::query(
+    async fn claim_one(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        id: Option<Uuid>,
+    ) -> Result<Option<Job>, StoreError> {
+        // The next job skips rows others are claiming; a named job waits for its lock (an enqueue may be
+        // coalescing onto it) and is then re-checked, so two doorbells for one job claim it once.
+        let lock = if id.is_some() {
+            "FOR UPDATE"
+        } else {
+            "FOR UPDATE SKIP LOCKED"
+        };
+        let sql = format!(
             "WITH next AS (
                 SELECT id FROM jobs j
-                WHERE state = 'queued' AND run_at <= now()
+                WHERE state = 'queued' AND run_at <= now() AND ($3::uuid IS NULL OR id = $3)
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT 1
-                FOR UPDATE SKIP LOCKED),
+                {lock}),
              claimed AS (
                 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
                        lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
@@ -272,12 +304,14 @@ impl JobStore for PgStore {
              event AS (
                 INSERT INTO job_events (job_id, event, attempt, worker_id)
                 SELECT id, 'running', attempt, worker_id FROM claimed)
-             SELECT * FROM claimed",
-        )
-        .bind(worker_id)
-        .bind(lease.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await;
+             SELECT * FROM claimed"
+        );
+        let claimed = sqlx::query(&sql)
+            .bind(worker_id)
+            .bind(lease.as_secs_f64())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await;
         match claimed {
             Ok(row) => row.as_ref().map(job_from_row).transpose(),
             // Two workers claimed jobs of different resources writing the same destination at the same instant:
@@ -343,9 +377,17 @@ impl JobStore for PgStore {
                 UPDATE jobs SET finished_at = now() FROM moved WHERE jobs.id = moved.id AND moved.state <> 'queued'),
              event AS (
                 INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
-                SELECT id, 'rescued', attempt, previous_worker, 'lease expired; now ' || state FROM moved)
+                SELECT id, 'rescued', attempt, previous_worker, 'lease expired; now ' || state FROM moved),
+             bells AS (
+                INSERT INTO job_outbox (job_id)
+                SELECT id FROM moved WHERE $1 AND state = 'queued'
+                UNION
+                SELECT q.id FROM jobs q JOIN moved m ON q.destination = m.destination
+                WHERE $1 AND m.state <> 'queued' AND q.state = 'queued'
+                ON CONFLICT (job_id) DO UPDATE SET publish_after = now(), relay_until = NULL)
              SELECT * FROM moved",
         )
+        .bind(self.outbox)
         .fetch_all(&self.pool)
         .await?;
         let rescued = rows
@@ -431,6 +473,109 @@ impl JobStore for PgStore {
         }
         Ok(stats)
     }
+}
+
+impl PgStore {
+    /// Writes job `id`'s doorbell, due after `delay`, in the caller's transaction (RabbitMQ dispatch only).
+    async fn ring(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: Uuid,
+        delay: Duration,
+    ) -> Result<(), sqlx::Error> {
+        if self.outbox {
+            sqlx::query(
+                "INSERT INTO job_outbox (job_id, publish_after) VALUES ($1, now() + make_interval(secs => $2))
+                 ON CONFLICT (job_id) DO UPDATE SET publish_after = EXCLUDED.publish_after, relay_until = NULL",
+            )
+            .bind(id)
+            .bind(delay.as_secs_f64())
+            .execute(tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A job that stops running frees its destination: ring for the job that waited for it.
+    async fn ring_next_for_destination(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        finished: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        if self.outbox {
+            sqlx::query(
+                "INSERT INTO job_outbox (job_id, publish_after)
+                 SELECT q.id, q.run_at FROM jobs q JOIN jobs f ON q.destination = f.destination
+                 WHERE f.id = $1 AND q.state = 'queued'
+                 ON CONFLICT (job_id) DO NOTHING",
+            )
+            .bind(finished)
+            .execute(tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes up to `limit` due doorbells for `hold` (so a relay that dies mid-publish only delays them), oldest
+    /// first; other relays skip them meanwhile.
+    pub async fn outbox_take(
+        &self,
+        limit: i64,
+        hold: Duration,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE job_outbox o SET relay_until = now() + make_interval(secs => $2), relayed = relayed + 1
+             FROM (SELECT job_id FROM job_outbox
+                   WHERE publish_after <= now() AND (relay_until IS NULL OR relay_until < now())
+                   ORDER BY publish_after LIMIT $1 FOR UPDATE SKIP LOCKED) due
+             WHERE o.job_id = due.job_id
+             RETURNING o.job_id, o.relay_until",
+        )
+        .bind(limit)
+        .bind(hold.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| OutboxEntry {
+                job_id: r.get("job_id"),
+                held_until: r.get("relay_until"),
+            })
+            .collect())
+    }
+
+    /// Deletes the doorbells the broker confirmed, unless one was rung again meanwhile (a retry scheduled
+    /// while its previous doorbell was in flight keeps its new row).
+    pub async fn outbox_done(&self, confirmed: &[OutboxEntry]) -> Result<u64, StoreError> {
+        let ids: Vec<Uuid> = confirmed.iter().map(|e| e.job_id).collect();
+        let held: Vec<DateTime<Utc>> = confirmed.iter().map(|e| e.held_until).collect();
+        let done = sqlx::query(
+            "DELETE FROM job_outbox o USING unnest($1::uuid[], $2::timestamptz[]) AS c(job_id, held_until)
+             WHERE o.job_id = c.job_id AND o.relay_until = c.held_until",
+        )
+        .bind(&ids)
+        .bind(&held)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Doorbells not yet confirmed by the broker, and when the next one falls due.
+    pub async fn outbox_pending(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let row = sqlx::query(
+            "SELECT count(*) AS n, min(GREATEST(publish_after, relay_until)) AS next FROM job_outbox",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get("n"), row.get("next")))
+    }
+}
+
+/// A doorbell taken by a relay: the job to publish, and the hold that proves the row is still this relay's.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub job_id: Uuid,
+    pub held_until: DateTime<Utc>,
 }
 
 async fn insert_event(

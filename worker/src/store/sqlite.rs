@@ -272,7 +272,12 @@ impl JobStore for SqliteStore {
             .collect())
     }
 
-    async fn claim(&self, worker_id: &str, lease: Duration) -> Result<Option<Job>, StoreError> {
+    async fn claim_one(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        id: Option<Uuid>,
+    ) -> Result<Option<Job>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let row = sqlx::query(
@@ -280,7 +285,7 @@ impl JobStore for SqliteStore {
                     started_at = COALESCE(started_at, ?3)
              WHERE id = (
                 SELECT id FROM jobs j
-                WHERE state = 'queued' AND run_at <= ?3
+                WHERE state = 'queued' AND run_at <= ?3 AND (?4 IS NULL OR id = ?4)
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT 1)
@@ -289,6 +294,7 @@ impl JobStore for SqliteStore {
         .bind(worker_id)
         .bind(later_ms(lease))
         .bind(now)
+        .bind(id.map(|id| id.to_string()))
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
