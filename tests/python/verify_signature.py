@@ -4,8 +4,10 @@ It shares no code with the Rust service: records come from Kinto over HTTP, the 
 `canonicaljson-rs` (the serializer kinto-signer uses), the signature is checked with `cryptography`.
 
 Usage: verify_signature.py SERVER_URL BUCKET COLLECTION (PUBLIC_KEY_PEM | x5u)
+       verify_signature.py --many SERVER_URL (PUBLIC_KEY_PEM | x5u) BUCKET/COLLECTION...
 With `x5u`, each entry is checked with the key of the end-entity certificate its own `x5u` chain serves.
-Prints one JSON object; exits 0 when `signature` and every entry of `signatures` verify, 1 otherwise.
+Prints one JSON object; exits 0 when `signature` and every entry of `signatures` verify, 1 otherwise. With
+`--many`, the object lists the collections that did not verify.
 """
 
 import base64
@@ -62,13 +64,15 @@ def chain_key(x5u):
         return x509.load_pem_x509_certificates(response.read())[0].public_key()
 
 
-def main(server, bucket, collection, key_path):
+def key_lookup(key_path):
     if key_path == "x5u":
-        key_for = lambda entry: chain_key(entry["x5u"])  # noqa: E731
-    else:
-        with open(key_path, "rb") as f:
-            public_key = serialization.load_pem_public_key(f.read())
-        key_for = lambda entry: public_key  # noqa: E731
+        return lambda entry: chain_key(entry["x5u"])
+    with open(key_path, "rb") as f:
+        public_key = serialization.load_pem_public_key(f.read())
+    return lambda entry: public_key
+
+
+def check(server, bucket, collection, key_for):
     metadata, _ = get(f"{server}/buckets/{bucket}/collections/{collection}")
     metadata = metadata["data"]
     records, timestamp = fetch_records(server, bucket, collection)
@@ -80,11 +84,30 @@ def main(server, bucket, collection, key_path):
         checks = [verify(key_for(e), payload, e["signature"]) for e in entries]
         result = {"valid": all(checks), "checks": checks, "reason": None if all(checks) else "signature mismatch"}
     result.update({"records": len([r for r in records if not r.get("deleted")]), "timestamp": timestamp})
+    return result
+
+
+def main(server, bucket, collection, key_path):
+    result = check(server, bucket, collection, key_lookup(key_path))
     print(json.dumps(result))
     return 0 if result["valid"] else 1
 
 
+def main_many(server, key_path, *collections):
+    key_for = key_lookup(key_path)
+    invalid = {}
+    for name in collections:
+        bucket, collection = name.split("/")
+        result = check(server, bucket, collection, key_for)
+        if not result["valid"]:
+            invalid[name] = result["reason"]
+    print(json.dumps({"valid": not invalid, "checked": len(collections), "invalid": invalid}))
+    return 0 if not invalid else 1
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[1] == "--many":
+        sys.exit(main_many(*sys.argv[2:]))
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     sys.exit(main(*sys.argv[1:]))

@@ -2,7 +2,9 @@
 //! client that can publish to it, take a message and crash, and count what is left.
 
 use futures::StreamExt as _;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use signer_worker::config::RabbitmqSettings;
@@ -34,14 +36,19 @@ impl TestBroker {
     pub async fn connect(url: &str, queue: &str) -> Self {
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
-            .unwrap_or_else(|e| panic!("RabbitMQ must run at {url} (set SIGNER_TEST_AMQP_URL): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("RabbitMQ must run at {url} (set SIGNER_TEST_AMQP_URL): {e}")
+            });
         let channel = connection.create_channel().await.expect("a channel");
         let topology = Topology::new(&RabbitmqSettings {
             url: url.into(),
             queue: queue.into(),
             delivery_limit: 20,
         });
-        topology.declare(&channel).await.expect("declare the topology");
+        topology
+            .declare(&channel)
+            .await
+            .expect("declare the topology");
         Self {
             connection,
             channel,

@@ -135,6 +135,26 @@ page_size = 1000
         verdict
     }
 
+    /// Asserts the independent verifier accepts every `bucket/collection` named, in one run of it.
+    pub fn assert_all_verify(&self, server: &str, collections: &[String]) {
+        let output = Command::new(crate::venv_bin("python"))
+            .arg(crate::root().join("tests/python/verify_signature.py"))
+            .args(["--many", server])
+            .arg(&self.public_key)
+            .args(collections)
+            .output()
+            .expect("python verifier runs");
+        let verdict: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+                panic!(
+                    "verifier printed no verdict: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            });
+        assert_eq!(verdict["valid"], true, "{verdict}");
+        assert_eq!(verdict["checked"], collections.len(), "{verdict}");
+    }
+
     /// Checks `bucket/collection` on `server` with the independent Python verifier; returns its JSON verdict.
     pub fn verify(&self, server: &str, bucket: &str, collection: &str) -> serde_json::Value {
         verify_with(server, bucket, collection, self.public_key.as_os_str())

@@ -231,3 +231,29 @@ async fn a_lost_database_is_a_503_and_an_unhealthy_heartbeat_not_a_crash() {
     let (status, _) = api.get("/__lbheartbeat__").await;
     assert_eq!(status, 200, "the process itself is alive");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_sigterm_readiness_fails_first_then_the_api_exits_zero() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let extra = "[api]\nshutdown_delay_seconds = 3\n";
+    let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", extra);
+    let mut api = Api::start(&setup, 0).await;
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!(status, 200, "{body}");
+
+    api.process.terminate();
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!(
+        (status, &body["draining"]),
+        (503, &json!(true)),
+        "a load balancer is told first: {body}"
+    );
+    let (status, _) = api.get("/v1/jobs").await;
+    assert_eq!(status, 200, "requests are still served while draining");
+    let exit = api
+        .process
+        .wait_exit(std::time::Duration::from_secs(8))
+        .await;
+    assert!(exit.success(), "{exit:?}\n{}", api.process.log_text());
+}

@@ -1,7 +1,7 @@
 //! RabbitMQ dispatch against the machine's broker: a doorbell is only a hint, so duplicates and redeliveries
 //! make one run, unreadable messages are dead-lettered, and the outbox empties once the broker confirmed.
 
-use serde_json::json;
+use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::rabbitmq::{dispatch_settings, shared_url, unique_queue, TestBroker};
@@ -9,6 +9,10 @@ use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
 use signer_e2e::{eventually, free_port, metric};
 use sqlx::Connection as _;
+use std::time::Duration;
+
+/// Large enough that pushing it takes a few seconds on the memory backend.
+const BIG: usize = 5000;
 
 async fn outbox_rows(db: &TestDb) -> i64 {
     let mut conn = db.connect().await;
@@ -65,7 +69,11 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    assert_eq!(history, ["queued", "running", "succeeded"], "one run: {done}");
+    assert_eq!(
+        history,
+        ["queued", "running", "succeeded"],
+        "one run: {done}"
+    );
     setup.assert_verifies(&kinto.url, "prod", "cfr", 40);
 
     // Three doorbells for the job (two published here, one by the relay): one claim, two dropped; one was a
@@ -98,8 +106,61 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
         "{scrape}"
     );
     assert_eq!(metric(&scrape, "signer_dead_letters", &[]), Some(1.0));
-    assert_eq!(broker.counts().await, (0, 1), "nothing left but the garbage");
+    assert_eq!(
+        broker.counts().await,
+        (0, 1),
+        "nothing left but the garbage"
+    );
     assert_eq!(outbox_rows(&db).await, 0, "confirmed doorbells are deleted");
     drop(worker);
+    broker.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_released_at_sigterm_rings_again_and_another_worker_finishes_it() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source("ws", "big", json!({}), &sample_records(BIG, 17))
+        .await;
+    let (url, queue) = (shared_url(), unique_queue());
+    let broker = TestBroker::connect(&url, &queue).await;
+    let extra = format!(
+        "[queue]\npoll_interval_ms = 30000\nlease_seconds = 4\ndispatch = \"rabbitmq\"\n{}[worker]\nconcurrency = 1\nshutdown_grace_seconds = 1\n[feed]\nenabled = false\n",
+        dispatch_settings(&url, &queue)
+    );
+    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", &extra);
+    let api = Api::start(&setup, 0).await;
+    let log = |name: &str| setup.dir.0.join(format!("{name}.log"));
+    let mut stopping = Process::spawn("signer-worker", &[], &setup.config, log("stopping"));
+
+    let id = api.sign("ws/big").await;
+    eventually(30, "the job to push records", || async {
+        let body = api.get(&format!("/v1/jobs/{id}")).await.1;
+        (body["data"]["progress"]["records_pushed"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+    stopping.terminate();
+    let exit = stopping.wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}\n{}", stopping.log_text());
+    let released = api.get(&format!("/v1/jobs/{id}")).await.1;
+    assert_eq!(released["data"]["state"], "queued", "{released}");
+
+    let _next = Process::spawn("signer-worker", &[], &setup.config, log("next"));
+    let done = api.wait_final(&id, 90).await;
+    assert_eq!(done["data"]["state"], "succeeded", "{done}");
+    let runs: Vec<&Value> = done["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "running")
+        .collect();
+    assert_eq!(runs.len(), 2, "{done}");
+    assert!(
+        runs.iter().all(|r| r["detail"] == "doorbell"),
+        "both runs were claimed from RabbitMQ (the sweep waits 30 s): {done}"
+    );
+    setup.assert_verifies(&kinto.url, "prod", "big", BIG);
     broker.delete().await;
 }

@@ -250,7 +250,7 @@ pub trait JobStore: Send + Sync + 'static {
         -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send;
     fn history(&self, id: Uuid) -> impl Future<Output = Result<Vec<JobEvent>, StoreError>> + Send;
     /// Takes job `id` (or, without one, the next runnable job) with a fresh lease, if it is runnable: queued,
-    /// due, and its destination has no running job.
+    /// due, and its destination has no running job. A claim by id is recorded as the `doorbell`'s in the history.
     fn claim_one(
         &self,
         worker_id: &str,

@@ -302,8 +302,9 @@ impl JobStore for PgStore {
                 FROM next WHERE jobs.id = next.id
                 RETURNING jobs.*),
              event AS (
-                INSERT INTO job_events (job_id, event, attempt, worker_id)
-                SELECT id, 'running', attempt, worker_id FROM claimed)
+                INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+                SELECT id, 'running', attempt, worker_id, CASE WHEN $3::uuid IS NOT NULL THEN 'doorbell' END
+                FROM claimed)
              SELECT * FROM claimed"
         );
         let claimed = sqlx::query(&sql)
@@ -372,7 +373,7 @@ impl JobStore for PgStore {
                     run_at = now(), lease_expires_at = NULL, worker_id = NULL
                 FROM expired e
                 WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < now()
-                RETURNING j.id, j.attempt, j.state, e.previous_worker),
+                RETURNING j.id, j.attempt, j.state, j.destination, e.previous_worker),
              finished AS (
                 UPDATE jobs SET finished_at = now() FROM moved WHERE jobs.id = moved.id AND moved.state <> 'queued'),
              event AS (

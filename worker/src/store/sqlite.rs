@@ -305,7 +305,7 @@ impl JobStore for SqliteStore {
             attempt: job.attempt,
             at: now,
         }
-        .insert(&mut tx, Some(worker_id), None)
+        .insert(&mut tx, Some(worker_id), id.map(|_| "doorbell"))
         .await?;
         tx.commit().await?;
         Ok(Some(job))

@@ -14,9 +14,9 @@ use tokio_util::sync::CancellationToken;
 /// Doorbells published per round trip to the outbox.
 const BATCH: i64 = 500;
 /// How long a taken doorbell waits for this relay's confirm before another relay may publish it again.
-const HOLD: Duration = Duration::from_secs(30);
-/// How long a publish may wait for its confirm.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+const HOLD: Duration = Duration::from_secs(10);
+/// How long a publish may wait for its confirm (well within the hold).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the dead-letter and outbox gauges are refreshed.
 const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
