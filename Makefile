@@ -60,3 +60,4 @@ clean:
 bench: venv
 	cargo build --workspace --release --locked
 	cargo run --release --locked -p signer_e2e --example sign_collection -- 1000 10000
+	cargo run --release --locked -p signer_e2e --example scale_out -- 200
