@@ -3,12 +3,14 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
 
-.PHONY: help venv reference-venv build test lint fmt run demo bench clean
+.PHONY: help venv reference-venv tools build test lint fmt run demo bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
 	@echo "make demo   create, sign and verify a sample collection (on the make run stack, or its own)"
-	@echo "make test   install the Python peers, build, run unit + end-to-end tests (needs Postgres on 127.0.0.1:5432)"
+	@echo "make test   install the Python peers and promtool, build, run unit + end-to-end tests"
+	@echo "            (needs Postgres on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672; the chaos tests start their"
+	@echo "            own Postgres and RabbitMQ nodes, as the postgres and rabbitmq users when run as root)"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make fmt    format the code"
 	@echo "make bench  measure end-to-end signing of 1k and 10k records (release build)"
@@ -29,10 +31,19 @@ venv: $(VENV)/.installed
 
 reference-venv: .venv-reference/.installed
 
+# promtool checks the alert rules; it comes with Debian's prometheus package.
+tools:
+	@command -v promtool >/dev/null || { \
+		echo "installing promtool (Debian package prometheus)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
+	}
+
 build:
 	cargo build --workspace --all-targets --locked
 
-test: venv reference-venv build
+test: venv reference-venv tools build
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --locked --no-fail-fast; \
 	else \

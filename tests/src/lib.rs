@@ -101,3 +101,42 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
         .reduce(|a, b| a + b)
 }
+
+/// Every `signer_*` series the Grafana dashboard and the Prometheus alert rules in `deploy/` name.
+pub fn deployed_metric_names() -> std::collections::BTreeSet<String> {
+    let files = [
+        "deploy/grafana/signer-dashboard.json",
+        "deploy/prometheus/signer-alerts.yml",
+    ];
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(root().join(file)).expect("deploy file");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("signer_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// Asserts every series the deploy files query appears in `scrape` (as samples, not only as help lines).
+pub fn assert_deployed_metrics_exist(scrape: &str) {
+    let samples: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let missing: Vec<String> = deployed_metric_names()
+        .into_iter()
+        .filter(|n| !samples.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard or alert rules query series no process exports: {missing:?}"
+    );
+}

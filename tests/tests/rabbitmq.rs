@@ -7,7 +7,7 @@ use signer_e2e::kinto::KintoServer;
 use signer_e2e::rabbitmq::{dispatch_settings, shared_url, unique_queue, TestBroker};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
-use signer_e2e::{eventually, free_port, metric};
+use signer_e2e::{assert_deployed_metrics_exist, eventually, free_port, metric};
 use sqlx::Connection as _;
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
     );
     let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", &extra);
     let api = Api::start(&setup, 0).await;
+
+    let (status, health) = api.get("/__heartbeat__").await;
+    assert_eq!((status, &health["broker"]), (200, &json!(true)), "{health}");
 
     let id = api.sign("ws/cfr").await;
     assert_eq!(
@@ -111,6 +114,15 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
         (0, 1),
         "nothing left but the garbage"
     );
+    let api_scrape = http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_deployed_metrics_exist(&format!("{api_scrape}{scrape}"));
     assert_eq!(outbox_rows(&db).await, 0, "confirmed doorbells are deleted");
     drop(worker);
     broker.delete().await;

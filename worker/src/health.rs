@@ -17,6 +17,8 @@ pub struct Health {
     /// Only when it is another server than the source.
     pub(crate) destination: Option<Arc<KintoClient>>,
     pub(crate) pipeline: Arc<crate::pipeline::Pipeline>,
+    /// The RabbitMQ URL, with RabbitMQ dispatch.
+    pub(crate) broker: Option<String>,
 }
 
 async fn within(check: impl Future<Output = bool>) -> bool {
@@ -35,9 +37,10 @@ async fn signers_up(signers: &SignerSet) -> bool {
 }
 
 impl Health {
-    /// `database`, `kinto_source`, `kinto_destination` (when separate) and `signer`.
+    /// `database`, `kinto_source`, `kinto_destination` (when separate), `signer`, and `broker` with RabbitMQ
+    /// dispatch.
     pub async fn report(&self) -> BTreeMap<&'static str, bool> {
-        let (database, source, destination, signer) = tokio::join!(
+        let (database, source, destination, signer, broker) = tokio::join!(
             within(async { self.store.ping().await.is_ok() }),
             within(async { self.source.ping().await }),
             async {
@@ -47,6 +50,12 @@ impl Health {
                 }
             },
             within(signers_up(self.pipeline.signers())),
+            async {
+                match &self.broker {
+                    Some(url) => Some(within(crate::dispatch::rabbitmq::ping(url)).await),
+                    None => None,
+                }
+            },
         );
         let mut checks = BTreeMap::from([
             ("database", database),
@@ -55,6 +64,9 @@ impl Health {
         ]);
         if let Some(destination) = destination {
             checks.insert("kinto_destination", destination);
+        }
+        if let Some(broker) = broker {
+            checks.insert("broker", broker);
         }
         checks
     }

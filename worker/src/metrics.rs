@@ -33,6 +33,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub dead_letters: IntGauge,
     pub outbox_pending: IntGauge,
+    pub worker_heartbeat: IntGauge,
+    pub certificate_expiry: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -171,6 +173,14 @@ impl Metrics {
             outbox_pending: gauge(
                 "signer_outbox_pending",
                 "Doorbells written in Postgres and not yet confirmed by RabbitMQ",
+            ),
+            worker_heartbeat: gauge(
+                "signer_worker_heartbeat_timestamp_seconds",
+                "Unix time of this process's worker pool's last maintenance tick (0: no pool here)",
+            ),
+            certificate_expiry: gauge(
+                "signer_certificate_earliest_expiry_timestamp_seconds",
+                "Unix time the earliest x5u end-entity certificate of a published signature expires (0: unknown)",
             ),
             queue_depth,
             oldest_runnable_age: oldest,

@@ -415,6 +415,9 @@ async fn maintain<S: JobStore>(
             _ = tick.tick() => {}
             () = shutdown.cancelled() => return,
         }
+        crate::metrics::metrics()
+            .worker_heartbeat
+            .set(chrono::Utc::now().timestamp());
         if let Err(e) = crate::store::publish_queue_metrics(store.as_ref()).await {
             tracing::warn!(error = %e, "queue metrics not updated");
         }

@@ -90,6 +90,8 @@ impl Service {
             destination: (!Arc::ptr_eq(&self.source, &self.destination))
                 .then(|| self.destination.clone()),
             pipeline: self.pipeline.clone(),
+            broker: (self.settings.queue.dispatch == Dispatch::Rabbitmq)
+                .then(|| self.settings.rabbitmq.url.clone()),
         }
     }
 
@@ -156,7 +158,8 @@ impl Service {
     }
 }
 
-/// Serves `GET /metrics` on `listen` until `shutdown` (the worker's own port; the API serves its own).
+/// Serves `GET /metrics` and `GET /__lbheartbeat__` on `listen` until `shutdown` (the worker's own port; the API
+/// serves its own).
 pub async fn serve_metrics(
     listen: &str,
     store: Arc<Store>,
@@ -165,18 +168,21 @@ pub async fn serve_metrics(
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, "metrics served");
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let store = store.clone();
-            async move {
-                if let Err(e) = crate::store::publish_queue_metrics(store.as_ref()).await {
-                    tracing::warn!(error = %e, "queue metrics not updated");
+    // `/__lbheartbeat__` is the worker's liveness probe: the process (and its runtime) answers.
+    let app = axum::Router::new()
+        .route("/__lbheartbeat__", get(|| async { "{}" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    if let Err(e) = crate::store::publish_queue_metrics(store.as_ref()).await {
+                        tracing::warn!(error = %e, "queue metrics not updated");
+                    }
+                    crate::metrics::metrics().render()
                 }
-                crate::metrics::metrics().render()
-            }
-        }),
-    );
+            }),
+        );
     Ok(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -233,6 +233,7 @@ impl Feed {
         }
         let now = chrono::Utc::now().timestamp();
         let mut enqueued = 0;
+        let mut earliest: Option<i64> = None;
         for bucket in self.resources.source_buckets() {
             let Some((collections, _)) = self
                 .source
@@ -263,6 +264,9 @@ impl Feed {
                     continue;
                 };
                 let expiry = self.certificate_expiry(x5u).await;
+                if let Some(e) = expiry {
+                    earliest = Some(earliest.map_or(e, |x| x.min(e)));
+                }
                 let last_signature = collection["last_signature_date"]
                     .as_str()
                     .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
@@ -291,6 +295,9 @@ impl Feed {
                 enqueued += 1;
             }
         }
+        crate::metrics::metrics()
+            .certificate_expiry
+            .set(earliest.unwrap_or(0));
         Ok(enqueued)
     }
 

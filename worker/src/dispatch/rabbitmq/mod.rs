@@ -164,6 +164,17 @@ impl Broker {
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the broker accepts a connection (the health check: open, then close).
+pub async fn ping(url: &str) -> bool {
+    match Connection::connect(url, ConnectionProperties::default()).await {
+        Ok(connection) => {
+            let _ = connection.close(200, "health check".into()).await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// Runs `session` again and again until `shutdown`, waiting with exponential backoff (100 ms to 10 s, jittered)
 /// after each failure; a session that ran for a while resets the backoff.
 async fn supervise<F, Fut>(role: &'static str, shutdown: CancellationToken, mut session: F)

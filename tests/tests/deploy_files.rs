@@ -1,0 +1,194 @@
+//! The deploy files cannot run here (no container engine), so what can be checked is: the alert rules pass
+//! promtool, every command line they contain uses flags the binaries really have, every setting they pass
+//! loads, the Kubernetes objects probe and scale what they should, and the Dockerfile ships real binaries.
+
+use serde_json::Value;
+use signer_e2e::root;
+use signer_e2e::service::{bin, run_binary, TempDir};
+use signer_worker::config::Settings;
+use std::process::Command;
+
+fn deploy_facts() -> Value {
+    let output = Command::new(signer_e2e::venv_bin("python"))
+        .arg(root().join("tests/python/deploy_commands.py"))
+        .arg(root().join("deploy"))
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON facts")
+}
+
+fn promtool(args: &[&str]) {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("deploy/prometheus"))
+        .output()
+        .expect("promtool is installed (`make tools`, Debian package prometheus)");
+    assert!(
+        output.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    promtool(&["check", "rules", "signer-alerts.yml"]);
+    promtool(&["test", "rules", "signer-alerts.test.yml"]);
+}
+
+#[test]
+fn every_command_line_in_compose_kubernetes_and_systemd_uses_real_flags() {
+    let facts = deploy_facts();
+    let commands = facts["commands"].as_array().unwrap();
+    assert!(commands.len() >= 9, "{commands:?}");
+    for command in commands {
+        let argv: Vec<&str> = command["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let binary = argv[0].rsplit('/').next().unwrap();
+        // signer-api has subcommands; signer-worker has none.
+        let (help_args, flags) = match binary {
+            "signer-api" => (vec![argv[1], "--help"], &argv[2..]),
+            _ => (vec!["--help"], &argv[1..]),
+        };
+        let (code, help) = run_binary(binary, &help_args);
+        assert_eq!(
+            code, 0,
+            "{}: {binary} {help_args:?}: {help}",
+            command["where"]
+        );
+        for flag in flags.iter().filter(|a| a.starts_with("--")) {
+            let flag = flag.split('=').next().unwrap();
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "{}: {binary} has no {flag}:\n{help}",
+                command["where"]
+            );
+        }
+    }
+}
+
+/// The settings files of Compose and of the Kubernetes ConfigMap load, with every SIGNER_* variable the deploy
+/// files set (a misspelt setting would be refused: settings deny unknown fields).
+#[test]
+fn the_deployed_settings_and_variables_load() {
+    let facts = deploy_facts();
+    let dir = TempDir::new("signer-deploy");
+    let compose = std::fs::read_to_string(root().join("deploy/compose/signer.toml")).unwrap();
+    let kubernetes = facts["kubernetes_config"].as_str().unwrap().to_owned();
+    for (name, text) in [("compose", compose), ("kubernetes", kubernetes)] {
+        // Each deployment's own variables only (this test runs in a process of its own).
+        let variables: Vec<&str> = facts["variables"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .filter(|v| *v != "SIGNER_CONFIG")
+            .collect();
+        for variable in &variables {
+            let value = match *variable {
+                "SIGNER_DATABASE_URL" => "postgres://signer:x@db:5432/signer",
+                "SIGNER_RABBITMQ__URL" => "amqp://signer:x@rabbitmq:5672/%2f",
+                _ => "a-secret",
+            };
+            std::env::set_var(variable, value);
+        }
+        let path = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let settings =
+            Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{name} settings: {e}"));
+        assert_eq!(
+            settings.queue.dispatch,
+            signer_worker::config::Dispatch::Rabbitmq,
+            "{name}"
+        );
+        assert!(
+            settings.worker.metrics_listen.is_some(),
+            "{name}: workers expose metrics"
+        );
+        for variable in variables {
+            std::env::remove_var(variable);
+        }
+    }
+}
+
+#[test]
+fn kubernetes_probes_and_autoscaler_point_at_the_right_things() {
+    let facts = deploy_facts();
+    let objects = facts["objects"].as_array().unwrap();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let api = &find("Deployment", "signer-api")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(api["livenessProbe"]["httpGet"]["path"], "/__lbheartbeat__");
+    assert_eq!(api["readinessProbe"]["httpGet"]["path"], "/__heartbeat__");
+    let worker_pod = &find("Deployment", "signer-worker")["spec"]["template"]["spec"];
+    assert_eq!(
+        worker_pod["containers"][0]["livenessProbe"]["httpGet"]["path"],
+        "/__lbheartbeat__"
+    );
+    let grace: u64 = facts["kubernetes_config"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("shutdown_grace_seconds = "))
+        .expect("the ConfigMap sets worker.shutdown_grace_seconds")
+        .parse()
+        .unwrap();
+    assert!(
+        worker_pod["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap()
+            > grace,
+        "Kubernetes must wait longer than the worker's own grace period"
+    );
+    let hpa = &find("HorizontalPodAutoscaler", "signer-worker")["spec"];
+    assert_eq!(hpa["scaleTargetRef"]["name"], "signer-worker");
+    assert_eq!(
+        hpa["metrics"][0]["external"]["metric"]["name"],
+        "signer_queue_depth"
+    );
+    assert_eq!(
+        find("Service", "signer-api")["spec"]["ports"][0]["port"],
+        8000
+    );
+}
+
+#[test]
+fn the_dockerfile_builds_and_ships_the_workspace_binaries() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let built: Vec<&str> = dockerfile
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build step")
+        .split("--bin ")
+        .skip(1)
+        .map(|s| s.split_whitespace().next().unwrap())
+        .collect();
+    let shipped: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY --from=build /src/target/release/"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(built, ["signer-api", "signer-worker"]);
+    assert_eq!(shipped, built, "the image ships what the build step builds");
+    for name in shipped {
+        assert!(bin(name).exists(), "{name} is a binary of this workspace");
+    }
+    assert!(
+        dockerfile.contains("USER 10001"),
+        "the image runs as non-root"
+    );
+}
