@@ -92,10 +92,10 @@ fn assert_never_two_writers(events: &[(String, String, String, i32)]) {
                     panic!("{destination}: {job} attempt {attempt} started while {other:?} was running");
                 }
             }
-            "succeeded" | "failed" | "retry" | "released" | "rescued" | "cancelled" => {
-                if open.get(destination.as_str()) == Some(&(job.as_str(), *attempt)) {
-                    open.remove(destination.as_str());
-                }
+            "succeeded" | "failed" | "retry" | "released" | "rescued" | "cancelled"
+                if open.get(destination.as_str()) == Some(&(job.as_str(), *attempt)) =>
+            {
+                open.remove(destination.as_str());
             }
             _ => {}
         }
@@ -166,13 +166,11 @@ async fn chaos_run(rabbitmq: bool) {
         }
     };
     let chaos = async {
-        let mut generation = WORKERS;
         for kill in 1..=KILLS {
             tokio::time::sleep(KILL_EVERY).await;
             let victim = rand::thread_rng().gen_range(0..workers.len());
             workers[victim].kill();
-            workers[victim] = spawn_worker(&setup, generation);
-            generation += 1;
+            workers[victim] = spawn_worker(&setup, WORKERS + kill);
             match (kill, &broker) {
                 (2, Some(broker)) => broker.restart().await,
                 (4, _) => db.restart().await,
