@@ -105,12 +105,7 @@ impl Consumer {
             let delivery = match delivery {
                 Some(Ok(d)) => d,
                 Some(Err(e)) => return Err(fail(e)),
-                None => {
-                    return Err(BrokerError::Timeout {
-                        url: crate::store::redact(&self.broker.url),
-                        what: "the consumer (cancelled by the broker)",
-                    })
-                }
+                None => return Err(self.broker.lost("the broker cancelled the consumer")),
             };
             let Some(job_id) = job_id(&delivery.data) else {
                 metrics

@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 pub enum BrokerError {
     #[error("RabbitMQ at {url}: {source}")]
     Amqp { url: String, source: lapin::Error },
-    #[error("RabbitMQ at {url}: {what} timed out")]
-    Timeout { url: String, what: &'static str },
+    #[error("RabbitMQ at {url}: connecting timed out")]
+    ConnectTimeout { url: String },
+    #[error("RabbitMQ at {url}: {what}")]
+    Lost { url: String, what: &'static str },
 }
 
 /// The names and arguments every process declares (idempotently) before using the broker.
@@ -141,6 +143,13 @@ impl Broker {
         }
     }
 
+    fn lost(&self, what: &'static str) -> BrokerError {
+        BrokerError::Lost {
+            url: redact(&self.url),
+            what,
+        }
+    }
+
     /// Connects, opens a channel and declares the topology, within `CONNECT_TIMEOUT`.
     async fn open(&self) -> Result<(Connection, Channel), BrokerError> {
         let properties =
@@ -154,9 +163,8 @@ impl Broker {
         .await;
         match opened {
             Ok(result) => result.map_err(|e| self.error(e)),
-            Err(_) => Err(BrokerError::Timeout {
+            Err(_) => Err(BrokerError::ConnectTimeout {
                 url: redact(&self.url),
-                what: "connecting",
             }),
         }
     }

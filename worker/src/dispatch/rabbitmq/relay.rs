@@ -77,10 +77,7 @@ impl Relay {
                 }
             }
             if !connection.status().connected() {
-                return Err(BrokerError::Timeout {
-                    url: crate::store::redact(&self.broker.url),
-                    what: "the connection (lost)",
-                });
+                return Err(self.broker.lost("the connection closed"));
             }
             tokio::select! {
                 () = waker.wait(wait.max(Duration::from_millis(10)).min(GAUGES_EVERY)) => {}
