@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Kinto's errno values (kinto/core/errors.py) for the cases the API meets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,22 @@ pub enum Errno {
     MethodNotAllowed = 115,
     Conflict = 122,
     Backend = 201,
+}
+
+/// Every error answer: Kinto's error shape.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The HTTP status.
+    pub code: u16,
+    /// Kinto's error number (104 unauthorized, 106 bad JSON, 107 invalid parameters, 109 invalid body, 110
+    /// invalid id, 111 missing, 113 too large, 115 method not allowed, 122 conflict, 201 backend unavailable).
+    pub errno: u16,
+    /// The status's reason phrase.
+    pub error: String,
+    /// What was wrong, for a person.
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -72,15 +88,13 @@ impl From<signer_worker::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "code": self.status.as_u16(),
-            "errno": self.errno as u16,
-            "error": self.status.canonical_reason().unwrap_or("Error"),
-            "message": self.message,
-        });
-        if let Some(details) = self.details {
-            body["details"] = details;
-        }
+        let body = ErrorBody {
+            code: self.status.as_u16(),
+            errno: self.errno as u16,
+            error: self.status.canonical_reason().unwrap_or("Error").into(),
+            message: self.message,
+            details: self.details,
+        };
         (self.status, Json(body)).into_response()
     }
 }

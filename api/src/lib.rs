@@ -1,9 +1,11 @@
 //! The HTTP API of the Kinto signing service: takes signing requests (direct or Kinto webhook), records them as
 //! jobs, answers their status.
 
+mod answers;
 pub mod auth;
 mod body;
 pub mod error;
+mod openapi;
 mod routes;
 pub mod state;
 

@@ -7,7 +7,7 @@ use uuid::Uuid;
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "kebab-case")]
         pub enum $name { $($variant),+ }
 
@@ -79,7 +79,7 @@ string_enum!(
     }
 );
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     /// Source collection URI, `/buckets/<b>/collections/<c>`.
@@ -109,7 +109,7 @@ pub struct Job {
 }
 
 /// What a running job reports about itself, so a long sign shows it is moving.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Progress {
     /// `snapshot`, `push`, `sign`, `publish` or `finish`.
     pub phase: String,
@@ -194,7 +194,7 @@ impl NewJob {
 }
 
 /// One line of a job's history.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobEvent {
     pub at: DateTime<Utc>,
     pub event: String,

@@ -1,5 +1,6 @@
 //! Dockerflow endpoints, as Kinto and Autograph serve them.
 
+use crate::answers::Version;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,6 +8,15 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
 
+#[utoipa::path(
+    get, path = "/__heartbeat__", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers", body = std::collections::HashMap<String, bool>,
+            example = json!({"database": true, "kinto_source": true, "signer": true})),
+        (status = 503, description = "A dependency fails, or the process is draining", body = std::collections::HashMap<String, bool>,
+            example = json!({"database": false, "kinto_source": true, "signer": true})),
+    )
+)]
 /// Every dependency, one boolean each: the job store, the Kinto servers, the signers (Autograph's own
 /// heartbeat). 503 when any fails: for monitoring and readiness; liveness is `__lbheartbeat__`. A process that
 /// received SIGTERM answers 503 with `"draining": true`, so a load balancer stops sending before it stops serving.
@@ -28,14 +38,23 @@ pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get, path = "/__lbheartbeat__", tag = "operations",
+    responses((status = 200, description = "The process serves", body = Object, example = json!({})))
+)]
 pub async fn lbheartbeat() -> impl IntoResponse {
     Json(json!({}))
 }
 
+/// What runs here.
+#[utoipa::path(
+    get, path = "/__version__", tag = "operations",
+    responses((status = 200, description = "Name, version and commit", body = Version))
+)]
 pub async fn version() -> impl IntoResponse {
-    Json(json!({
-        "name": "kinto-signer-rs",
-        "version": env!("CARGO_PKG_VERSION"),
-        "commit": option_env!("SIGNER_GIT_COMMIT").unwrap_or("unknown"),
-    }))
+    Json(Version {
+        name: "kinto-signer-rs",
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("SIGNER_GIT_COMMIT").unwrap_or("unknown"),
+    })
 }

@@ -1,14 +1,15 @@
 //! `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`.
 
+use crate::answers::{Accepted, JobPage, JobWithHistory, OneJob};
 use crate::body::JsonBody;
-use crate::error::{ApiError, Errno};
+use crate::error::{ApiError, Errno, ErrorBody};
 use crate::state::AppState;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 use signer_worker::config::CollectionRef;
 use signer_worker::job::{Job, JobKind, JobState, Trigger};
 use signer_worker::store::{Enqueued, JobFilter, JobStore as _};
@@ -18,14 +19,24 @@ use uuid::Uuid;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
 
-#[derive(Deserialize)]
+/// A signing request.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    /// `bucket/collection`, `/buckets/b/collections/c`, or the full URL on the source server.
+    /// The source collection: `bucket/collection`, `/buckets/b/collections/c`, or its full URL on the source
+    /// server. It must match a configured resource.
+    #[schema(
+        example = "main-workspace/cfr",
+        pattern = r"^\s*(https?://\S+)?(/buckets/[A-Za-z0-9_-]+/collections/[A-Za-z0-9_-]+|[A-Za-z0-9_-]+/[A-Za-z0-9_-]+)\s*$"
+    )]
     resource: String,
+    /// What to do; `sign` unless said otherwise.
     #[serde(default = "default_kind")]
+    #[schema(default = "sign")]
     kind: JobKind,
+    /// Higher runs first.
     #[serde(default)]
+    #[schema(default = 0)]
     priority: i32,
 }
 
@@ -33,6 +44,20 @@ fn default_kind() -> JobKind {
     JobKind::Sign
 }
 
+/// Ask for a signature (or a review, re-sign, rollback) of a source collection. The job is recorded before the
+/// answer; a request for a collection that already has a queued job joins it (`coalesced`).
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs",
+    request_body = CreateJob,
+    responses(
+        (status = 202, description = "Recorded; `Location` is the job", body = Accepted,
+            headers(("Location" = String, description = "/v1/jobs/{id}"))),
+        (status = 400, description = "Not JSON, wrong shape, not a collection reference, or a URL on another server", body = ErrorBody),
+        (status = 404, description = "Not a configured source collection", body = ErrorBody),
+        (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateJob>,
@@ -56,8 +81,7 @@ pub async fn create(
 /// 202 with the job and its `Location`, whether it is new or the queued job it coalesced onto.
 pub fn accepted(enqueued: &Enqueued) -> Response {
     let location = format!("/v1/jobs/{}", enqueued.job.id);
-    let body = json!({"data": enqueued.job, "coalesced": enqueued.coalesced});
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(Accepted::from(enqueued))).into_response();
     response.headers_mut().insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("a uuid path is ASCII"),
@@ -80,20 +104,52 @@ fn parse_source(state: &AppState, text: &str) -> Result<CollectionRef, ApiError>
     CollectionRef::parse(path).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
+/// A job, its progress while it runs, its result or error, and its history.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobWithHistory),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job (or pruned after queue.retention_hours)", body = ErrorBody),
+        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let job = find_job(&state, &id).await?;
+    let job = find_job(&state, id).await?;
     let history = state.store.history(job.id).await?;
-    Ok(Json(json!({"data": job, "history": history})).into_response())
+    Ok(Json(JobWithHistory { data: job, history }).into_response())
 }
 
+/// Jobs, newest first, optionally of one collection or in one state; pages of `_limit` linked by `Next-Page`.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs",
+    params(
+        ("resource" = Option<String>, Query, pattern = r"^\s*(https?://\S+)?(/buckets/[A-Za-z0-9_-]+/collections/[A-Za-z0-9_-]+|[A-Za-z0-9_-]+/[A-Za-z0-9_-]+)\s*$", description = "Only this source collection"),
+        ("state" = Option<JobState>, Query, description = "Only jobs in this state"),
+        ("_limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Page size (default 50)"),
+        ("_token" = Option<Uuid>, Query, description = "From a `Next-Page` link"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobPage,
+            headers(("Next-Page" = String, description = "The next page, when this one is full"))),
+        (status = 400, description = "Unknown parameter or invalid value", body = ErrorBody),
+        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
+    // Parsed by hand: percent-decoding is lossy instead of a plain-text rejection, and every error is Kinto's.
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let invalid =
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, Errno::InvalidParameters, message);
     let mut filter = JobFilter {
@@ -126,9 +182,11 @@ pub async fn list(
         }
     }
     let jobs = state.store.list(&filter).await?;
-    let mut response = Json(json!({"data": jobs})).into_response();
-    if let Some(last) = jobs.last().filter(|_| jobs.len() as i64 == filter.limit) {
-        let next = next_page_url(&headers, &params, last.id);
+    let last = jobs.last().map(|j| j.id);
+    let full = jobs.len() as i64 == filter.limit;
+    let mut response = Json(JobPage { data: jobs }).into_response();
+    if let Some(last) = last.filter(|_| full) {
+        let next = next_page_url(&headers, &params, last);
         if let Ok(value) = HeaderValue::from_str(&next) {
             response.headers_mut().insert("next-page", value);
         }
@@ -155,11 +213,23 @@ fn next_page_url(headers: &HeaderMap, params: &HashMap<String, String>, last: Uu
     format!("http://{host}/v1/jobs?{encoded}")
 }
 
+/// Cancel a queued job (a running one finishes its attempt).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = OneJob),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not queued", body = ErrorBody),
+        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let job = find_job(&state, &id).await?;
+    let job = find_job(&state, id).await?;
     let id = job.id;
     if !state.store.cancel(id, &state.default_principal).await? {
         return Err(ApiError::new(
@@ -171,12 +241,28 @@ pub async fn cancel(
             ),
         ));
     }
-    let job = state.store.get(id).await?;
-    Ok(Json(json!({"data": job})).into_response())
+    let job = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(Json(OneJob { data: job }).into_response())
 }
 
-async fn find_job(state: &AppState, id: &str) -> Result<Job, ApiError> {
-    let id = parse_id(id)?;
+async fn find_job(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Job, ApiError> {
+    let id = match id {
+        Ok(Path(id)) => parse_id(&id)?,
+        Err(rejection) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Errno::InvalidResourceId,
+                rejection.body_text(),
+            ))
+        }
+    };
     state
         .store
         .get(id)

@@ -6,6 +6,11 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+/// The `signer_*` series (README: Operations), in Prometheus' text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain; version=0.0.4", body = String))
+)]
 pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(e) = signer_worker::store::publish_queue_metrics(state.store.as_ref()).await {
         tracing::warn!(error = %e, "queue metrics not updated");

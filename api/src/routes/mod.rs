@@ -1,9 +1,9 @@
 //! The HTTP surface: one module per group of endpoints.
 
-mod health;
-mod jobs;
-mod metrics;
-mod webhook;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod metrics;
+pub(crate) mod webhook;
 
 use crate::error::{ApiError, Errno};
 use crate::state::AppState;
@@ -22,6 +22,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/__lbheartbeat__", get(health::lbheartbeat))
         .route("/__version__", get(health::version))
         .route("/metrics", get(metrics::scrape))
+        .route("/openapi.json", get(crate::openapi::openapi))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async {
             ApiError::new(

@@ -2,9 +2,10 @@
 //! `deploy/kinto` posts it; a collection whose `status` became `to-sign`, `to-review`, `to-resign` or
 //! `to-rollback` gets a job. Batched changes arrive as one event with several impacted objects, each decided alone.
 
+use crate::answers::{Accepted, Ignored, WebhookOutcome};
 use crate::auth::webhook_hmac;
 use crate::body::{parse, RawBody};
-use crate::error::{ApiError, Errno};
+use crate::error::{ApiError, Errno, ErrorBody};
 use crate::routes::jobs::accepted;
 use crate::state::AppState;
 use axum::extract::State;
@@ -12,13 +13,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use signer_worker::config::CollectionRef;
 use signer_worker::job::{JobKind, Trigger};
 use signer_worker::pipeline::workflow;
 use signer_worker::store::JobStore as _;
 
-#[derive(Debug, Deserialize)]
+/// Kinto's event payload (`ResourceChanged`), as the listener plugin of `deploy/kinto` posts it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KintoEvent {
     action: String,
     resource_name: String,
@@ -31,16 +33,10 @@ pub struct KintoEvent {
     user_id: Option<String>,
     #[serde(default)]
     timestamp: Option<i64>,
+    /// Each changed object, `{"old": {...}, "new": {...}}` (an object, not serde's tuple form of a struct).
     #[serde(default)]
-    impacted_objects: Vec<Impacted>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Impacted {
-    #[serde(default)]
-    new: Option<Value>,
-    #[serde(default)]
-    old: Option<Value>,
+    #[schema(value_type = Vec<Object>)]
+    impacted_objects: Vec<serde_json::Map<String, Value>>,
 }
 
 /// What to do with one impacted object of an event.
@@ -89,15 +85,13 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
         .impacted_objects
         .iter()
         .map(|object| {
-            let status = |v: &Option<Value>| {
-                v.as_ref()
-                    .and_then(|v| v.get("status"))
+            let status = |v: Option<&Value>| {
+                v.and_then(|v| v.get("status"))
                     .and_then(Value::as_str)
                     .map(str::to_owned)
             };
             let id = object
-                .new
-                .as_ref()
+                .get("new")
                 .and_then(|n| n.get("id"))
                 .and_then(Value::as_str)
                 .or(event.collection_id.as_deref());
@@ -112,7 +106,7 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
                 uri: Some(collection.uri()),
                 reason,
             };
-            let (old, new) = (status(&object.old), status(&object.new));
+            let (old, new) = (status(object.get("old")), status(object.get("new")));
             let Some(new) = new else {
                 return ignore("collection has no status".into());
             };
@@ -134,6 +128,23 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
         .collect()
 }
 
+/// Kinto's event for committed collection changes. A collection whose `status` became `to-sign`, `to-review`,
+/// `to-resign` or `to-rollback` gets a job; anything else is ignored, with the reason. With `api.webhook_secret`
+/// set, the call must carry the listener's HMAC headers.
+#[utoipa::path(
+    post, path = "/v1/webhooks/kinto", tag = "webhook",
+    request_body = KintoEvent,
+    security((), ("webhook_timestamp" = [], "webhook_signature" = [])),
+    responses(
+        (status = 202, description = "Jobs recorded: one job (as `POST /v1/jobs` answers), or several with what was ignored",
+            content((Accepted), (WebhookOutcome))),
+        (status = 200, description = "Nothing to do: every change was ignored, with the reason", body = WebhookOutcome),
+        (status = 400, description = "Not JSON, or not a Kinto event", body = ErrorBody),
+        (status = 401, description = "Missing, stale or wrong HMAC signature (when a secret is configured)", body = ErrorBody),
+        (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
+        (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
+    )
+)]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -184,11 +195,12 @@ pub async fn receive(
                     signer_worker::store::count_enqueued(Trigger::Webhook, &job);
                     enqueued.push(job);
                 }
-                None => ignored.push(
-                    json!({"uri": collection.uri(), "reason": "not a configured source collection"}),
-                ),
+                None => ignored.push(Ignored {
+                    uri: Some(collection.uri()),
+                    reason: "not a configured source collection".into(),
+                }),
             },
-            Decision::Ignore { uri, reason } => ignored.push(json!({"uri": uri, "reason": reason})),
+            Decision::Ignore { uri, reason } => ignored.push(Ignored { uri, reason }),
         }
     }
     if let [single] = enqueued.as_slice() {
@@ -201,16 +213,14 @@ pub async fn receive(
     } else {
         StatusCode::ACCEPTED
     };
-    let jobs: Vec<Value> = enqueued
-        .iter()
-        .map(|e| json!({"data": e.job, "coalesced": e.coalesced}))
-        .collect();
-    Ok((status, Json(json!({"jobs": jobs, "ignored": ignored}))).into_response())
+    let jobs = enqueued.iter().map(Accepted::from).collect();
+    Ok((status, Json(WebhookOutcome { jobs, ignored })).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn event(value: Value) -> KintoEvent {
         serde_json::from_value(value).unwrap()
