@@ -142,9 +142,11 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
         // With doorbells the first sweep waits for the poll interval: the queue holds the messages to start with.
         let mut next = waker.claims_greedily().then_some(Wake::Sweep);
         loop {
+            // `biased`: once shutdown fired, no branch that would claim more work may win the race.
             let slot = tokio::select! {
-                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                biased;
                 () = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
             while running.try_join_next().is_some() {}
             let wake = match next.take() {
@@ -152,8 +154,9 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
                 None => {
                     let idle = idle_time(self.store.as_ref(), &waker, &settings).await;
                     tokio::select! {
-                        wake = waker.wait(idle) => wake,
+                        biased;
                         () = shutdown.cancelled() => break,
+                        wake = waker.wait(idle) => wake,
                     }
                 }
             };

@@ -47,8 +47,11 @@ impl Waker {
             }
             Waker::Rabbit { bells, swept } => {
                 let sweep_at = *swept + max;
-                if let Ok(Some(bell)) = tokio::time::timeout_at(sweep_at, bells.next()).await {
-                    return Wake::Bell(bell);
+                match tokio::time::timeout_at(sweep_at, bells.next()).await {
+                    Ok(Some(bell)) => return Wake::Bell(bell),
+                    // The consumer is gone (the process is stopping): only the sweep is left.
+                    Ok(None) => tokio::time::sleep_until(sweep_at).await,
+                    Err(_) => {}
                 }
                 *swept = tokio::time::Instant::now();
             }
