@@ -243,12 +243,12 @@ async fn after_sigterm_readiness_fails_first_then_the_api_exits_zero() {
     assert_eq!(status, 200, "{body}");
 
     api.process.terminate();
-    let (status, body) = api.get("/__heartbeat__").await;
-    assert_eq!(
-        (status, &body["draining"]),
-        (503, &json!(true)),
-        "a load balancer is told first: {body}"
-    );
+    // The signal arrives asynchronously: poll, as a load balancer does, well within the 3 s delay.
+    signer_e2e::eventually(2, "readiness to report draining", || async {
+        let (status, body) = api.get("/__heartbeat__").await;
+        (status == 503 && body["draining"] == json!(true)).then_some(())
+    })
+    .await;
     let (status, _) = api.get("/v1/jobs").await;
     assert_eq!(status, 200, "requests are still served while draining");
     let exit = api
