@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
+# Every optional scheme is built and tested (kmsauth brings the AWS SDK).
+FEATURES := --features signer_api/kmsauth
 
 .PHONY: help venv reference-venv tools build test lint fmt run demo bench clean
 
@@ -41,17 +43,18 @@ tools:
 	}
 
 build:
-	cargo build --workspace --all-targets --locked
+	cargo build --workspace --all-targets --locked $(FEATURES)
 
 test: venv reference-venv tools build
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --locked --no-fail-fast; \
+		cargo nextest run --workspace --locked --no-fail-fast $(FEATURES); \
 	else \
-		cargo test --workspace --locked --no-fail-fast; \
+		cargo test --workspace --locked --no-fail-fast $(FEATURES); \
 	fi
 
 lint:
 	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked $(FEATURES) -- -D warnings
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
@@ -69,6 +72,6 @@ clean:
 
 # Not part of `make test`: prints a table of end-to-end signing costs (see BENCHMARKS.md).
 bench: venv
-	cargo build --workspace --release --locked
+	cargo build --workspace --release --locked $(FEATURES)
 	cargo run --release --locked -p signer_e2e --example sign_collection -- 1000 10000
 	cargo run --release --locked -p signer_e2e --example scale_out -- 200

@@ -1,7 +1,7 @@
 //! Errors in Kinto's shape (`{code, errno, error, message, details}`), so Kinto clients and operators read them
 //! the way they read Kinto's own.
 
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
@@ -18,6 +18,7 @@ pub enum Errno {
     MissingResource = 111,
     RequestTooLarge = 113,
     MethodNotAllowed = 115,
+    Forbidden = 121,
     Conflict = 122,
     Backend = 201,
 }
@@ -28,7 +29,8 @@ pub struct ErrorBody {
     /// The HTTP status.
     pub code: u16,
     /// Kinto's error number (104 unauthorized, 106 bad JSON, 107 invalid parameters, 109 invalid body, 110
-    /// invalid id, 111 missing, 113 too large, 115 method not allowed, 122 conflict, 201 backend unavailable).
+    /// invalid id, 111 missing, 113 too large, 115 method not allowed, 121 forbidden, 122 conflict, 201 backend
+    /// unavailable).
     pub errno: u16,
     /// The status's reason phrase.
     pub error: String,
@@ -44,6 +46,8 @@ pub struct ApiError {
     pub errno: Errno,
     pub message: String,
     pub details: Option<Value>,
+    /// Sent with the answer (a 401's challenges).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -53,7 +57,13 @@ impl ApiError {
             errno,
             message: message.into(),
             details: None,
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        self.headers = headers;
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -95,6 +105,10 @@ impl IntoResponse for ApiError {
             message: self.message,
             details: self.details,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
+        response
     }
 }

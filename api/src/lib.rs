@@ -8,6 +8,7 @@ pub mod error;
 mod openapi;
 mod routes;
 pub mod state;
+pub mod tls;
 
 pub use routes::router;
 pub use state::AppState;

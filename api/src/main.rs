@@ -44,6 +44,8 @@ enum Command {
     },
     /// Apply the database migrations and exit (serve and the workers also apply them at start).
     Migrate,
+    /// Read a password from standard input and print its argon2id hash, for `[auth.basicauth] users`.
+    HashPassword,
     /// Ask a running signer-api to sign a collection; with --wait, follow the job and exit 1 if it fails.
     Sign(commands::sign::SignArgs),
     /// Check a collection's signature the way a client does; exits 1 when it does not verify.
@@ -59,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Serve { listen, workers } => commands::serve::serve(config, listen, workers).await,
         Command::Keygen { out, force } => commands::keygen::keygen(&out, force),
         Command::Migrate => commands::serve::migrate(config).await,
+        Command::HashPassword => commands::hash_password(),
         Command::Sign(args) => commands::sign::sign(args).await,
         Command::Verify(args) => commands::verify::verify(args).await,
     };

@@ -1,3 +1,7 @@
+use crate::auth::{Authenticator, Caller, Reason, Refused};
+use crate::error::{ApiError, Errno};
+use axum::http::StatusCode;
+use signer_worker::acl::Permissions;
 use signer_worker::config::{CollectionRef, Resource, Resources, Settings};
 use signer_worker::job::{JobKind, NewJob, Trigger};
 use signer_worker::store::Store;
@@ -10,22 +14,36 @@ pub struct AppState {
     pub resources: Arc<Resources>,
     /// The source Kinto's base URL, to accept full record URIs in requests.
     pub source_url: Arc<str>,
-    /// Recorded as `requested_by` for API calls until callers authenticate.
+    /// Recorded as `requested_by` for anonymous callers.
     pub default_principal: Arc<str>,
     pub max_attempts: i32,
+    pub max_body_bytes: usize,
     /// Webhook calls must be signed with it when set.
     pub webhook_secret: Option<Arc<[u8]>>,
+    pub auth: Arc<Authenticator>,
+    pub permissions: Arc<Permissions>,
     pub health: Arc<signer_worker::health::Health>,
     /// Cancelled at SIGTERM: readiness fails from then on, while requests are still served for a moment.
     pub draining: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
-    pub fn new(
+    pub async fn new(
         store: Arc<Store>,
         settings: &Settings,
         health: signer_worker::health::Health,
-    ) -> Result<Self, signer_worker::config::ConfigError> {
+    ) -> anyhow::Result<Self> {
+        let permissions = Permissions::new(settings.permissions.clone())?;
+        let auth = Authenticator::new(settings).await?;
+        if !permissions.enforced() {
+            tracing::warn!(
+                "no [permissions]: anyone who reaches the API may request signatures and read every job"
+            );
+        } else if settings.api.webhook_secret.is_none() {
+            tracing::warn!(
+                "[permissions] without api.webhook_secret: the Kinto webhook refuses every call"
+            );
+        }
         Ok(Self {
             draining: tokio_util::sync::CancellationToken::new(),
             health: Arc::new(health),
@@ -34,11 +52,14 @@ impl AppState {
             source_url: settings.kinto.source.url.trim_end_matches('/').into(),
             default_principal: settings.plugin_userid.as_str().into(),
             max_attempts: settings.queue.max_attempts,
+            max_body_bytes: settings.api.max_body_bytes,
             webhook_secret: settings
                 .api
                 .webhook_secret
                 .as_ref()
                 .map(|s| Arc::from(s.as_bytes())),
+            auth: Arc::new(auth),
+            permissions: Arc::new(permissions),
         })
     }
 
@@ -59,4 +80,74 @@ impl AppState {
             ..NewJob::new(resource, kind, trigger, requested_by, self.max_attempts)
         }
     }
+
+    /// Who a job records as having asked: the caller's user id, or the plugin's for anonymous callers.
+    pub fn requester(&self, caller: &Caller) -> String {
+        caller
+            .principals
+            .user_id()
+            .map_or_else(|| self.default_principal.to_string(), str::to_owned)
+    }
+
+    /// A refused credential: counted, logged (never the credential), answered 401 with the accepted schemes, or
+    /// 503 when it could not be checked.
+    pub fn refused(&self, refused: Refused) -> ApiError {
+        let Refused { scheme, refusal } = refused;
+        count_refusal(scheme.name(), refusal.reason.label());
+        tracing::info!(scheme = scheme.name(), reason = refusal.reason.label(), message = %refusal.message, "credentials refused");
+        if refusal.reason == Reason::Unavailable {
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Errno::Backend,
+                refusal.message,
+            );
+        }
+        self.unauthorized(format!("{}: {}", scheme.name(), refusal.message))
+    }
+
+    /// Lets the request go on when `allowed`; otherwise 401 for an anonymous caller (who may yet prove who
+    /// they are), 403 for a known one.
+    pub fn require(
+        &self,
+        caller: &Caller,
+        allowed: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ApiError> {
+        if allowed {
+            Ok(())
+        } else {
+            Err(self.forbidden(caller, &what()))
+        }
+    }
+
+    /// The answer to a caller who may not do `what`.
+    pub fn forbidden(&self, caller: &Caller, what: &str) -> ApiError {
+        match caller.principals.user_id() {
+            None => {
+                count_refusal("anonymous", "missing");
+                self.unauthorized(format!("authentication required to {what}"))
+            }
+            Some(user) => {
+                count_refusal(caller.scheme_label(), "forbidden");
+                tracing::info!(user, scheme = caller.scheme_label(), %what, "forbidden");
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    Errno::Forbidden,
+                    format!("{user} may not {what}"),
+                )
+            }
+        }
+    }
+
+    fn unauthorized(&self, message: String) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, Errno::Unauthorized, message)
+            .with_headers(self.auth.challenges().to_vec())
+    }
+}
+
+fn count_refusal(scheme: &str, reason: &str) {
+    signer_worker::metrics::metrics()
+        .auth_failures
+        .with_label_values(&[scheme, reason])
+        .inc();
 }

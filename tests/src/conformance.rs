@@ -60,6 +60,13 @@ pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
         .await
         .unwrap();
     assert_eq!(running.len(), 3);
+    let mine = |who: &str| JobFilter {
+        requested_by: Some(who.into()),
+        limit: 10,
+        ..JobFilter::default()
+    };
+    assert_eq!(store.list(&mine("test")).await.unwrap().len(), 3);
+    assert!(store.list(&mine("someone else")).await.unwrap().is_empty());
 }
 
 pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S) {

@@ -1,5 +1,6 @@
 //! The job engine of the Kinto signing service: a job store, the signing pipeline and a pool of workers.
 
+pub mod acl;
 pub mod canonical;
 pub mod config;
 pub mod dispatch;

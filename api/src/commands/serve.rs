@@ -14,13 +14,20 @@ pub async fn serve(
 ) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::load(config)?;
     let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
-    let max_body = settings.api.max_body_bytes;
+    let tls = settings
+        .api
+        .tls
+        .as_ref()
+        .map(signer_api::tls::server_config)
+        .transpose()?;
     let service = Service::start(settings).await?;
-    let mut state = AppState::new(service.store.clone(), &service.settings, service.health())?;
+    let mut state =
+        AppState::new(service.store.clone(), &service.settings, service.health()).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, workers, "signer-api listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, workers, "signer-api listening");
 
     let shutdown = shutdown_on_signals();
     state.draining = shutdown.clone();
@@ -29,20 +36,27 @@ pub async fn serve(
         0 => None,
         n => Some(service.spawn_pool(n, shutdown.clone())?),
     };
-    axum::serve(listener, router(state, max_body))
-        .with_graceful_shutdown({
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                tracing::info!(
-                    ?delay,
-                    "draining: readiness fails; still serving until the delay is over"
-                );
-                tokio::time::sleep(delay).await;
-            }
-        })
-        .await
-        .context("HTTP server failed")?;
+    let drained = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(
+                ?delay,
+                "draining: readiness fails; still serving until the delay is over"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
+    let app = router(state);
+    match tls {
+        Some(config) => signer_api::tls::serve(listener, config, app, drained).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drained)
+                .await
+        }
+    }
+    .context("HTTP server failed")?;
     if let Some(pool) = pool {
         pool.await.context("worker pool panicked")?;
     }

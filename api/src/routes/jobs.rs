@@ -1,6 +1,7 @@
 //! `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`.
 
 use crate::answers::{Accepted, JobPage, JobWithHistory, OneJob};
+use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Errno, ErrorBody};
 use crate::state::AppState;
@@ -8,8 +9,10 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
+use signer_worker::acl::Action;
 use signer_worker::config::CollectionRef;
 use signer_worker::job::{Job, JobKind, JobState, Trigger};
 use signer_worker::store::{Enqueued, JobFilter, JobStore as _};
@@ -53,16 +56,24 @@ fn default_kind() -> JobKind {
         (status = 202, description = "Recorded; `Location` is the job", body = Accepted,
             headers(("Location" = String, description = "/v1/jobs/{id}"))),
         (status = 400, description = "Not JSON, wrong shape, not a collection reference, or a URL on another server", body = ErrorBody),
+        (status = 401, description = "Credentials refused, or none given where a permission needs them", body = ErrorBody),
+        (status = 403, description = "The caller may not request this kind of job on this collection", body = ErrorBody),
         (status = 404, description = "Not a configured source collection", body = ErrorBody),
         (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
-        (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
+        (status = 503, description = "The job store (or a credential's verifier) is unavailable: nothing was recorded", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<CreateJob>,
 ) -> Result<Response, ApiError> {
     let source = parse_source(&state, &body.resource)?;
+    let action = Action::Request(body.kind);
+    let allowed = state
+        .permissions
+        .allows(&caller.principals, action, &source);
+    state.require(&caller, allowed, || format!("{action} {source}"))?;
     let resource = state.resolve(&source).ok_or_else(|| {
         ApiError::not_found(format!("{source} is not a configured source collection"))
     })?;
@@ -70,7 +81,7 @@ pub async fn create(
         &resource,
         body.kind,
         Trigger::Api,
-        state.default_principal.to_string(),
+        state.requester(&caller),
         body.priority,
     );
     let enqueued = state.store.enqueue(new).await?;
@@ -111,15 +122,27 @@ fn parse_source(state: &AppState, text: &str) -> Result<CollectionRef, ApiError>
     responses(
         (status = 200, description = "The job", body = JobWithHistory),
         (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 401, description = "Credentials refused, or none given where a permission needs them", body = ErrorBody),
+        (status = 403, description = "Neither the requester nor a reader of the job's collection", body = ErrorBody),
         (status = 404, description = "No such job (or pruned after queue.retention_hours)", body = ErrorBody),
-        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+        (status = 503, description = "The job store (or a credential's verifier) is unavailable", body = ErrorBody),
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let job = find_job(&state, id).await?;
+    let requester = caller.principals.user_id() == Some(job.requested_by.as_str());
+    let reader = CollectionRef::parse(&job.resource).is_ok_and(|source| {
+        state
+            .permissions
+            .allows(&caller.principals, Action::Read, &source)
+    });
+    state.require(&caller, requester || reader, || {
+        format!("read job {}", job.id)
+    })?;
     let history = state.store.history(job.id).await?;
     Ok(Json(JobWithHistory { data: job, history }).into_response())
 }
@@ -134,14 +157,17 @@ pub async fn get(
         ("_token" = Option<Uuid>, Query, description = "From a `Next-Page` link"),
     ),
     responses(
-        (status = 200, description = "A page of jobs", body = JobPage,
+        (status = 200, description = "A page of jobs: all of them for an admin, a collection's for its readers, \
+            otherwise the caller's own", body = JobPage,
             headers(("Next-Page" = String, description = "The next page, when this one is full"))),
         (status = 400, description = "Unknown parameter or invalid value", body = ErrorBody),
-        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+        (status = 401, description = "Credentials refused, or none given where a permission needs them", body = ErrorBody),
+        (status = 503, description = "The job store (or a credential's verifier) is unavailable", body = ErrorBody),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -156,9 +182,14 @@ pub async fn list(
         limit: DEFAULT_PAGE,
         ..JobFilter::default()
     };
+    let mut collection = None;
     for (name, value) in &params {
         match name.as_str() {
-            "resource" => filter.resource = Some(parse_source(&state, value)?.uri()),
+            "resource" => {
+                let source = parse_source(&state, value)?;
+                filter.resource = Some(source.uri());
+                collection = Some(source);
+            }
             "state" => filter.state = Some(value.parse::<JobState>().map_err(invalid)?),
             "_limit" => {
                 filter.limit = value
@@ -180,6 +211,17 @@ pub async fn list(
                 )))
             }
         }
+    }
+    let who = &caller.principals;
+    let reader = collection
+        .as_ref()
+        .is_some_and(|c| state.permissions.allows(who, Action::Read, c));
+    if !state.permissions.is_admin(who) && !reader {
+        // Everyone else sees the jobs they asked for.
+        let Some(user) = who.user_id() else {
+            return Err(state.forbidden(&caller, "list jobs"));
+        };
+        filter.requested_by = Some(user.to_owned());
     }
     let jobs = state.store.list(&filter).await?;
     let last = jobs.last().map(|j| j.id);
@@ -220,18 +262,24 @@ fn next_page_url(headers: &HeaderMap, params: &HashMap<String, String>, last: Uu
     responses(
         (status = 200, description = "Cancelled", body = OneJob),
         (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 401, description = "Credentials refused, or none given where a permission needs them", body = ErrorBody),
+        (status = 403, description = "Neither the requester nor an admin", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job is not queued", body = ErrorBody),
-        (status = 503, description = "The job store is unavailable", body = ErrorBody),
+        (status = 503, description = "The job store (or a credential's verifier) is unavailable", body = ErrorBody),
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let job = find_job(&state, id).await?;
     let id = job.id;
-    if !state.store.cancel(id, &state.default_principal).await? {
+    let requester = caller.principals.user_id() == Some(job.requested_by.as_str());
+    let admin = state.permissions.is_admin(&caller.principals);
+    state.require(&caller, requester || admin, || format!("cancel job {id}"))?;
+    if !state.store.cancel(id, &state.requester(&caller)).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             Errno::Conflict,

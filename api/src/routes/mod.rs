@@ -12,16 +12,24 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    // Who is calling matters here; the webhook has its own signature, the Dockerflow endpoints are public.
+    let identified = Router::new()
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/metrics", get(metrics::scrape))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::identify,
+        ));
+    Router::new()
+        .merge(identified)
         .route("/v1/webhooks/kinto", post(webhook::receive))
         .route("/__heartbeat__", get(health::heartbeat))
         .route("/__lbheartbeat__", get(health::lbheartbeat))
         .route("/__version__", get(health::version))
-        .route("/metrics", get(metrics::scrape))
         .route("/openapi.json", get(crate::openapi::openapi))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async {

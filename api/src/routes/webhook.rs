@@ -140,7 +140,7 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
             content((Accepted), (WebhookOutcome))),
         (status = 200, description = "Nothing to do: every change was ignored, with the reason", body = WebhookOutcome),
         (status = 400, description = "Not JSON, or not a Kinto event", body = ErrorBody),
-        (status = 401, description = "Missing, stale or wrong HMAC signature (when a secret is configured)", body = ErrorBody),
+        (status = 401, description = "Missing, stale or wrong HMAC signature (when a secret is configured), or no secret while permissions are enforced", body = ErrorBody),
         (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
         (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
     )
@@ -150,6 +150,17 @@ pub async fn receive(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
+    if state.webhook_secret.is_none() && state.permissions.enforced() {
+        signer_worker::metrics::metrics()
+            .auth_failures
+            .with_label_values(&["webhook_hmac", "missing"])
+            .inc();
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            Errno::Unauthorized,
+            "the webhook is closed: [permissions] are enforced and api.webhook_secret is not set, so no call can be authenticated",
+        ));
+    }
     if let Some(secret) = &state.webhook_secret {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         webhook_hmac::verify(

@@ -1,9 +1,14 @@
 //! Typed settings: one TOML file plus `SIGNER_*` environment overrides (`__` separates sections, e.g.
 //! `SIGNER_KINTO__SOURCE__URL`; `SIGNER_DATABASE_URL` is the top-level `database_url`).
 
+mod auth;
 mod policy;
 mod resources;
 
+pub use auth::{
+    AuthSettings, BasicSettings, CavageSettings, ClientAuth, JwtSettings, KeySettings,
+    KmsauthSettings, MtlsSettings, Rfc9421Settings, Scheme, TlsSettings,
+};
 pub use policy::{AutographOverride, Override, ResourcePolicy, SignerBackend, SignerConfig};
 pub use resources::{CollectionRef, Resource, ResourceError, Resources};
 
@@ -61,6 +66,10 @@ pub struct Settings {
     pub rabbitmq: RabbitmqSettings,
     pub api: ApiSettings,
     pub worker: WorkerSettings,
+    /// How API callers authenticate; none by default.
+    pub auth: AuthSettings,
+    /// Who may do what; without it, anyone who reaches the API may do anything.
+    pub permissions: Option<crate::acl::PermissionSettings>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -227,6 +236,8 @@ pub struct ApiSettings {
     pub webhook_secret: Option<String>,
     /// After SIGTERM, readiness fails at once but requests are served this long, while load balancers notice.
     pub shutdown_delay_seconds: u64,
+    /// Serve HTTPS (and, with a client CA directory, require client certificates).
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,7 +277,7 @@ fn default_autograph_backoff_max_ms() -> u64 {
     5_000
 }
 
-fn word_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+pub(crate) fn word_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Words {
@@ -346,12 +357,15 @@ impl Default for Settings {
                 max_body_bytes: 1 << 20,
                 webhook_secret: None,
                 shutdown_delay_seconds: 2,
+                tls: None,
             },
             worker: WorkerSettings {
                 concurrency: 4,
                 shutdown_grace_seconds: 30,
                 metrics_listen: None,
             },
+            auth: AuthSettings::default(),
+            permissions: None,
         }
     }
 }
@@ -412,6 +426,7 @@ impl Settings {
                 "queue.max_attempts and worker.concurrency must be at least 1, queue.lease_seconds at least 3".into(),
             ));
         }
+        self.validate_auth()?;
         if self.queue.dispatch == Dispatch::Rabbitmq {
             let postgres = self
                 .database_url
@@ -434,6 +449,49 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Every listed policy has its table and every table is listed; mTLS needs a client CA to verify against.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        for (i, scheme) in auth.policies.iter().enumerate() {
+            if auth.policies[..i].contains(scheme) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.policies lists {} twice",
+                    scheme.name()
+                )));
+            }
+        }
+        let all = [
+            Scheme::Basicauth,
+            Scheme::Jwt,
+            Scheme::Cavage,
+            Scheme::Rfc9421,
+            Scheme::Mtls,
+            Scheme::Kmsauth,
+        ];
+        for scheme in all {
+            let listed = auth.policies.contains(&scheme);
+            let name = scheme.name();
+            if listed && !auth.configured(scheme) && scheme != Scheme::Mtls {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.policies lists {name} but there is no [auth.{name}] table"
+                )));
+            }
+            if !listed && auth.configured(scheme) {
+                return Err(ConfigError::Invalid(format!(
+                    "[auth.{name}] is configured but auth.policies does not list {name:?}"
+                )));
+            }
+        }
+        let client_ca = self.api.tls.as_ref().and_then(|t| t.client_ca_dir.as_ref());
+        if auth.policies.contains(&Scheme::Mtls) && client_ca.is_none() {
+            return Err(ConfigError::Invalid(
+                "auth.policies lists mtls: set api.tls.client_ca_dir to the directory of trusted client CAs".into(),
+            ));
+        }
+        crate::acl::Permissions::new(self.permissions.clone())?;
         Ok(())
     }
 

@@ -8,9 +8,10 @@ pub mod workflow;
 
 pub use diff::{diff_records, Diff};
 
+use crate::acl::{Action, Permissions};
 use crate::canonical::{self, CanonicalError};
 use crate::config::{CollectionRef, ConfigError, Resource, ResourcePolicy, Resources, Settings};
-use crate::job::{Job, JobKind};
+use crate::job::{Job, JobKind, Trigger};
 use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
 use crate::report::Report;
 use crate::signing::{AnySigner, SignatureMetadata, Signer, SignerSet, SigningError};
@@ -118,6 +119,7 @@ impl Context<'_> {
 }
 pub struct Pipeline {
     resources: Resources,
+    permissions: Permissions,
     settings: Settings,
     source: Arc<KintoClient>,
     destination: Arc<KintoClient>,
@@ -133,6 +135,7 @@ impl Pipeline {
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             resources: settings.parsed_resources()?,
+            permissions: Permissions::new(settings.permissions.clone())?,
             settings,
             source,
             destination,
@@ -184,6 +187,7 @@ impl Pipeline {
             }
         };
         tracing::info!(%action, status = ?cx.status(), "running");
+        self.check_permission(&cx, action).await?;
         self.check_review(&cx, action).await?;
         // Learn that the signer works before anything is written anywhere.
         signer.probe(report).await?;
@@ -192,6 +196,36 @@ impl Pipeline {
             JobKind::Resign => self.resign(&cx).await,
             JobKind::Rollback => self.rollback(&cx).await,
         }
+    }
+
+    /// With `[permissions]`, a status change that Kinto relays (webhook or feed) needs a grant for the Kinto user
+    /// who made it, as an API call needs one for its caller; a refusal puts the previous status back. Checked
+    /// here rather than at the webhook so that the change feed, which finds the same status later, cannot
+    /// bypass it. The service's own scheduled re-signs (the status asks for nothing) need no grant.
+    async fn check_permission(
+        &self,
+        cx: &Context<'_>,
+        action: JobKind,
+    ) -> Result<(), PipelineError> {
+        let asked = cx.status().and_then(workflow::kind_for_status) == Some(action);
+        if cx.job.trigger == Trigger::Api || !asked {
+            return Ok(());
+        }
+        let who = Permissions::kinto_user(&cx.job.requested_by);
+        let wanted = Action::Request(action);
+        if self.permissions.allows(&who, wanted, &cx.resource.source) {
+            return Ok(());
+        }
+        crate::metrics::metrics()
+            .auth_failures
+            .with_label_values(&["kinto", "forbidden"])
+            .inc();
+        let reason = format!(
+            "{} may not {wanted} {} (permissions)",
+            cx.job.requested_by, cx.resource.source
+        );
+        let restored = workflow::status_after_refusal(action, cx.job.previous_status.as_deref());
+        Err(self.refuse(cx, reason, restored).await)
     }
 
     /// On a review-enabled resource, a status change by webhook or feed must come from the right people; a

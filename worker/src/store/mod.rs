@@ -159,6 +159,8 @@ pub struct JobFilter {
     /// Keyset cursor: list jobs created before this one.
     pub before: Option<Uuid>,
     pub limit: i64,
+    /// Only the jobs this principal asked for.
+    pub requested_by: Option<String>,
 }
 
 /// The store a deployment runs on: Postgres to scale out, or the embedded SQLite file for a single node.

@@ -247,12 +247,14 @@ impl JobStore for PgStore {
             "SELECT * FROM jobs
              WHERE ($1::text IS NULL OR resource = $1) AND ($2::text IS NULL OR state = $2)
                AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = $3))
+               AND ($5::text IS NULL OR requested_by = $5)
              ORDER BY created_at DESC, id DESC LIMIT $4",
         )
         .bind(&filter.resource)
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.before)
         .bind(filter.limit)
+        .bind(&filter.requested_by)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -243,12 +243,14 @@ impl JobStore for SqliteStore {
             "SELECT * FROM jobs
              WHERE (?1 IS NULL OR resource = ?1) AND (?2 IS NULL OR state = ?2)
                AND (?3 IS NULL OR (created_at, id) < (SELECT created_at, id FROM jobs WHERE id = ?3))
+               AND (?5 IS NULL OR requested_by = ?5)
              ORDER BY created_at DESC, id DESC LIMIT ?4",
         )
         .bind(&filter.resource)
         .bind(filter.state.map(JobState::as_str))
         .bind(filter.before.map(|id| id.to_string()))
         .bind(filter.limit)
+        .bind(&filter.requested_by)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -1,0 +1,48 @@
+//! The middleware that runs the configured policies on a request and attaches its [`Caller`]; a refused
+//! credential is answered here (401, or 503 when it cannot be checked now), before any handler runs.
+
+use super::{Caller, Request, TlsPeer};
+use crate::error::{ApiError, Errno};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
+
+pub async fn identify(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if state.auth.is_empty() {
+        let mut request = request;
+        request.extensions_mut().insert(Caller::anonymous());
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    // The signature schemes need the bytes (Digest, Content-Digest); the handlers get them back unchanged.
+    let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Errno::RequestTooLarge,
+            "request body is too large",
+        )
+        .into_response();
+    };
+    let view = Request {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &bytes,
+        tls: parts.extensions.get::<TlsPeer>(),
+        now: chrono::Utc::now().timestamp(),
+    };
+    let caller = match state.auth.authenticate(&view).await {
+        Ok(caller) => caller,
+        Err(refused) => return state.refused(refused).into_response(),
+    };
+    let mut request = axum::extract::Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
