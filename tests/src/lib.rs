@@ -5,6 +5,7 @@ pub mod autograph;
 pub mod conformance;
 pub mod db;
 pub mod kinto;
+pub mod peers;
 pub mod private;
 pub mod rabbitmq;
 pub mod records;

@@ -196,10 +196,22 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(name: &str, args: &[&str], config: &Path, log: PathBuf) -> Self {
+        Self::spawn_env(name, args, config, log, &[])
+    }
+
+    /// With more environment variables (credentials an SDK reads from the environment, say).
+    pub fn spawn_env(
+        name: &str,
+        args: &[&str],
+        config: &Path,
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let child = Command::new(bin(name))
             .arg("--config")
             .arg(config)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("can create the log"))
@@ -257,6 +269,8 @@ pub struct Api {
     pub process: Process,
     pub url: String,
     pub http: reqwest::Client,
+    /// Sent as `Authorization` with every call of [`Api::post`] and [`Api::get`].
+    pub authorization: Option<String>,
 }
 
 impl Api {
@@ -266,9 +280,14 @@ impl Api {
 
     /// On a port chosen in advance (a Kinto listener must know where to post before the API starts).
     pub async fn start_on(setup: &Setup, workers: usize, port: u16) -> Self {
+        Self::start_env(setup, workers, port, &[]).await
+    }
+
+    /// With more environment variables for the process.
+    pub async fn start_env(setup: &Setup, workers: usize, port: u16, env: &[(&str, &str)]) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let log = setup.dir.0.join(format!("api-{port}.log"));
-        let process = Process::spawn(
+        let process = Process::spawn_env(
             "signer-api",
             &[
                 "serve",
@@ -279,11 +298,13 @@ impl Api {
             ],
             &setup.config,
             log,
+            env,
         );
         let api = Self {
             process,
             url: format!("http://{listen}"),
             http: reqwest::Client::new(),
+            authorization: None,
         };
         // `__version__` names the program: a port taken meanwhile by another server (Kinto answers
         // `__lbheartbeat__` too) is not mistaken for ours.
@@ -304,19 +325,38 @@ impl Api {
         api
     }
 
-    pub async fn post(
+    /// The same API, calling as `authorization` (an `Authorization` header value).
+    pub fn as_caller(&self, authorization: &str) -> Caller<'_> {
+        Caller {
+            api: self,
+            authorization: Some(authorization.to_owned()),
+        }
+    }
+
+    /// Any call: status, headers and JSON body (`null` when not JSON).
+    pub async fn request(
         &self,
+        method: reqwest::Method,
         path: &str,
-        body: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
     ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("API reachable");
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        let explicit = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        if let Some(authorization) = self.authorization.as_ref().filter(|_| !explicit) {
+            request = request.header("authorization", authorization);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.expect("API reachable");
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         (
@@ -326,17 +366,18 @@ impl Api {
         )
     }
 
-    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        self.request(reqwest::Method::POST, path, &[], Some(body))
             .await
-            .expect("API reachable");
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request(reqwest::Method::GET, path, &[], None).await;
+        (status, body)
     }
 
     /// Polls a job until it reaches a final state; returns `{data, history}`.
@@ -362,5 +403,41 @@ impl Api {
             .await;
         assert_eq!(status, 202, "{body}");
         body["data"]["id"].as_str().expect("job id").to_owned()
+    }
+}
+
+/// Calls to an [`Api`] with credentials of their own.
+pub struct Caller<'a> {
+    api: &'a Api,
+    authorization: Option<String>,
+}
+
+impl Caller<'_> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        let headers: Vec<(&str, &str)> = self
+            .authorization
+            .as_deref()
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        self.api.request(method, path, &headers, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.request(reqwest::Method::GET, path, None).await;
+        (status, body)
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &str,
+    ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
     }
 }

@@ -68,8 +68,17 @@ impl Message<'_> {
         }
     }
 
+    /// `@query`: with its `?`, which stands alone when the request has no query.
     fn query(&self) -> String {
         format!("?{}", self.query.unwrap_or_default())
+    }
+
+    /// The path and query as the request line carries them (no `?` without a query).
+    fn request_target(&self) -> String {
+        match self.query {
+            Some(q) => format!("{}?{q}", self.path()),
+            None => self.path().to_owned(),
+        }
     }
 
     /// The value of one component (§2), as it appears in the signature base.
@@ -95,15 +104,14 @@ impl Message<'_> {
         Ok(match name {
             "@method" => self.method.to_owned(),
             "@target-uri" => format!(
-                "{}://{}{}{}",
+                "{}://{}{}",
                 self.scheme,
                 self.authority(),
-                self.path(),
-                self.query()
+                self.request_target()
             ),
             "@authority" => self.authority(),
             "@scheme" => self.scheme.to_owned(),
-            "@request-target" => format!("{}{}", self.path(), self.query()),
+            "@request-target" => self.request_target(),
             "@path" => self.path().to_owned(),
             "@query" => self.query(),
             "@query-param" => {
@@ -737,6 +745,30 @@ w0EkjqF7xB4FivAxzic30tMM4GF+hR6Dxh71Z50VGGdldkkDXZCnTNnoXQ==
             Reason::Malformed
         );
         assert!(covers(&["@target-uri".into()], "@query"));
+        let headers = HeaderMap::new();
+        let bare = Message {
+            method: "GET",
+            scheme: "http",
+            authority: "Signer:80",
+            path: "/v1/jobs",
+            query: None,
+            status: None,
+            headers: &headers,
+        };
+        let list = covered(r#"s=("@target-uri" "@request-target" "@query" "@authority")"#);
+        assert_eq!(
+            signature_base(&bare, &list)
+                .unwrap()
+                .lines()
+                .take(4)
+                .collect::<Vec<_>>(),
+            [
+                "\"@target-uri\": http://signer/v1/jobs",
+                "\"@request-target\": /v1/jobs",
+                "\"@query\": ?",
+                "\"@authority\": signer",
+            ]
+        );
         assert!(!covers(&["@path".into()], "@query"));
     }
 }
