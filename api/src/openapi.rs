@@ -6,7 +6,9 @@ use crate::auth::webhook_hmac;
 use crate::error::ErrorBody;
 use crate::routes::{health, jobs, metrics, webhook};
 use axum::Json;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -26,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         signer_worker::job::Job, signer_worker::job::JobEvent, signer_worker::job::Progress,
         signer_worker::job::JobKind, signer_worker::job::JobState, signer_worker::job::Trigger,
     )),
-    modifiers(&WebhookSignature),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "jobs", description = "Signing requests and their status"),
         (name = "webhook", description = "Kinto's events, from the listener plugin"),
@@ -35,18 +37,43 @@ use utoipa::{Modify, OpenApi};
 )]
 pub struct ApiDoc;
 
-/// The listener plugin's HMAC headers: both are required when `api.webhook_secret` is set.
-struct WebhookSignature;
+/// The credentials the API understands: every scheme of `[auth]` (each only when configured; anonymous calls
+/// pass where `[permissions]` let everyone through), and the listener plugin's HMAC headers on the webhook.
+struct SecuritySchemes;
 
-impl Modify for WebhookSignature {
+/// The endpoints whose callers are identified (`crate::auth::identify` runs on them).
+const IDENTIFIED: [&str; 4] = [
+    "/v1/jobs",
+    "/v1/jobs/{id}",
+    "/v1/jobs/{id}/cancel",
+    "/metrics",
+];
+
+impl Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
         let header = |name: &str, description: &str| {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 name,
                 description,
             )))
         };
+        let http = |scheme, description: &str| {
+            let mut http = Http::new(scheme);
+            http.description = Some(description.to_owned());
+            SecurityScheme::Http(http)
+        };
+        let schemes = [
+            ("basicauth", http(HttpAuthScheme::Basic, "[auth.basicauth] users (argon2 hashes); user id basicauth:<user>")),
+            ("jwt", http(HttpAuthScheme::Bearer, "A JWT in `Authorization: <auth_type> <token>` (kinto_jwt's `JWT` by default, `Bearer` when configured) or in auth.jwt.http_header; user id jwt:<claim>")),
+            ("cavage", header("Authorization", "`Signature keyId=...,headers=...,signature=...` (draft-cavage-http-signatures; the `Signature` header is read too); user id cavage:<keyId>")),
+            ("rfc9421", header("Signature-Input", "RFC 9421 HTTP Message Signatures, with `Signature` and, for a body, `Content-Digest`; user id rfc9421:<keyid>")),
+            ("mtls", SecurityScheme::MutualTls { description: Some("A client certificate from a CA of api.tls.client_ca_dir; user id mtls:<SAN or CN>, certificate policies as scope:<name>".into()), extensions: None }),
+            ("kmsauth", header("X-Auth-Token", "A kmsauth token, with its username in `X-Auth-From` (or both as Basic credentials); user id kmsauth:<user_type>/<from>")),
+        ];
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, scheme) in schemes.iter().cloned() {
+            components.add_security_scheme(name, scheme);
+        }
         components.add_security_scheme(
             "webhook_timestamp",
             header(
@@ -61,6 +88,23 @@ impl Modify for WebhookSignature {
                 "`sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>` with api.webhook_secret",
             ),
         );
+        // Any one scheme, or none (anonymous) where permissions allow it.
+        let requirements: Vec<SecurityRequirement> =
+            std::iter::once(SecurityRequirement::default())
+                .chain(
+                    schemes
+                        .iter()
+                        .map(|(name, _)| SecurityRequirement::new(*name, Vec::<String>::new())),
+                )
+                .collect();
+        for path in IDENTIFIED {
+            let Some(item) = openapi.paths.paths.get_mut(path) else {
+                continue;
+            };
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                operation.security = Some(requirements.clone());
+            }
+        }
     }
 }
 
@@ -110,5 +154,21 @@ mod tests {
             schemes["webhook_signature"]["name"],
             webhook_hmac::SIGNATURE_HEADER
         );
+        assert_eq!(schemes["mtls"]["type"], "mutualTLS");
+        for path in IDENTIFIED {
+            let operations = doc["paths"][path].as_object().unwrap();
+            for (method, operation) in operations {
+                let names: Vec<String> = operation["security"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{method} {path} names no security"))
+                    .iter()
+                    .flat_map(|r| r.as_object().unwrap().keys().cloned())
+                    .collect();
+                assert_eq!(names.len(), 6, "{method} {path}: {names:?}");
+                for name in &names {
+                    assert!(schemes.get(name).is_some(), "{name} is not declared");
+                }
+            }
+        }
     }
 }

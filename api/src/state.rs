@@ -28,13 +28,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn new(
+    pub fn new(
         store: Arc<Store>,
         settings: &Settings,
         health: signer_worker::health::Health,
+        auth: Authenticator,
     ) -> anyhow::Result<Self> {
         let permissions = Permissions::new(settings.permissions.clone())?;
-        let auth = Authenticator::new(settings).await?;
         if !permissions.enforced() {
             tracing::warn!(
                 "no [permissions]: anyone who reaches the API may request signatures and read every job"

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::peers::{auth_clients, PeerServer};
 use signer_e2e::records::sample_records;
-use signer_e2e::service::{Api, Process, Setup, TempDir};
+use signer_e2e::service::{run_binary, Api, Process, Setup, TempDir};
 use signer_e2e::{eventually, free_port, metric, FAST_QUEUE};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -157,6 +157,23 @@ async fn basic_auth_and_permissions_decide_who_may_sign_read_cancel_list_and_scr
     assert_eq!(failures("basicauth", "unknown"), Some(1.0));
     assert!(failures("basicauth", "forbidden") >= Some(3.0));
     assert!(failures("anonymous", "missing") >= Some(3.0));
+
+    // The operator's CLI presents credentials the same way.
+    let (code, out) = run_binary("signer-api", ["sign", "ws/cfr", "--api", &api.url]);
+    assert!(code == 1 && out.contains("401"), "{out}");
+    let alice_header = basic("alice", "alice-pw");
+    let (code, out) = run_binary(
+        "signer-api",
+        [
+            "sign",
+            "ws/cfr",
+            "--api",
+            &api.url,
+            "--authorization",
+            &alice_header,
+        ],
+    );
+    assert!(code == 0 && out.contains("queued"), "{out}");
 
     // With permissions enforced and no webhook secret, the webhook cannot tell Kinto from anyone.
     let (status, _, body) = api.post("/v1/webhooks/kinto", "{}").await;

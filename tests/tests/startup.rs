@@ -54,6 +54,43 @@ fn bad_configurations_fail_fast_with_an_actionable_message() {
 }
 
 #[test]
+fn bad_authentication_settings_stop_the_api_before_it_connects_anywhere() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/a -> prod/a", "");
+    let original = std::fs::read_to_string(&setup.config).unwrap();
+    let cases = [
+        ("[auth]\npolicies = [\"jwt\"]\n", "auth.policies lists jwt but there is no [auth.jwt] table"),
+        (
+            "[auth]\npolicies = [\"basicauth\"]\n[auth.basicauth.users]\nci = \"hunter2\"\n",
+            "users.ci: not a PHC password hash",
+        ),
+        (
+            "[auth]\npolicies = [\"jwt\"]\n[auth.jwt]\nalgorithm = \"none\"\npublic_key = \"x\"\n",
+            "never none",
+        ),
+        (
+            "[auth]\npolicies = [\"cavage\"]\n[auth.cavage.keys.k]\nalgorithm = \"ed25519\"\npublic_key_file = \"/nonexistent.pem\"\n",
+            "[auth.cavage]: keys.k: cannot read /nonexistent.pem",
+        ),
+        ("[auth]\npolicies = [\"mtls\"]\n", "set api.tls.client_ca_dir"),
+        ("[auth.jwt]\npublic_key = \"x\"\n", "auth.policies does not list \"jwt\""),
+        ("[permissions.resources.\"a/b/c\"]\nsign = []\n", "expected \"*\", \"<bucket>\" or"),
+        (
+            "[api.tls]\ncert_file = \"/nonexistent.crt\"\nkey_file = \"/nonexistent.key\"\n",
+            "cannot read the certificate chain /nonexistent.crt",
+        ),
+    ];
+    for (extra, expected) in cases {
+        std::fs::write(&setup.config, format!("{original}\n{extra}")).unwrap();
+        let (code, stderr) = run("signer-api", &setup.config, &["serve"]);
+        assert_eq!(code, 1, "{extra}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{extra}: should say {expected:?}, said: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn keygen_writes_a_private_key_only_its_owner_can_read_and_refuses_to_overwrite() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = TempDir::new("keygen");

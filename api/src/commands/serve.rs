@@ -14,15 +14,21 @@ pub async fn serve(
 ) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::load(config)?;
     let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
+    // Credentials' settings and keys are checked before anything connects anywhere.
     let tls = settings
         .api
         .tls
         .as_ref()
         .map(signer_api::tls::server_config)
         .transpose()?;
+    let auth = signer_api::auth::Authenticator::new(&settings).await?;
     let service = Service::start(settings).await?;
-    let mut state =
-        AppState::new(service.store.clone(), &service.settings, service.health()).await?;
+    let mut state = AppState::new(
+        service.store.clone(),
+        &service.settings,
+        service.health(),
+        auth,
+    )?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -19,10 +19,22 @@ pub struct SignArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Sent as the `Authorization` header (`Basic …`, `Bearer …`) when the API asks callers who they are.
+    #[arg(long, env = "SIGNER_API_AUTHORIZATION", hide_env_values = true)]
+    authorization: Option<String>,
 }
 
 pub async fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(value) = &args.authorization {
+        let mut value = reqwest::header::HeaderValue::from_str(value)
+            .context("--authorization is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?;
     let api = args.api.trim_end_matches('/');
     let response = http
         .post(format!("{api}/v1/jobs"))

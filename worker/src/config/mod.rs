@@ -23,6 +23,7 @@ use std::time::Duration;
 const NOT_SETTINGS: &[&str] = &[
     "CONFIG",
     "API_URL",
+    "API_AUTHORIZATION",
     "LOCAL_DIR",
     "TEST_DATABASE_URL",
     "TEST_VENV",
