@@ -296,6 +296,16 @@ async fn pyjwt_tokens_are_checked_as_kinto_jwt_does_and_refused_where_it_was_lax
         (503, &json!(201)),
         "the provider is down: retry later, {body}"
     );
+    let logs = [&api, &jwks, &no_idp]
+        .map(|a| a.process.log_text())
+        .concat();
+    for token in tokens.as_object().unwrap().values() {
+        let signature = token.as_str().unwrap().rsplit('.').next().unwrap();
+        assert!(
+            signature.is_empty() || !logs.contains(signature),
+            "a token reached the log"
+        );
+    }
 }
 
 /// Keys for both signature drafts, made by the Python side: `<dir>/<id>.key` / `.pub`, and their settings.
@@ -389,6 +399,10 @@ async fn httpsig_and_flask_cavage_style_requests_are_verified_without_flask_cava
             "{case}: {challenge}"
         );
     }
+    assert!(
+        !api.process.log_text().contains(secret),
+        "the HMAC secret reached the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -655,6 +669,13 @@ async fn kmsauth_tokens_from_lyfts_generator_are_validated_against_kms_like_the_
         .post("/v1/jobs", JOB)
         .await;
     assert_eq!(status, 403, "ops is known but not granted sign: {body}");
+    let log = api.process.log_text();
+    assert!(
+        cases
+            .values()
+            .all(|c| !log.contains(c["token"].as_str().unwrap())),
+        "a token reached the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

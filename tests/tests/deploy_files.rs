@@ -115,6 +115,18 @@ fn the_deployed_settings_and_variables_load() {
             settings.worker.metrics_listen.is_some(),
             "{name}: workers expose metrics"
         );
+        assert!(
+            settings.permissions.is_some(),
+            "{name}: an API listening on 0.0.0.0 enforces permissions"
+        );
+        if variables.contains(&"SIGNER_AUTH__BASICAUTH__USERS__OPS") {
+            let users = &settings.auth.basicauth.as_ref().expect("basicauth").users;
+            assert_eq!(
+                users.get("ops").map(String::as_str),
+                Some("a-secret"),
+                "{name}"
+            );
+        }
         for variable in variables {
             std::env::remove_var(variable);
         }
