@@ -8,7 +8,7 @@
 //! digest is compared in constant time and only SHA-256/SHA-512 digests are accepted.
 
 use super::digest::check_digest;
-use super::keys::{Algorithm, EcdsaEncoding, VerifyingKey};
+use super::keys::{self, Algorithm, EcdsaEncoding, VerifyingKey};
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
 use base64::Engine as _;
 use signer_worker::acl::Principals;
@@ -91,17 +91,8 @@ fn http_date(text: &str) -> Option<i64> {
 
 impl Cavage {
     pub fn new(settings: &CavageSettings) -> Result<Self, AuthConfigError> {
-        let keys = settings
-            .keys
-            .iter()
-            .map(|(id, key)| {
-                VerifyingKey::from_settings(key)
-                    .map(|k| (id.clone(), k))
-                    .map_err(|e| AuthConfigError::new(Scheme::Cavage, format!("keys.{id}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            keys,
+            keys: keys::load_all(Scheme::Cavage, &settings.keys)?,
             required: settings
                 .required_headers
                 .iter()

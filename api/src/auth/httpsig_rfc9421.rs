@@ -5,7 +5,7 @@
 //! window. User id `rfc9421:<keyid>`.
 
 use super::digest::check_content_digest;
-use super::keys::{EcdsaEncoding, VerifyingKey};
+use super::keys::{self, EcdsaEncoding, VerifyingKey};
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -310,17 +310,8 @@ fn integer_param(list: &InnerList, name: &str) -> Result<Option<i64>, Refusal> {
 
 impl Rfc9421 {
     pub fn new(settings: &Rfc9421Settings) -> Result<Self, AuthConfigError> {
-        let keys = settings
-            .keys
-            .iter()
-            .map(|(id, key)| {
-                VerifyingKey::from_settings(key)
-                    .map(|k| (id.clone(), k))
-                    .map_err(|e| AuthConfigError::new(Scheme::Rfc9421, format!("keys.{id}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
-            keys,
+            keys: keys::load_all(Scheme::Rfc9421, &settings.keys)?,
             required: settings
                 .required_components
                 .iter()

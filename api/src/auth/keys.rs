@@ -8,7 +8,8 @@ use rsa::pkcs1::DecodeRsaPublicKey as _;
 use rsa::pkcs8::DecodePublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Sha256, Sha512};
-use signer_worker::config::KeySettings;
+use signer_worker::config::{KeySettings, Scheme};
+use std::collections::{BTreeMap, HashMap};
 
 /// RSA keys below this many bits are refused in configuration.
 const MIN_RSA_BITS: usize = 2048;
@@ -111,6 +112,20 @@ impl std::fmt::Debug for VerifyingKey {
             .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
+}
+
+/// Every `keys.<id>` table of a scheme, each key read and checked; the error names the key.
+pub fn load_all(
+    scheme: Scheme,
+    keys: &BTreeMap<String, KeySettings>,
+) -> Result<HashMap<String, VerifyingKey>, super::AuthConfigError> {
+    keys.iter()
+        .map(|(id, key)| {
+            VerifyingKey::from_settings(key)
+                .map(|k| (id.clone(), k))
+                .map_err(|e| super::AuthConfigError::new(scheme, format!("keys.{id}: {e}")))
+        })
+        .collect()
 }
 
 impl VerifyingKey {
