@@ -1,0 +1,145 @@
+//! `make bench`: canonical JSON + SHA-384 of a listing, three ways on the same records in one run: ours
+//! (`canonical::signed_payload` + the signature's digest), kinto-signer's Python path (canonicaljson-rs +
+//! hashlib, `tests/python/canonical_bench.py`), and `sha384sum` over the serialized bytes, the floor no
+//! serializer can beat. Medians of 7; all three digests must be equal, or the comparison means nothing.
+//!
+//! Usage: cargo run --release -p signer_e2e --example canonical_throughput -- [SIZES…] (default 10000 50000)
+
+use serde_json::json;
+use signer_e2e::records::sample_records;
+use signer_e2e::service::TempDir;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 7;
+const TIMESTAMP: u64 = 1_700_000_100_000;
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn megabytes_per_second(bytes: usize, time: Duration) -> f64 {
+    bytes as f64 / 1e6 / time.as_secs_f64()
+}
+
+struct Row {
+    records: usize,
+    bytes: usize,
+    ours: Duration,
+    python: Duration,
+    sha384sum: Duration,
+}
+
+fn measure(records: usize, dir: &TempDir) -> Row {
+    let listing: Vec<_> = sample_records(records, 42)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            r["last_modified"] = json!(1_700_000_000_000i64 + i as i64);
+            r
+        })
+        .collect();
+
+    let mut digest = [0u8; 48];
+    let mut payload = String::new();
+    let ours = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                payload = signer_worker::canonical::signed_payload(&listing, TIMESTAMP)
+                    .expect("signable");
+                digest = signer_worker::signing::message_digest(payload.as_bytes());
+                start.elapsed()
+            })
+            .collect(),
+    );
+    let ours_hex = hex(&digest);
+
+    let records_file = dir.0.join(format!("records-{records}.json"));
+    std::fs::write(&records_file, serde_json::to_vec(&listing).unwrap()).unwrap();
+    let output = Command::new(signer_e2e::venv_bin("python"))
+        .arg(signer_e2e::root().join("tests/python/canonical_bench.py"))
+        .arg(&records_file)
+        .args([TIMESTAMP.to_string(), RUNS.to_string()])
+        .output()
+        .expect("python runs");
+    let python: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(
+        python["sha384"], ours_hex,
+        "kinto-signer's bytes and ours differ"
+    );
+    assert_eq!(python["bytes"], payload.len());
+    let python = median(
+        python["seconds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Duration::from_secs_f64(s.as_f64().unwrap()))
+            .collect(),
+    );
+
+    let message_file = dir.0.join(format!("message-{records}.bin"));
+    let mut message = signer_worker::signing::CONTENT_SIGNATURE_PREFIX.to_vec();
+    message.extend_from_slice(payload.as_bytes());
+    std::fs::write(&message_file, &message).unwrap();
+    let sha384sum = median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                let output = Command::new("sha384sum")
+                    .arg(&message_file)
+                    .output()
+                    .expect("sha384sum runs");
+                let elapsed = start.elapsed();
+                let text = String::from_utf8_lossy(&output.stdout);
+                assert!(text.starts_with(&ours_hex), "sha384sum disagrees: {text}");
+                elapsed
+            })
+            .collect(),
+    );
+    Row {
+        records,
+        bytes: payload.len(),
+        ours,
+        python,
+        sha384sum,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("sizes are integers"))
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 50_000]
+    } else {
+        sizes
+    };
+    let dir = TempDir::new("canonical-bench");
+    println!("| records | payload | ours | Python (canonicaljson-rs + hashlib) | sha384sum (same bytes) | ours ÷ Python | ours ÷ sha384sum |");
+    println!("|--------:|--------:|-----:|-----:|-----:|-----:|-----:|");
+    for size in sizes {
+        let r = measure(size, &dir);
+        let speed = |t| megabytes_per_second(r.bytes, t);
+        println!(
+            "| {} | {:.1} MB | {:.1} ms, {:.0} MB/s | {:.1} ms, {:.0} MB/s | {:.1} ms, {:.0} MB/s | {:.1}× | {:.2}× |",
+            r.records,
+            r.bytes as f64 / 1e6,
+            r.ours.as_secs_f64() * 1e3,
+            speed(r.ours),
+            r.python.as_secs_f64() * 1e3,
+            speed(r.python),
+            r.sha384sum.as_secs_f64() * 1e3,
+            speed(r.sha384sum),
+            speed(r.ours) / speed(r.python),
+            speed(r.ours) / speed(r.sha384sum),
+        );
+    }
+}

@@ -1,0 +1,33 @@
+"""kinto-signer's serialization path, timed: drop tombstones, sort by id, canonicaljson-rs, SHA-384 of the
+`Content-Signature:\\0`-prefixed bytes (tests/examples/canonical_throughput.rs runs it beside ours).
+
+Usage: canonical_bench.py RECORDS_JSON TIMESTAMP RUNS
+Prints {"seconds": [...], "bytes": <payload size>, "sha384": <hex>}.
+"""
+
+import hashlib
+import json
+import sys
+import time
+
+import canonicaljson
+
+PREFIX = b"Content-Signature:\x00"
+
+
+def main():
+    path, timestamp, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    with open(path) as f:
+        records = json.load(f)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        live = sorted((r for r in records if not r.get("deleted")), key=lambda r: r["id"])
+        payload = canonicaljson.dumps({"data": live, "last_modified": timestamp}).encode()
+        digest = hashlib.sha384(PREFIX + payload).hexdigest()
+        seconds.append(time.perf_counter() - start)
+    json.dump({"seconds": seconds, "bytes": len(payload), "sha384": digest}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
