@@ -5,7 +5,7 @@ PY    := python3
 # Every optional scheme is built and tested (kmsauth brings the AWS SDK).
 FEATURES := --features signer_api/kmsauth
 
-.PHONY: help venv reference-venv tools build test lint fmt run demo bench clean
+.PHONY: help venv reference-venv tools bench-tools build test lint fmt run demo bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
@@ -15,7 +15,8 @@ help:
 	@echo "            own Postgres and RabbitMQ nodes, as the postgres and rabbitmq users when run as root)"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make fmt    format the code"
-	@echo "make bench  measure end-to-end signing of 1k and 10k records (release build)"
+	@echo "make bench  benchmarks beside their references: canonical JSON + SHA-384, the queue vs Graphile Worker,"
+	@echo "            end-to-end signing, scale-out (release build; see BENCHMARKS.md)"
 
 # The real peers the tests talk to (Kinto server, canonicaljson-rs, cryptography), pinned in one file.
 $(VENV)/.installed: tests/python/requirements.txt
@@ -70,8 +71,14 @@ clean:
 	cargo clean
 	rm -rf $(VENV) .venv-reference var
 
-# Not part of `make test`: prints a table of end-to-end signing costs (see BENCHMARKS.md).
-bench: venv
+# The references `make bench` compares against: Graphile Worker from npm (pinned by its package-lock.json).
+bench-tools:
+	cd tests/bench/graphile && npm ci --no-audit --no-fund --loglevel=error
+
+# Not part of `make test`: prints the tables of BENCHMARKS.md, each side by side with its reference.
+bench: venv reference-venv bench-tools
 	cargo build --workspace --release --locked $(FEATURES)
+	cargo run --release --locked -p signer_e2e --example canonical_throughput -- 10000 50000
+	cargo run --release --locked -p signer_e2e --example queue_throughput -- 100000 1000
 	cargo run --release --locked -p signer_e2e --example sign_collection -- 1000 10000
 	cargo run --release --locked -p signer_e2e --example scale_out -- 200

@@ -1,7 +1,7 @@
 //! The job store contract, written once against the `JobStore` trait: every store implementation runs these
 //! same checks, so implementations cannot drift.
 
-use signer_worker::job::{JobKind, JobState, NewJob, Progress, Trigger};
+use signer_worker::job::{JobKind, JobState, Lease, NewJob, Progress, Trigger};
 use signer_worker::store::{JobFilter, JobStore, RetryOutcome};
 use std::time::Duration;
 
@@ -304,6 +304,72 @@ pub async fn concurrent_claims_never_hand_out_a_job_twice<S: JobStore>(store: &S
         .collect();
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!((all.len(), unique.len()), (200, 200));
+}
+
+pub async fn batched_claims_keep_one_writer_per_destination_and_concurrent_finishes_keep_their_guard<
+    S: JobStore,
+>(
+    store: &S,
+) {
+    // Two jobs share a destination; the rest have their own.
+    store.enqueue(new_job("a", "shared", 5)).await.unwrap();
+    store.enqueue(new_job("b", "shared", 5)).await.unwrap();
+    for i in 0..30 {
+        store
+            .enqueue(new_job(&format!("r{i}"), &format!("d{i}"), 0))
+            .await
+            .unwrap();
+    }
+    let first = store.claim_many("w1", LONG, 10).await.unwrap();
+    assert_eq!(first.len(), 10, "a batch takes as many as asked");
+    assert_eq!(first[0].priority, 5, "in claim order");
+    let shared = |jobs: &[signer_worker::job::Job]| {
+        jobs.iter()
+            .filter(|j| j.destination.ends_with("/shared"))
+            .count()
+    };
+    assert_eq!(
+        shared(&first),
+        1,
+        "one writer per destination inside a batch"
+    );
+    let rest = store.claim_many("w2", LONG, 100).await.unwrap();
+    assert_eq!(rest.len(), 31 - 10, "everything else but the second writer");
+    assert_eq!(shared(&rest), 0);
+    assert!(store.claim_many("w3", LONG, 5).await.unwrap().is_empty());
+
+    // Finished together (one group commit for Postgres); a stale lease among them is still refused.
+    let mut leases: Vec<Lease> = first
+        .iter()
+        .chain(&rest)
+        .map(|j| j.lease().unwrap())
+        .collect();
+    let mut stale = leases[0].clone();
+    stale.worker_id = "someone-else".into();
+    leases.push(stale);
+    let finished = futures::future::join_all(
+        leases
+            .iter()
+            .map(|lease| store.succeed(lease, serde_json::json!({"ok": true}))),
+    )
+    .await;
+    let accepted: Vec<bool> = finished.into_iter().map(Result::unwrap).collect();
+    assert_eq!(accepted.iter().filter(|ok| **ok).count(), 31);
+    assert_eq!(
+        accepted.last(),
+        Some(&false),
+        "the stale lease wrote nothing"
+    );
+    let done = store.get(first[1].id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(serde_json::json!({"ok": true})));
+    assert_eq!(
+        events(store, done.id).await,
+        ["queued", "running", "succeeded"]
+    );
+    // The destination is free again: its second job can run now.
+    let second = store.claim("w4", LONG).await.unwrap().unwrap();
+    assert!(second.destination.ends_with("/shared"));
 }
 
 /// Test shorthand: enqueue and claim in one go.

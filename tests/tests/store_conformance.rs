@@ -44,6 +44,7 @@ conformance!(
     a_lease_expiring_on_the_last_attempt_fails_the_job,
     pruning_removes_only_old_finished_jobs,
     concurrent_claims_never_hand_out_a_job_twice,
+    batched_claims_keep_one_writer_per_destination_and_concurrent_finishes_keep_their_guard,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -160,30 +160,39 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
                     }
                 }
             };
-            match claim(self.store.as_ref(), &settings, wake).await {
-                Ok(Some(job)) => {
-                    let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
-                    let work = execute(
-                        self.store.clone(),
-                        self.runner.clone(),
-                        settings.clone(),
-                        job,
-                        hard_stop.clone(),
-                    );
-                    running.spawn(
-                        async move {
-                            work.await;
-                            drop(slot);
-                        }
-                        .instrument(span),
-                    );
-                    if waker.claims_greedily() {
+            // A sweep fills every free slot with one claim; a doorbell names one job.
+            let mut slots_held = vec![slot];
+            if matches!(wake, Wake::Sweep) {
+                while let Ok(more) = slots.clone().try_acquire_owned() {
+                    slots_held.push(more);
+                }
+            }
+            match claim(self.store.as_ref(), &settings, wake, slots_held.len()).await {
+                Ok(jobs) => {
+                    let claimed_any = !jobs.is_empty();
+                    for (job, slot) in jobs.into_iter().zip(slots_held.drain(..)) {
+                        let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
+                        let work = execute(
+                            self.store.clone(),
+                            self.runner.clone(),
+                            settings.clone(),
+                            job,
+                            hard_stop.clone(),
+                        );
+                        running.spawn(
+                            async move {
+                                work.await;
+                                drop(slot);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    if claimed_any && waker.claims_greedily() {
                         next = Some(Wake::Sweep);
                     }
                 }
-                Ok(None) => drop(slot),
                 Err(e) => {
-                    drop(slot);
+                    drop(slots_held);
                     tracing::error!(error = %e, "claim failed");
                     tokio::select! {
                         () = tokio::time::sleep(settings.backoff_min) => {}
@@ -212,15 +221,19 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
     }
 }
 
-/// Claims what `wake` names; a doorbell is acked once its claim committed (whether it found the job or not: a
-/// duplicate is dropped) and requeued when the store could not answer.
+/// Claims what `wake` names: up to `slots` runnable jobs for a sweep, the named one for a doorbell. A doorbell
+/// is acked once its claim committed (whether it found the job or not: a duplicate is dropped) and requeued when
+/// the store could not answer.
 async fn claim<S: JobStore>(
     store: &S,
     settings: &PoolSettings,
     wake: Wake,
-) -> Result<Option<Job>, StoreError> {
+    slots: usize,
+) -> Result<Vec<Job>, StoreError> {
     let Wake::Bell(bell) = wake else {
-        return store.claim(&settings.worker_id, settings.lease).await;
+        return store
+            .claim_many(&settings.worker_id, settings.lease, slots)
+            .await;
     };
     let claimed = store
         .claim_job(&settings.worker_id, settings.lease, bell.job_id)
@@ -238,7 +251,7 @@ async fn claim<S: JobStore>(
         Ok(_) => bell.ack().await,
         Err(_) => bell.requeue().await,
     }
-    claimed
+    claimed.map(|job| job.into_iter().collect())
 }
 
 /// Until the earliest scheduled retry, but never longer than the poll interval (doorbells ring for retries

@@ -39,6 +39,11 @@ pub enum StoreError {
     Corrupt { id: Uuid, reason: String },
     #[error("could not enqueue for {0}: the queued job kept changing under us")]
     Contended(String),
+    /// The completions this attempt was recorded with failed together (the cause is the database's).
+    #[error("recording finished jobs: {0}")]
+    Flush(String),
+    #[error("the job store is shutting down")]
+    Closed,
 }
 
 /// What `enqueue` did.
@@ -232,6 +237,7 @@ delegate_to_backend! {
     fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, StoreError>;
     fn history(&self, id: Uuid) -> Result<Vec<JobEvent>, StoreError>;
     fn claim_one(&self, worker_id: &str, lease: Duration, id: Option<Uuid>) -> Result<Option<Job>, StoreError>;
+    fn claim_many(&self, worker_id: &str, lease: Duration, limit: usize) -> Result<Vec<Job>, StoreError>;
     fn heartbeat(&self, lease: &Lease, duration: Duration, progress: Option<&Progress>) -> Result<bool, StoreError>;
     fn finish(&self, lease: &Lease, state: JobState, result: Option<serde_json::Value>, error: Option<&str>) -> Result<bool, StoreError>;
     fn requeue(&self, lease: &Lease, why: Requeue<'_>) -> Result<RetryOutcome, StoreError>;
@@ -266,6 +272,25 @@ pub trait JobStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send {
         self.claim_one(worker_id, lease, None)
+    }
+    /// Takes up to `limit` runnable jobs at once (at most one per destination), in claim order: a pool with
+    /// several free slots pays one round trip and one commit for all of them.
+    fn claim_many(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Job>, StoreError>> + Send {
+        async move {
+            let mut jobs = Vec::new();
+            while jobs.len() < limit {
+                match self.claim(worker_id, lease).await? {
+                    Some(job) => jobs.push(job),
+                    None => break,
+                }
+            }
+            Ok(jobs)
+        }
     }
     /// Takes the job a doorbell named; `None` when it is not runnable (a duplicate or late message).
     fn claim_job(

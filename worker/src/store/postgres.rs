@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
 use std::str::FromStr as _;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// The channel workers `LISTEN` on; the payload is the job id.
@@ -23,7 +24,22 @@ pub struct PgStore {
     url: String,
     /// RabbitMQ dispatch: every transition that makes a job runnable also writes its doorbell to `job_outbox`.
     outbox: bool,
+    /// Finished attempts waiting for the next group commit.
+    completions: mpsc::UnboundedSender<Completion>,
 }
+
+/// One `finish`, queued for the flusher, and where its answer goes.
+struct Completion {
+    lease: Lease,
+    state: JobState,
+    result: Option<serde_json::Value>,
+    error: Option<String>,
+    outbox: bool,
+    answer: oneshot::Sender<Result<bool, StoreError>>,
+}
+
+/// The most completions one statement records.
+const COMPLETIONS_PER_FLUSH: usize = 500;
 
 impl PgStore {
     /// Connects (failing fast with an actionable message) and applies pending migrations.
@@ -46,10 +62,13 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
+        let (completions, queued) = mpsc::unbounded_channel();
+        tokio::spawn(flush_completions(pool.clone(), queued));
         let store = Self {
             pool,
             url: url.to_owned(),
             outbox: false,
+            completions,
         };
         store.migrate().await?;
         Ok(store)
@@ -127,6 +146,9 @@ impl JobStore for PgStore {
         Ok(decision.outcome)
     }
 
+    /// Group commit: every attempt finishing while a flush is under way is recorded by the next one, in one
+    /// statement (a lone finish goes out at once). Many workers finishing short jobs then cost one commit, not
+    /// one each.
     async fn finish(
         &self,
         lease: &Lease,
@@ -134,27 +156,19 @@ impl JobStore for PgStore {
         result: Option<serde_json::Value>,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let done = guarded(
-            "WITH done AS (
-                UPDATE jobs SET state = $4, result = $5, last_error = $6, finished_at = now(), lease_expires_at = NULL
-                WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3
-                RETURNING id, attempt, worker_id)
-             INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
-             SELECT id, $4, attempt, worker_id, $6 FROM done",
-            lease,
-        )
-        .bind(state.as_str())
-        .bind(result)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 1 {
-            self.ring_next_for_destination(&mut tx, lease.job_id)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        let (answer, answered) = oneshot::channel();
+        let completion = Completion {
+            lease: lease.clone(),
+            state,
+            result,
+            error: error.map(str::to_owned),
+            outbox: self.outbox,
+            answer,
+        };
+        self.completions
+            .send(completion)
+            .map_err(|_| StoreError::Closed)?;
+        answered.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
@@ -320,6 +334,51 @@ impl JobStore for PgStore {
             // Two workers claimed jobs of different resources writing the same destination at the same instant:
             // the index kept one; the other simply finds nothing this round.
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn claim_many(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Candidates in claim order (twice as many, for destinations met twice), then one per destination (the
+        // one-writer index would refuse a second), then the batch.
+        let claimed = sqlx::query(
+            "WITH candidates AS (
+                SELECT id, destination, priority, run_at, created_at FROM jobs j
+                WHERE state = 'queued' AND run_at <= now()
+                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
+                ORDER BY priority DESC, run_at, created_at
+                LIMIT $3 * 2
+                FOR UPDATE SKIP LOCKED),
+             next AS (
+                SELECT id FROM (
+                    SELECT DISTINCT ON (destination) id, priority, run_at, created_at FROM candidates
+                    ORDER BY destination, priority DESC, run_at, created_at) one_per_destination
+                ORDER BY priority DESC, run_at, created_at
+                LIMIT $3),
+             claimed AS (
+                UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
+                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
+                FROM next WHERE jobs.id = next.id
+                RETURNING jobs.*),
+             event AS (
+                INSERT INTO job_events (job_id, event, attempt, worker_id)
+                SELECT id, 'running', attempt, worker_id FROM claimed)
+             SELECT * FROM claimed ORDER BY priority DESC, run_at, created_at",
+        )
+        .bind(worker_id)
+        .bind(lease.as_secs_f64())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await;
+        match claimed {
+            Ok(rows) => rows.iter().map(job_from_row).collect(),
+            // As for one claim: a concurrent claim took a job of the same destination; none this round.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
     }
@@ -662,4 +721,76 @@ fn guarded<'q>(
         .bind(lease.job_id)
         .bind(lease.attempt)
         .bind(&lease.worker_id)
+}
+
+/// Records queued completions, as many per statement as are waiting, until every store handle is gone.
+async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Completion>) {
+    while let Some(first) = queued.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < COMPLETIONS_PER_FLUSH {
+            match queued.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        match record_completions(&pool, &batch).await {
+            Ok(recorded) => {
+                for completion in batch {
+                    let ours = recorded.contains(&completion.lease.job_id);
+                    let _ = completion.answer.send(Ok(ours));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for completion in batch {
+                    let _ = completion
+                        .answer
+                        .send(Err(StoreError::Flush(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// One statement: the guarded transitions (still running, same attempt, same worker), their history, and with
+/// RabbitMQ the doorbells of jobs that were waiting for the destinations just freed. Returns the job ids whose
+/// lease still held.
+async fn record_completions(pool: &PgPool, batch: &[Completion]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|c| c.lease.job_id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|c| c.lease.attempt).collect();
+    let workers: Vec<&str> = batch.iter().map(|c| c.lease.worker_id.as_str()).collect();
+    let states: Vec<&str> = batch.iter().map(|c| c.state.as_str()).collect();
+    let results: Vec<Option<serde_json::Value>> = batch.iter().map(|c| c.result.clone()).collect();
+    let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
+    let outbox = batch.iter().any(|c| c.outbox);
+    let rows = sqlx::query(
+        "WITH finished AS (
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
+                AS f(id, attempt, worker_id, state, result, error)),
+         done AS (
+            UPDATE jobs SET state = f.state, result = f.result, last_error = f.error, finished_at = now(),
+                   lease_expires_at = NULL
+            FROM finished f
+            WHERE jobs.id = f.id AND jobs.state = 'running' AND jobs.attempt = f.attempt AND jobs.worker_id = f.worker_id
+            RETURNING jobs.id, jobs.attempt, jobs.worker_id, jobs.state, jobs.last_error, jobs.destination),
+         events AS (
+            INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+            SELECT id, state, attempt, worker_id, last_error FROM done),
+         doorbells AS (
+            INSERT INTO job_outbox (job_id, publish_after)
+            SELECT q.id, q.run_at FROM jobs q JOIN done ON q.destination = done.destination
+            WHERE $7 AND q.state = 'queued'
+            ON CONFLICT (job_id) DO NOTHING)
+         SELECT id FROM done",
+    )
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(&workers)
+    .bind(&states)
+    .bind(&results)
+    .bind(&errors)
+    .bind(outbox)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.iter().map(|r| r.get("id")).collect())
 }
