@@ -172,41 +172,16 @@ impl JobStore for PgStore {
     }
 
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
-        // The insert can race with a claim of the queued job it conflicts with: then try again.
+        let detail = format!("{} by {}", new.trigger, new.requested_by);
+        // Insert, or join the queued job; that job may be claimed between the two: then insert again.
         for _ in 0..5 {
-            let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
-                                   requested_by, source_timestamp, previous_status)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
-                 RETURNING *",
-            )
-            .bind(Uuid::new_v4())
-            .bind(&new.resource)
-            .bind(&new.destination)
-            .bind(&new.preview)
-            .bind(new.kind.as_str())
-            .bind(new.priority)
-            .bind(new.max_attempts)
-            .bind(new.trigger.as_str())
-            .bind(&new.requested_by)
-            .bind(new.source_timestamp)
-            .bind(&new.previous_status)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let detail = format!("{} by {}", new.trigger, new.requested_by);
-            if let Some(row) = inserted {
-                let job = job_from_row(&row)?;
-                insert_event(&mut tx, job.id, "queued", 0, None, Some(&detail)).await?;
-                notify(&mut tx, job.id).await?;
-                self.ring(&mut tx, job.id, Duration::ZERO).await?;
-                tx.commit().await?;
+            if let Some(job) = self.insert_queued(&new, &detail).await? {
                 return Ok(Enqueued {
                     job,
                     coalesced: false,
                 });
             }
+            let mut tx = self.pool.begin().await?;
             let existing = sqlx::query(
                 "SELECT * FROM jobs WHERE resource = $1 AND state = 'queued' FOR UPDATE",
             )
@@ -539,6 +514,46 @@ impl JobStore for PgStore {
 
 impl PgStore {
     /// Writes job `id`'s doorbell, due after `delay`, in the caller's transaction (RabbitMQ dispatch only).
+    /// A new queued job, its first history row, its wake-up (`NOTIFY`, and the doorbell with RabbitMQ), in one
+    /// statement: one round trip and one commit. `None` when the resource already has a queued job.
+    async fn insert_queued(&self, new: &NewJob, detail: &str) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(
+            "WITH inserted AS (
+                INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
+                                  requested_by, source_timestamp, previous_status)
+                VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
+                ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
+                RETURNING *),
+             event AS (
+                INSERT INTO job_events (job_id, event, attempt, detail)
+                SELECT id, 'queued', 0, $12 FROM inserted),
+             doorbell AS (
+                INSERT INTO job_outbox (job_id, publish_after)
+                SELECT id, now() FROM inserted WHERE $13
+                ON CONFLICT (job_id) DO UPDATE SET publish_after = EXCLUDED.publish_after, relay_until = NULL),
+             wake AS (
+                SELECT pg_notify($14, id::text) FROM inserted)
+             SELECT inserted.*, (SELECT count(*) FROM wake) AS woken FROM inserted",
+        )
+        .bind(Uuid::new_v4())
+        .bind(&new.resource)
+        .bind(&new.destination)
+        .bind(&new.preview)
+        .bind(new.kind.as_str())
+        .bind(new.priority)
+        .bind(new.max_attempts)
+        .bind(new.trigger.as_str())
+        .bind(&new.requested_by)
+        .bind(new.source_timestamp)
+        .bind(&new.previous_status)
+        .bind(detail)
+        .bind(self.outbox)
+        .bind(NOTIFY_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
     async fn ring(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -736,7 +751,8 @@ async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Com
         match record_completions(&pool, &batch).await {
             Ok(recorded) => {
                 for completion in batch {
-                    let ours = recorded.contains(&completion.lease.job_id);
+                    // The whole lease: a stale attempt of a job finished in the same batch wrote nothing.
+                    let ours = recorded.contains(&completion.lease);
                     let _ = completion.answer.send(Ok(ours));
                 }
             }
@@ -753,9 +769,12 @@ async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Com
 }
 
 /// One statement: the guarded transitions (still running, same attempt, same worker), their history, and with
-/// RabbitMQ the doorbells of jobs that were waiting for the destinations just freed. Returns the job ids whose
-/// lease still held.
-async fn record_completions(pool: &PgPool, batch: &[Completion]) -> Result<Vec<Uuid>, sqlx::Error> {
+/// RabbitMQ the doorbells of jobs that were waiting for the destinations just freed. Returns the leases that
+/// still held.
+async fn record_completions(
+    pool: &PgPool,
+    batch: &[Completion],
+) -> Result<Vec<Lease>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|c| c.lease.job_id).collect();
     let attempts: Vec<i32> = batch.iter().map(|c| c.lease.attempt).collect();
     let workers: Vec<&str> = batch.iter().map(|c| c.lease.worker_id.as_str()).collect();
@@ -781,7 +800,7 @@ async fn record_completions(pool: &PgPool, batch: &[Completion]) -> Result<Vec<U
             SELECT q.id, q.run_at FROM jobs q JOIN done ON q.destination = done.destination
             WHERE $7 AND q.state = 'queued'
             ON CONFLICT (job_id) DO NOTHING)
-         SELECT id FROM done",
+         SELECT id, attempt, worker_id FROM done",
     )
     .bind(&ids)
     .bind(&attempts)
@@ -792,5 +811,12 @@ async fn record_completions(pool: &PgPool, batch: &[Completion]) -> Result<Vec<U
     .bind(outbox)
     .fetch_all(pool)
     .await?;
-    Ok(rows.iter().map(|r| r.get("id")).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Lease {
+            job_id: r.get("id"),
+            attempt: r.get("attempt"),
+            worker_id: r.get("worker_id"),
+        })
+        .collect())
 }
