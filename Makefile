@@ -71,14 +71,22 @@ clean:
 	cargo clean
 	rm -rf $(VENV) .venv-reference var
 
-# The references `make bench` compares against: Graphile Worker from npm (pinned by its package-lock.json).
+# What `make bench` measures with and against: Graphile Worker from npm (pinned by its package-lock.json), and
+# wrk (Debian's package) for the API under load.
 bench-tools:
 	cd tests/bench/graphile && npm ci --no-audit --no-fund --loglevel=error
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk (Debian package wrk)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null; }; \
+	}
 
 # Not part of `make test`: prints the tables of BENCHMARKS.md, each side by side with its reference.
 bench: venv reference-venv bench-tools
 	cargo build --workspace --release --locked $(FEATURES)
 	cargo run --release --locked -p signer_e2e --example canonical_throughput -- 10000 50000
 	cargo run --release --locked -p signer_e2e --example queue_throughput -- 100000 1000
+	cargo run --release --locked -p signer_e2e --example api_load -- 10
 	cargo run --release --locked -p signer_e2e --example sign_collection -- 1000 10000
 	cargo run --release --locked -p signer_e2e --example scale_out -- 200
