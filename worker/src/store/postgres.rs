@@ -41,6 +41,17 @@ struct Completion {
 /// The most completions one statement records.
 const COMPLETIONS_PER_FLUSH: usize = 500;
 
+/// The jobs of a `next` CTE become running under a fresh lease (`$1` worker, `$2` seconds) with their history row
+/// (`$4` its detail): the tail of every claim statement.
+const CLAIM_NEXT: &str = "claimed AS (
+                UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
+                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
+                FROM next WHERE jobs.id = next.id
+                RETURNING jobs.*),
+             event AS (
+                INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
+                SELECT id, 'running', attempt, worker_id, $4::text FROM claimed)";
+
 impl PgStore {
     /// Connects (failing fast with an actionable message) and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -287,21 +298,14 @@ impl JobStore for PgStore {
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT 1
                 {lock}),
-             claimed AS (
-                UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
-                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
-                FROM next WHERE jobs.id = next.id
-                RETURNING jobs.*),
-             event AS (
-                INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
-                SELECT id, 'running', attempt, worker_id, CASE WHEN $3::uuid IS NOT NULL THEN 'doorbell' END
-                FROM claimed)
+             {CLAIM_NEXT}
              SELECT * FROM claimed"
         );
         let claimed = sqlx::query(&sql)
             .bind(worker_id)
             .bind(lease.as_secs_f64())
             .bind(id)
+            .bind(id.map(|_| "doorbell"))
             .fetch_optional(&self.pool)
             .await;
         match claimed {
@@ -321,7 +325,7 @@ impl JobStore for PgStore {
     ) -> Result<Vec<Job>, StoreError> {
         // Candidates in claim order (twice as many, for destinations met twice), then one per destination (the
         // one-writer index would refuse a second), then the batch.
-        let claimed = sqlx::query(
+        let sql = format!(
             "WITH candidates AS (
                 SELECT id, destination, priority, run_at, created_at FROM jobs j
                 WHERE state = 'queued' AND run_at <= now()
@@ -335,21 +339,16 @@ impl JobStore for PgStore {
                     ORDER BY destination, priority DESC, run_at, created_at) one_per_destination
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT $3),
-             claimed AS (
-                UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
-                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
-                FROM next WHERE jobs.id = next.id
-                RETURNING jobs.*),
-             event AS (
-                INSERT INTO job_events (job_id, event, attempt, worker_id)
-                SELECT id, 'running', attempt, worker_id FROM claimed)
-             SELECT * FROM claimed ORDER BY priority DESC, run_at, created_at",
-        )
-        .bind(worker_id)
-        .bind(lease.as_secs_f64())
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await;
+             {CLAIM_NEXT}
+             SELECT * FROM claimed ORDER BY priority DESC, run_at, created_at"
+        );
+        let claimed = sqlx::query(&sql)
+            .bind(worker_id)
+            .bind(lease.as_secs_f64())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(None::<&str>)
+            .fetch_all(&self.pool)
+            .await;
         match claimed {
             Ok(rows) => rows.iter().map(job_from_row).collect(),
             // As for one claim: a concurrent claim took a job of the same destination; none this round.
