@@ -310,3 +310,83 @@ async fn a_batched_webhook_event_enqueues_each_collection_that_asked() {
     assert_eq!(body["ignored"][0]["uri"], "/buckets/ws/collections/c");
     assert_eq!(body["jobs"][0]["data"]["requested_by"], "account:alice");
 }
+
+/// A worker keeps the listings it signed, and its next job of the collection fetches only what changed since
+/// (`_since`, here with no overlap): edits, deletions and creations arrive; a record removed from the
+/// destination behind the service's back is put back; a source deleted and recreated (its records gone without
+/// tombstones) is caught by the record count and listed in full.
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_listings_follow_every_change_and_a_recreated_source_is_listed_in_full() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let editor = kinto.editor();
+    let records = sample_records(120, 3);
+    editor.create_source("ws", "c", json!({}), &records).await;
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        "/buckets/ws/collections/c -> /buckets/prod/collections/c",
+        FAST_QUEUE,
+    );
+    let api = Api::start_env(
+        &setup,
+        1,
+        signer_e2e::free_port(),
+        &[("SIGNER_KINTO__SOURCE__SINCE_OVERLAP_SECONDS", "0")],
+    )
+    .await;
+    let sign = || async {
+        let job = api.wait_final(&api.sign("ws/c").await, 60).await;
+        assert_eq!(job["data"]["state"], "succeeded", "{job}");
+        let d = &job["data"]["result"]["destination"];
+        (
+            d["created"].clone(),
+            d["updated"].clone(),
+            d["deleted"].clone(),
+        )
+    };
+    assert_eq!(sign().await, (json!(120), json!(0), json!(0)));
+
+    let mut changed: Vec<Value> = records[..5].to_vec();
+    for r in &mut changed {
+        r["title"] = json!("changed since the last signature");
+    }
+    changed.extend(sample_records(122, 4).into_iter().skip(120));
+    editor.put_records("ws", "c", &changed).await;
+    for r in &records[100..103] {
+        editor
+            .delete_record("ws", "c", r["id"].as_str().unwrap())
+            .await;
+    }
+    assert_eq!(sign().await, (json!(2), json!(5), json!(3)));
+    assert_destination_mirrors_source(&kinto, ("ws", "c"), ("prod", "c")).await;
+    setup.assert_verifies(&kinto.url, "prod", "c", 119);
+
+    let (user, password) = signer_e2e::kinto::SIGNER;
+    editor
+        .as_user(user, password)
+        .delete_record("prod", "c", "rec-00007")
+        .await;
+    assert_eq!(sign().await, (json!(1), json!(0), json!(0)));
+    assert_destination_mirrors_source(&kinto, ("ws", "c"), ("prod", "c")).await;
+    setup.assert_verifies(&kinto.url, "prod", "c", 119);
+
+    editor
+        .ok(reqwest::Method::DELETE, "/buckets/ws/collections/c", None)
+        .await;
+    let fresh: Vec<Value> = sample_records(10, 5)
+        .into_iter()
+        .map(|mut r| {
+            r["id"] = json!(format!("new-{}", r["id"].as_str().unwrap()));
+            r
+        })
+        .collect();
+    editor.create_source("ws", "c", json!({}), &fresh).await;
+    assert_eq!(sign().await, (json!(10), json!(0), json!(119)));
+    assert_destination_mirrors_source(&kinto, ("ws", "c"), ("prod", "c")).await;
+    setup.assert_verifies(&kinto.url, "prod", "c", 10);
+    assert!(
+        api.process.log_text().contains("changes did not add up"),
+        "the recreated source was listed in full"
+    );
+}

@@ -159,6 +159,10 @@ pub struct KintoSettings {
     pub source: ServerSettings,
     /// Where destinations are published ("origin"); the source server when absent.
     pub destination: Option<ServerSettings>,
+    /// Records a worker keeps in memory between jobs (the listings it last signed), so that the next job
+    /// fetches only what changed since (`_since`); 0 lists every collection in full every time.
+    #[serde(default = "default_cached_records")]
+    pub cached_records: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -177,6 +181,13 @@ pub struct ServerSettings {
     /// Records per page when listing (capped by the server's `storage_max_fetch_size`).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
+    /// `/v1/batch` calls in flight at once while pushing records (each of `batch_max_requests` writes).
+    #[serde(default = "default_parallel_batches")]
+    pub parallel_batches: usize,
+    /// How far before a cached listing's timestamp its refresh re-reads: longer than any write transaction on
+    /// the server lasts (PostgreSQL makes a write visible at commit, with the timestamp of its statement).
+    #[serde(default = "default_since_overlap_seconds")]
+    pub since_overlap_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +270,15 @@ fn default_timeout_seconds() -> u64 {
 fn default_page_size() -> u32 {
     10_000
 }
+fn default_parallel_batches() -> usize {
+    1
+}
+fn default_since_overlap_seconds() -> u64 {
+    60
+}
+fn default_cached_records() -> usize {
+    200_000
+}
 fn default_key_ids() -> Vec<String> {
     vec!["remote-settings".into()]
 }
@@ -334,8 +354,11 @@ impl Default for Settings {
                     token_type: default_token_type(),
                     timeout_seconds: default_timeout_seconds(),
                     page_size: default_page_size(),
+                    parallel_batches: default_parallel_batches(),
+                    since_overlap_seconds: default_since_overlap_seconds(),
                 },
                 destination: None,
+                cached_records: default_cached_records(),
             },
             queue: QueueSettings {
                 max_attempts: 10,

@@ -3,6 +3,7 @@
 //! (`Backoff`, `Retry-After`).
 
 mod error;
+mod listing;
 
 pub use error::KintoError;
 
@@ -37,6 +38,12 @@ pub enum Write<'a> {
 pub struct Listing {
     pub records: Vec<Value>,
     pub timestamp: i64,
+    /// Every write with a timestamp up to this one is in `records`: the records timestamp, or earlier when the
+    /// listing was read so soon after a write that another one could still have been in flight (on Kinto's
+    /// PostgreSQL backend a write takes its timestamp when its statement runs and becomes visible when its
+    /// transaction commits, so it can appear after a listing with an older timestamp). A refresh reads what
+    /// changed after it.
+    pub settled: i64,
 }
 
 /// A collection object with its own timestamp (for `If-Match`).
@@ -66,6 +73,8 @@ pub struct KintoClient {
     base: String,
     auth: Option<HeaderValue>,
     page_size: u32,
+    parallel_batches: usize,
+    since_overlap_ms: i64,
     batch_max: OnceCell<usize>,
     /// Set when the server sent `Backoff`: no request leaves before this instant.
     backoff_until: Mutex<Option<Instant>>,
@@ -112,6 +121,9 @@ impl KintoClient {
             base: settings.url.trim_end_matches('/').to_owned(),
             auth,
             page_size: settings.page_size.max(1),
+            parallel_batches: settings.parallel_batches.max(1),
+            since_overlap_ms: i64::try_from(settings.since_overlap_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             batch_max: OnceCell::new(),
             backoff_until: Mutex::new(None),
             retry: ExponentialBuilder::default()
@@ -275,22 +287,57 @@ impl KintoClient {
     pub async fn list_records(
         &self,
         c: &CollectionRef,
+        on_page: impl FnMut(usize),
+    ) -> Result<Listing, KintoError> {
+        self.list(c, "_sort=id", on_page).await
+    }
+
+    /// What changed after `since` (Kinto's sync protocol): records modified since, tombstones included, with
+    /// the records timestamp now.
+    pub async fn list_changes(&self, c: &CollectionRef, since: i64) -> Result<Listing, KintoError> {
+        self.list(c, &format!("_since={since}"), |_| {}).await
+    }
+
+    /// `base` (a listing of `c`) brought up to date with what changed after it settled. The result is checked
+    /// against the server's record count (tombstones purged or a collection recreated would break the sync);
+    /// when it disagrees, or the collection moved meanwhile, the collection is listed in full instead.
+    pub async fn refresh(&self, c: &CollectionRef, base: Listing) -> Result<Listing, KintoError> {
+        let changes = self.list_changes(c, base.settled).await?;
+        let merged = listing::merge_changes(base, changes);
+        let (timestamp, count) = self.records_count(c).await?;
+        if timestamp == merged.timestamp && count == merged.records.len() {
+            return Ok(merged);
+        }
+        tracing::info!(collection = %c, cached = merged.records.len(), count, "changes did not add up, listing in full");
+        drop(merged);
+        self.list_records(c, |_| {}).await
+    }
+
+    /// Paged listing with `query`, as `list_records` describes.
+    async fn list(
+        &self,
+        c: &CollectionRef,
+        query: &str,
         mut on_page: impl FnMut(usize),
     ) -> Result<Listing, KintoError> {
         let mut url = format!(
-            "{}?_limit={}&_sort=id",
+            "{}?_limit={}&{query}",
             self.url(&format!("{}/records", c.uri())),
             self.page_size
         );
         let mut records = Vec::new();
         let mut first_ts = None;
+        let mut settled = 0;
         loop {
             let (headers, mut body) = self
                 .send(Method::GET, url.clone(), None, HeaderMap::new())
                 .await?;
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
-            let first = *first_ts.get_or_insert(ts);
+            let first = *first_ts.get_or_insert_with(|| {
+                settled = self.settled(ts, &headers);
+                ts
+            });
             match body.get_mut("data") {
                 Some(Value::Array(page)) => records.append(page),
                 _ => return Err(invalid("GET", &url, "body has no `data` array")),
@@ -309,19 +356,43 @@ impl KintoClient {
                     return Ok(Listing {
                         records,
                         timestamp: first,
+                        settled,
                     })
                 }
             }
         }
     }
 
+    /// Up to when a listing with records timestamp `ts` answered with `headers` is complete: writes still in
+    /// flight when it was read took their timestamps within `since_overlap_seconds` before the server's `Date`
+    /// (whole seconds, rounded down: earlier is safe); when the collection was quiet longer than that, `ts`.
+    fn settled(&self, ts: i64, headers: &HeaderMap) -> i64 {
+        let read_at = headers
+            .get(reqwest::header::DATE)
+            // An HTTP date (`Tue, 01 Dec 2026 12:00:00 GMT`) is an RFC 2822 date.
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v.to_str().ok()?).ok())
+            .map_or(ts, |t| t.timestamp_millis());
+        ts.min(read_at.saturating_sub(self.since_overlap_ms)).max(0)
+    }
+
     /// The records timestamp alone (cheap: one record, read from the `ETag`).
     pub async fn records_timestamp(&self, c: &CollectionRef) -> Result<i64, KintoError> {
-        let url = format!("{}?_limit=1", self.url(&format!("{}/records", c.uri())));
+        Ok(self.records_count(c).await?.0)
+    }
+
+    /// The records timestamp and how many live records there are (`HEAD`: `ETag`, `Total-Objects`).
+    async fn records_count(&self, c: &CollectionRef) -> Result<(i64, usize), KintoError> {
+        let url = self.url(&format!("{}/records", c.uri()));
         let (headers, _) = self
-            .send(Method::GET, url.clone(), None, HeaderMap::new())
+            .send(Method::HEAD, url.clone(), None, HeaderMap::new())
             .await?;
-        etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))
+        let timestamp =
+            etag(&headers).ok_or_else(|| invalid("HEAD", &url, "no ETag on a records list"))?;
+        let count = headers
+            .get("total-objects")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| invalid("HEAD", &url, "no Total-Objects on a records list"))?;
+        Ok((timestamp, count))
     }
 
     /// Creates the bucket if missing (an existing one is left as it is).
@@ -350,73 +421,119 @@ impl KintoClient {
         }
     }
 
-    /// Applies writes through `/v1/batch`, in chunks of the server's `batch_max_requests`. Every sub-response
-    /// must succeed (a missing record on delete counts as done). `on_chunk` hears how many writes are done.
+    /// Applies writes through `/v1/batch`, in chunks of the server's `batch_max_requests`, up to
+    /// `parallel_batches` chunks in flight (Kinto serves a batch in one transaction of one of its threads, so
+    /// sequential chunks leave the server waiting on the network and the database in turn). Writes to distinct
+    /// records commute, so the order chunks land in does not matter to the result; but on Kinto's PostgreSQL
+    /// backend concurrent transactions on one collection conflict on their timestamps (409, retried here) and
+    /// can become visible out of timestamp order to other readers' `_since`, hence the default of 1. The
+    /// first chunk goes alone, as concurrent first writes of a collection always conflict.
+    /// Every sub-response must succeed (a missing record on delete counts as done). `on_chunk` hears how many
+    /// writes are done, in order.
     pub async fn apply(
         &self,
         c: &CollectionRef,
         writes: &[Write<'_>],
         mut on_chunk: impl FnMut(usize),
     ) -> Result<(), KintoError> {
+        use futures_util::StreamExt as _;
         let chunk = self.batch_max_requests().await?;
         let prefix = self.path_prefix();
-        for (index, part) in writes.chunks(chunk).enumerate() {
-            let requests: Vec<Value> = part
-                .iter()
-                .map(|w| match w {
-                    Write::Put { id, data } => {
-                        let data: Map<String, Value> = data
-                            .iter()
-                            .filter(|(k, _)| *k != "last_modified")
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect();
-                        json!({
-                            "method": "PUT",
-                            "path": format!("{prefix}{}/records/{id}", c.uri()),
-                            "body": {"data": data},
-                        })
-                    }
-                    Write::Delete { id } => json!({
-                        "method": "DELETE",
-                        "path": format!("{prefix}{}/records/{id}", c.uri()),
-                    }),
-                })
-                .collect();
-            let (_, body) = self
-                .send(
-                    Method::POST,
-                    self.url("/batch"),
-                    Some(json!({"requests": requests})),
-                    HeaderMap::new(),
-                )
-                .await?;
-            let responses = body
-                .get("responses")
-                .and_then(Value::as_array)
-                .ok_or_else(|| invalid("POST", &self.url("/batch"), "no `responses` array"))?;
-            for (write, response) in part.iter().zip(responses) {
-                let status = response.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
-                let ok = (200..300).contains(&status)
-                    || (status == 404 && matches!(write, Write::Delete { .. }));
-                if !ok {
-                    return Err(KintoError::BatchItem {
-                        path: response
-                            .get("path")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                        status,
-                        message: response
-                            .pointer("/body/message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("no message")
-                            .to_owned(),
-                    });
-                }
-            }
-            on_chunk((index * chunk + part.len()).min(writes.len()));
+        let (first, rest) = writes.split_at(chunk.min(writes.len()));
+        let mut done = self.apply_chunk(c, &prefix, first).await?;
+        on_chunk(done);
+        // Collected first: a lazy `map` here trips rustc's higher-ranked `Send` inference (rust-lang/rust#64552).
+        let calls: Vec<_> = rest
+            .chunks(chunk)
+            .map(|part| self.apply_chunk(c, &prefix, part))
+            .collect();
+        let mut in_flight = futures_util::stream::iter(calls).buffered(self.parallel_batches);
+        while let Some(written) = in_flight.next().await {
+            done += written?;
+            on_chunk(done);
         }
         Ok(())
+    }
+
+    /// One `/v1/batch` call, repeated while Kinto answers a write with its "please retry" conflict (two
+    /// transactions bumped the collection timestamp at once; puts are idempotent and a repeated delete finds
+    /// nothing, which counts as done). Returns how many writes it made.
+    async fn apply_chunk(
+        &self,
+        c: &CollectionRef,
+        prefix: &str,
+        part: &[Write<'_>],
+    ) -> Result<usize, KintoError> {
+        if part.is_empty() {
+            return Ok(0);
+        }
+        (|| self.apply_chunk_once(c, prefix, part))
+            .retry(self.retry)
+            .when(|e| matches!(e, KintoError::BatchItem { status: 409, .. }))
+            .notify(|e, delay| tracing::warn!(error = %e, ?delay, "batch conflicted, retrying"))
+            .await
+    }
+
+    async fn apply_chunk_once(
+        &self,
+        c: &CollectionRef,
+        prefix: &str,
+        part: &[Write<'_>],
+    ) -> Result<usize, KintoError> {
+        let requests: Vec<Value> = part
+            .iter()
+            .map(|w| match w {
+                Write::Put { id, data } => {
+                    let data: Map<String, Value> = data
+                        .iter()
+                        .filter(|(k, _)| *k != "last_modified")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    json!({
+                        "method": "PUT",
+                        "path": format!("{prefix}{}/records/{id}", c.uri()),
+                        "body": {"data": data},
+                    })
+                }
+                Write::Delete { id } => json!({
+                    "method": "DELETE",
+                    "path": format!("{prefix}{}/records/{id}", c.uri()),
+                }),
+            })
+            .collect();
+        let (_, body) = self
+            .send(
+                Method::POST,
+                self.url("/batch"),
+                Some(json!({"requests": requests})),
+                HeaderMap::new(),
+            )
+            .await?;
+        let responses = body
+            .get("responses")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("POST", &self.url("/batch"), "no `responses` array"))?;
+        for (write, response) in part.iter().zip(responses) {
+            let status = response.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
+            let ok = (200..300).contains(&status)
+                || (status == 404 && matches!(write, Write::Delete { .. }));
+            if !ok {
+                return Err(KintoError::BatchItem {
+                    path: response
+                        .get("path")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    status,
+                    message: response
+                        .pointer("/body/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no message")
+                        .to_owned(),
+                });
+            }
+        }
+        Ok(part.len())
     }
 
     /// Merges `data` into the collection's metadata; with `if_match`, fails with 412 if it changed meanwhile.
@@ -517,6 +634,9 @@ impl KintoClient {
         }
         let bytes = response.bytes().await.map_err(network)?;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() && method == Method::HEAD {
+            return Ok((headers, Value::Null));
+        }
         if status.is_success() {
             let json = json.ok_or_else(|| invalid(method.as_str(), url, "body is not JSON"))?;
             return Ok((headers, json));
@@ -563,6 +683,35 @@ fn header_seconds(headers: &HeaderMap, name: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_read_soon_after_a_write_settles_one_overlap_before_the_read() {
+        let settings = ServerSettings {
+            since_overlap_seconds: 60,
+            ..crate::config::Settings::default().kinto.source
+        };
+        let kinto = KintoClient::new(&settings).expect("a client");
+        let read_at = |date: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::DATE, HeaderValue::from_static(date));
+            h
+        };
+        // 2026-12-01T12:00:00Z = 1796126400000 ms.
+        let date = read_at("Tue, 01 Dec 2026 12:00:00 GMT");
+        let quiet = 1_796_126_400_000 - 61_000;
+        assert_eq!(
+            kinto.settled(quiet, &date),
+            quiet,
+            "quiet for longer than the overlap"
+        );
+        let recent = 1_796_126_400_000 - 1_000;
+        assert_eq!(kinto.settled(recent, &date), 1_796_126_400_000 - 60_000);
+        assert_eq!(
+            kinto.settled(recent, &HeaderMap::new()),
+            recent - 60_000,
+            "no Date: one overlap before the records timestamp"
+        );
+    }
 
     #[test]
     fn etag_and_backoff_headers_parse() {

@@ -4,6 +4,7 @@
 //! the source did not move → write the source's status and tracking fields.
 
 mod diff;
+mod listings;
 pub mod workflow;
 
 pub use diff::{diff_records, Diff};
@@ -15,6 +16,7 @@ use crate::job::{Job, JobKind, Trigger};
 use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
 use crate::report::Report;
 use crate::signing::{AnySigner, SignatureMetadata, Signer, SignerSet, SigningError};
+use listings::Listings;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
@@ -124,6 +126,7 @@ pub struct Pipeline {
     source: Arc<KintoClient>,
     destination: Arc<KintoClient>,
     signers: SignerSet,
+    listings: Listings,
 }
 
 impl Pipeline {
@@ -136,6 +139,7 @@ impl Pipeline {
         Ok(Self {
             resources: settings.parsed_resources()?,
             permissions: Permissions::new(settings.permissions.clone())?,
+            listings: Listings::new(settings.kinto.cached_records),
             settings,
             source,
             destination,
@@ -286,8 +290,10 @@ impl Pipeline {
         let source = &cx.resource.source;
         cx.report.enter("snapshot", source);
         let snapshot = self
-            .source
-            .list_records(source, |n| cx.report.update(|p| p.records_fetched = n))
+            .listings
+            .current(&self.source, source, |n| {
+                cx.report.update(|p| p.records_fetched = n)
+            })
             .await?;
         tracing::info!(
             records = snapshot.records.len(),
@@ -318,7 +324,7 @@ impl Pipeline {
 
         let preview = match (&cx.resource.preview, reviewed_preview) {
             (Some(preview), Some(shown)) => Some(
-                self.sign_target(cx, preview, shown, Counts::default())
+                self.sign_target(cx, preview, &shown, Counts::default())
                     .await?,
             ),
             (Some(preview), None) => Some(self.publish(cx, preview, &snapshot).await?),
@@ -343,9 +349,11 @@ impl Pipeline {
             });
         }
         let written = self.update_source(cx, action).await?;
+        let source_timestamp = snapshot.timestamp;
+        self.listings.keep(&self.source, source, snapshot);
         Ok(Outcome {
             action: Some(action),
-            source_timestamp: Some(snapshot.timestamp),
+            source_timestamp: Some(source_timestamp),
             source_metadata_timestamp: written.last_modified,
             destination,
             preview,
@@ -360,7 +368,7 @@ impl Pipeline {
         for target in cx.resource.preview.iter().chain([&cx.resource.destination]) {
             let listing = self.destination.list_records(target, |_| {}).await?;
             published.push(
-                self.sign_target(cx, target, listing, Counts::default())
+                self.sign_target(cx, target, &listing, Counts::default())
                     .await?,
             );
         }
@@ -458,7 +466,7 @@ impl Pipeline {
         cx.report.enter("push", target);
         kinto.ensure_bucket(&target.bucket).await?;
         kinto.ensure_collection(target).await?;
-        let before = kinto.list_records(target, |_| {}).await?;
+        let before = self.listings.current(kinto, target, |_| {}).await?;
         let diff = diff_records(&wanted.records, &before.records);
         cx.report.update(|p| p.records_to_push = diff.writes.len());
         kinto
@@ -474,21 +482,23 @@ impl Pipeline {
         drop(diff);
         tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, "pushed");
 
-        // Sign what the target holds now, with its own records timestamp: what clients will fetch.
+        // Sign what the target holds now, with its own records timestamp: what clients will fetch. Our writes
+        // are what changed since `before`, so only they are fetched back (with their new `last_modified`).
         let after = if unchanged {
             before
         } else {
-            drop(before);
-            kinto.list_records(target, |_| {}).await?
+            kinto.refresh(target, before).await?
         };
-        self.sign_target(cx, target, after, counts).await
+        let published = self.sign_target(cx, target, &after, counts).await?;
+        self.listings.keep(kinto, target, after);
+        Ok(published)
     }
 
     async fn sign_target(
         &self,
         cx: &Context<'_>,
         target: &CollectionRef,
-        listing: Listing,
+        listing: &Listing,
         counts: Counts,
     ) -> Result<Published, PipelineError> {
         cx.report.enter("hash", target);

@@ -1,0 +1,128 @@
+//! Kinto's sync protocol on a listing held in memory: what `_since` returned, folded into what was listed
+//! before (pure, so the rules are tested without a server).
+
+use super::Listing;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// `base` with `changes` (a `_since` listing from when `base` settled: records modified since, tombstones
+/// included) applied: changed records replace their old version, tombstones remove theirs, new records are
+/// added; timestamps are the changes'. Re-read records (between settled and the timestamp of `base`) replace
+/// themselves with the same content.
+pub fn merge_changes(mut base: Listing, changes: Listing) -> Listing {
+    let mut changed: HashMap<String, Value> = changes
+        .records
+        .into_iter()
+        .filter_map(|r| Some((r.get("id")?.as_str()?.to_owned(), r)))
+        .collect();
+    base.records.retain_mut(|record| {
+        let Some(new) = record
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| changed.remove(id))
+        else {
+            return true;
+        };
+        *record = new;
+        !is_tombstone(record)
+    });
+    base.records
+        .extend(changed.into_values().filter(|r| !is_tombstone(r)));
+    Listing {
+        records: base.records,
+        timestamp: changes.timestamp,
+        settled: changes.settled,
+    }
+}
+
+fn is_tombstone(record: &Value) -> bool {
+    record.get("deleted").and_then(Value::as_bool) == Some(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn listing(records: Vec<Value>, timestamp: i64) -> Listing {
+        Listing {
+            records,
+            timestamp,
+            settled: timestamp,
+        }
+    }
+
+    fn by_id(listing: &Listing) -> Vec<(String, Value)> {
+        let mut records: Vec<_> = listing
+            .records
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().to_owned(), r["v"].clone()))
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records
+    }
+
+    #[test]
+    fn changes_replace_add_and_tombstones_remove() {
+        let base = listing(
+            vec![
+                json!({"id": "a", "v": 1, "last_modified": 10}),
+                json!({"id": "b", "v": 1, "last_modified": 11}),
+                json!({"id": "c", "v": 1, "last_modified": 12}),
+            ],
+            12,
+        );
+        let changes = listing(
+            vec![
+                json!({"id": "b", "v": 2, "last_modified": 13}),
+                json!({"id": "c", "deleted": true, "last_modified": 14}),
+                json!({"id": "d", "v": 1, "last_modified": 15}),
+                // A tombstone of a record never seen (created and deleted since): nothing to remove.
+                json!({"id": "e", "deleted": true, "last_modified": 16}),
+            ],
+            16,
+        );
+        let merged = merge_changes(base, changes);
+        assert_eq!(merged.timestamp, 16);
+        assert_eq!(
+            by_id(&merged),
+            vec![
+                ("a".into(), json!(1)),
+                ("b".into(), json!(2)),
+                ("d".into(), json!(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn re_read_records_of_the_overlap_change_nothing() {
+        let records = vec![
+            json!({"id": "a", "v": 1, "last_modified": 10}),
+            json!({"id": "b", "v": 1, "last_modified": 11}),
+        ];
+        let merged = merge_changes(
+            listing(records.clone(), 11),
+            listing(vec![records[1].clone()], 11),
+        );
+        assert_eq!(merged.records.len(), 2);
+        assert_eq!(by_id(&merged), by_id(&listing(records, 11)));
+    }
+
+    #[test]
+    fn a_late_commit_with_an_older_timestamp_is_picked_up_from_the_overlap() {
+        // `x` was written at 9 but committed after the base listing (timestamp 11) was read.
+        let base = listing(vec![json!({"id": "a", "v": 1, "last_modified": 11})], 11);
+        let changes = listing(
+            vec![
+                json!({"id": "x", "v": 1, "last_modified": 9}),
+                json!({"id": "a", "v": 1, "last_modified": 11}),
+            ],
+            11,
+        );
+        let merged = merge_changes(base, changes);
+        assert_eq!(
+            by_id(&merged),
+            vec![("a".into(), json!(1)), ("x".into(), json!(1))]
+        );
+    }
+}
