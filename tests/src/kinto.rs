@@ -1,4 +1,4 @@
-//! Real Kinto servers (from the venv, memory backend) and the few calls tests make to set them up.
+//! Real Kinto servers (from the venv, memory or PostgreSQL backend) and the few calls tests make to set them up.
 
 use crate::{eventually, free_port, root, venv_bin};
 use serde_json::{json, Value};
@@ -7,6 +7,80 @@ use std::process::{Child, Command, Stdio};
 
 pub const EDITOR: (&str, &str) = ("editor", "editor-pw");
 pub const SIGNER: (&str, &str) = ("signer", "signer-pw");
+
+/// Which installation of Kinto runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// The project's venv (`make venv`): Kinto and the listener plugin of `deploy/kinto`.
+    Ours,
+    /// `.venv-reference` (`make reference-venv`): the same Kinto with kinto-signer 8.1.1.
+    Reference,
+}
+
+impl Install {
+    fn kinto(self) -> PathBuf {
+        match self {
+            Install::Ours => venv_bin("kinto"),
+            Install::Reference => {
+                let kinto = root().join(".venv-reference/bin/kinto");
+                assert!(
+                    kinto.exists(),
+                    "{} is missing: run `make reference-venv` (make test does it)",
+                    kinto.display()
+                );
+                kinto
+            }
+        }
+    }
+}
+
+/// Where Kinto keeps records and permissions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Memory,
+    /// A PostgreSQL database URL (`postgres://…`), as in production.
+    Postgres(String),
+}
+
+impl Storage {
+    /// `deploy/kinto/kinto.ini` (memory backends) with this storage instead.
+    fn configure(&self, ini: &str) -> String {
+        let Storage::Postgres(url) = self else {
+            return ini.to_owned();
+        };
+        // SQLAlchemy only knows the `postgresql` scheme.
+        let url = url.replacen("postgres://", "postgresql://", 1);
+        ini.replace(
+            "kinto.storage_backend = kinto.core.storage.memory\nkinto.storage_url =",
+            &format!("kinto.storage_backend = kinto.core.storage.postgresql\nkinto.storage_url = {url}"),
+        )
+        .replace(
+            "kinto.permission_backend = kinto.core.permission.memory\nkinto.permission_url =",
+            &format!("kinto.permission_backend = kinto.core.permission.postgresql\nkinto.permission_url = {url}"),
+        )
+    }
+}
+
+/// The `[app:main]` lines of the listener plugin of `deploy/kinto`: events of `buckets` posted to `webhook_url`,
+/// signed with `secret`.
+pub fn webhook_settings(webhook_url: &str, secret: &str, buckets: &str) -> String {
+    format!(
+        "kinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
+         kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
+         kinto.event_listeners.signer.resources = collection record\n\
+         kinto.event_listeners.signer.buckets = {buckets}\n"
+    )
+}
+
+/// The `[app:main]` lines that make kinto-signer 8.1.1 sign `resources` with a local ECDSA key pair.
+pub fn reference_signer_settings(resources: &str, private_key: &Path, public_key: &Path) -> String {
+    format!(
+        "kinto.includes = kinto_signer\nkinto.signer.resources = {resources}\n\
+         kinto.signer.ecdsa.private_key = {}\nkinto.signer.ecdsa.public_key = {}\n",
+        private_key.display(),
+        public_key.display()
+    )
+}
 
 pub struct KintoServer {
     pub port: u16,
@@ -38,23 +112,8 @@ impl KintoServer {
         private_key: &Path,
         public_key: &Path,
     ) -> Self {
-        let kinto = root().join(".venv-reference/bin/kinto");
-        assert!(
-            kinto.exists(),
-            "{} is missing: run `make reference-venv` (make test does it)",
-            kinto.display()
-        );
-        let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
-            .expect("the local Kinto config");
-        let plugin = format!(
-            "[app:main]\nkinto.includes = kinto_signer\nkinto.signer.resources = {resources}\n\
-             kinto.signer.ecdsa.private_key = {}\nkinto.signer.ecdsa.public_key = {}\n",
-            private_key.display(),
-            public_key.display()
-        );
-        let ini = dir.join("kinto-signer.ini");
-        std::fs::write(&ini, base.replace("[app:main]\n", &plugin)).expect("can write the ini");
-        Self::start_with(free_port(), kinto, ini).await
+        let settings = reference_signer_settings(resources, private_key, public_key);
+        Self::launch(dir, Install::Reference, &Storage::Memory, &settings).await
     }
 
     /// Kinto with the listener plugin of `deploy/kinto` posting collection events to `webhook_url`, signed with
@@ -66,29 +125,36 @@ impl KintoServer {
         secret: &str,
         buckets: &str,
     ) -> Self {
-        Self::start_with_settings(
-            dir,
-            &format!(
-                "kinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\n\
-                 kinto.event_listeners.signer.url = {webhook_url}\nkinto.event_listeners.signer.hmac_secret = {secret}\n\
-                 kinto.event_listeners.signer.resources = collection record\n\
-                 kinto.event_listeners.signer.buckets = {buckets}\n"
-            ),
-        )
-        .await
+        Self::start_with_settings(dir, &webhook_settings(webhook_url, secret, buckets)).await
     }
 
     /// Kinto with extra `[app:main]` settings (one per line); `dir` holds the generated ini.
     pub async fn start_with_settings(dir: &Path, settings: &str) -> Self {
+        Self::launch(dir, Install::Ours, &Storage::Memory, settings).await
+    }
+
+    /// Kinto from `install`, keeping its data in `storage` (a PostgreSQL database is migrated first), with extra
+    /// `[app:main]` settings (one per line); `dir` holds the generated ini.
+    pub async fn launch(dir: &Path, install: Install, storage: &Storage, settings: &str) -> Self {
+        let kinto = install.kinto();
         let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
             .expect("the local Kinto config");
         let ini = dir.join(format!("kinto-{}.ini", uuid::Uuid::new_v4().simple()));
-        std::fs::write(
-            &ini,
-            base.replace("[app:main]\n", &format!("[app:main]\n{settings}")),
-        )
-        .expect("can write the ini");
-        Self::start_with(free_port(), venv_bin("kinto"), ini).await
+        let text = storage
+            .configure(&base)
+            .replace("[app:main]\n", &format!("[app:main]\n{settings}"));
+        std::fs::write(&ini, text).expect("can write the ini");
+        if let Storage::Postgres(_) = storage {
+            let status = Command::new(&kinto)
+                .env("PYTHONPATH", root().join("deploy/kinto"))
+                .args(["migrate", "--ini"])
+                .arg(&ini)
+                .stdout(Stdio::null())
+                .status()
+                .expect("can run kinto migrate");
+            assert!(status.success(), "kinto migrate failed");
+        }
+        Self::start_with(free_port(), kinto, ini).await
     }
 
     async fn start_with(port: u16, kinto: PathBuf, ini: PathBuf) -> Self {
@@ -104,7 +170,7 @@ impl KintoServer {
         server
     }
 
-    /// (Re)starts the process on the same port; the memory backend starts empty.
+    /// (Re)starts the process on the same port; the memory backend starts empty, PostgreSQL keeps its data.
     pub async fn restart(&mut self) {
         self.stop();
         let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
@@ -132,6 +198,11 @@ impl KintoServer {
             }
         })
         .await;
+    }
+
+    /// The server process (`kinto start` serves in process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn stop(&mut self) {
@@ -244,26 +315,48 @@ impl KintoAdmin {
     }
 
     pub async fn put_records(&self, bucket: &str, collection: &str, records: &[Value]) {
-        for chunk in records.chunks(25) {
+        self.load_records(bucket, collection, records, 1).await
+    }
+
+    /// `put_records` with up to `parallel` batches in flight (to fill large collections sooner). The first batch
+    /// goes alone: on PostgreSQL concurrent first writes of a collection conflict on its timestamp row.
+    pub async fn load_records(
+        &self,
+        bucket: &str,
+        collection: &str,
+        records: &[Value],
+        parallel: usize,
+    ) {
+        use futures::StreamExt as _;
+        if records.is_empty() {
+            return;
+        }
+        let batch = |chunk: &[Value]| {
             let requests: Vec<Value> = chunk
                 .iter()
                 .map(|r| {
                     json!({"method": "PUT", "path": format!("/buckets/{bucket}/collections/{collection}/records/{}", r["id"].as_str().unwrap()), "body": {"data": r}})
                 })
                 .collect();
-            let body = self
-                .ok(
-                    reqwest::Method::POST,
-                    "/batch",
-                    Some(json!({"requests": requests})),
-                )
-                .await;
+            self.ok(
+                reqwest::Method::POST,
+                "/batch",
+                Some(json!({"requests": requests})),
+            )
+        };
+        let check = |body: Value| {
             for response in body["responses"].as_array().unwrap() {
                 assert!(
                     response["status"].as_u64().unwrap() < 300,
                     "batch item failed: {response}"
                 );
             }
+        };
+        let (first, rest) = records.split_at(records.len().min(25));
+        check(batch(first).await);
+        let mut rest = futures::stream::iter(rest.chunks(25).map(batch)).buffer_unordered(parallel);
+        while let Some(body) = rest.next().await {
+            check(body);
         }
     }
 
