@@ -375,7 +375,7 @@ impl KintoClient {
         ts.min(read_at.saturating_sub(self.since_overlap_ms)).max(0)
     }
 
-    /// The records timestamp alone (cheap: one record, read from the `ETag`).
+    /// The records timestamp alone (a `HEAD`: no records sent, only the `ETag`).
     pub async fn records_timestamp(&self, c: &CollectionRef) -> Result<i64, KintoError> {
         Ok(self.records_count(c).await?.0)
     }
