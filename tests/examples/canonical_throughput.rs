@@ -1,13 +1,17 @@
-//! `make bench`: canonical JSON + SHA-384 of a listing, three ways on the same records in one run: ours
-//! (`canonical::signed_payload` + the signature's digest), kinto-signer's Python path (canonicaljson-rs +
-//! hashlib, `tests/python/canonical_bench.py`), and `sha384sum` over the serialized bytes, the floor no
-//! serializer can beat. Medians of 7; all three digests must be equal, or the comparison means nothing.
+//! `make bench`: canonical JSON + SHA-384 of a listing, three ways on the same records in one run: ours, from
+//! the JSON text of the listing as Kinto sends it (`Record::parse_all`, `canonical::signed_payload`, the
+//! signature's digest: all the worker does with a listing), kinto-signer's Python path from records already
+//! parsed (canonicaljson-rs + hashlib, `tests/python/canonical_bench.py`), and `sha384sum` over the serialized
+//! bytes, the floor no serializer can beat. Medians of 7; all three digests must be equal, or the comparison
+//! means nothing.
 //!
 //! Usage: cargo run --release -p signer_e2e --example canonical_throughput -- [SIZES…] (default 10000 50000)
 
 use serde_json::json;
+use serde_json::value::RawValue;
 use signer_e2e::records::sample_records;
 use signer_e2e::service::TempDir;
+use signer_worker::canonical::Record;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,13 +45,16 @@ fn measure(records: usize, dir: &TempDir) -> Row {
         })
         .collect();
 
+    let text = serde_json::to_vec(&listing).expect("records serialize");
     let mut digest = [0u8; 48];
     let mut payload = String::new();
     let ours = median(
         (0..RUNS)
             .map(|_| {
                 let start = Instant::now();
-                payload = signer_worker::canonical::signed_payload(&listing, TIMESTAMP)
+                let page: Vec<&RawValue> = serde_json::from_slice(&text).expect("a JSON array");
+                let records = Record::parse_all(&page).expect("records");
+                payload = signer_worker::canonical::signed_payload(&records, TIMESTAMP)
                     .expect("signable");
                 digest = signer_worker::signing::message_digest(payload.as_bytes());
                 start.elapsed()
@@ -57,7 +64,7 @@ fn measure(records: usize, dir: &TempDir) -> Row {
     let ours_hex = hex(&digest);
 
     let records_file = dir.0.join(format!("records-{records}.json"));
-    std::fs::write(&records_file, serde_json::to_vec(&listing).unwrap()).unwrap();
+    std::fs::write(&records_file, &text).unwrap();
     let output = Command::new(signer_e2e::venv_bin("python"))
         .arg(signer_e2e::root().join("tests/python/canonical_bench.py"))
         .arg(&records_file)

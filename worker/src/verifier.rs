@@ -157,10 +157,7 @@ pub async fn verify_collection<K: KeySource>(
             valid,
         });
     }
-    let live = listing
-        .records
-        .iter()
-        .filter(|r| r.get("deleted").and_then(Value::as_bool) != Some(true));
+    let live = listing.records.iter().filter(|r| !r.is_tombstone());
     Ok(Report {
         records: live.count(),
         timestamp: listing.timestamp,

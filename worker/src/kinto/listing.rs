@@ -2,7 +2,7 @@
 //! before (pure, so the rules are tested without a server).
 
 use super::Listing;
-use serde_json::Value;
+use crate::canonical::Record;
 use std::collections::HashMap;
 
 /// `base` with `changes` (a `_since` listing from when `base` settled: records modified since, tombstones
@@ -10,24 +10,20 @@ use std::collections::HashMap;
 /// added; timestamps are the changes'. Re-read records (between settled and the timestamp of `base`) replace
 /// themselves with the same content.
 pub fn merge_changes(mut base: Listing, changes: Listing) -> Listing {
-    let mut changed: HashMap<String, Value> = changes
+    let mut changed: HashMap<Box<str>, Record> = changes
         .records
         .into_iter()
-        .filter_map(|r| Some((r.get("id")?.as_str()?.to_owned(), r)))
+        .map(|r| (r.id().into(), r))
         .collect();
     base.records.retain_mut(|record| {
-        let Some(new) = record
-            .get("id")
-            .and_then(Value::as_str)
-            .and_then(|id| changed.remove(id))
-        else {
+        let Some(new) = changed.remove(record.id()) else {
             return true;
         };
         *record = new;
-        !is_tombstone(record)
+        !record.is_tombstone()
     });
     base.records
-        .extend(changed.into_values().filter(|r| !is_tombstone(r)));
+        .extend(changed.into_values().filter(|r| !r.is_tombstone()));
     Listing {
         records: base.records,
         timestamp: changes.timestamp,
@@ -35,18 +31,17 @@ pub fn merge_changes(mut base: Listing, changes: Listing) -> Listing {
     }
 }
 
-fn is_tombstone(record: &Value) -> bool {
-    record.get("deleted").and_then(Value::as_bool) == Some(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn listing(records: Vec<Value>, timestamp: i64) -> Listing {
         Listing {
-            records,
+            records: records
+                .into_iter()
+                .map(|r| Record::from_value(r).unwrap())
+                .collect(),
             timestamp,
             settled: timestamp,
         }
@@ -56,7 +51,10 @@ mod tests {
         let mut records: Vec<_> = listing
             .records
             .iter()
-            .map(|r| (r["id"].as_str().unwrap().to_owned(), r["v"].clone()))
+            .map(|r| {
+                let data: Value = serde_json::from_str(&r.body().unwrap()).unwrap();
+                (r.id().to_owned(), data["v"].clone())
+            })
             .collect();
         records.sort_by(|a, b| a.0.cmp(&b.0));
         records

@@ -7,11 +7,15 @@ mod listing;
 
 pub use error::KintoError;
 
+use crate::canonical::Record;
 use crate::config::{CollectionRef, ServerSettings};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -22,11 +26,11 @@ const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
 /// One write inside a `/v1/batch` call, borrowing the record it writes (collections can be large).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write<'a> {
-    /// Full replacement of a record (idempotent, so safe to retry). Its `last_modified` is not sent: the server
-    /// assigns a fresh one.
+    /// Full replacement of a record (idempotent, so safe to retry), as JSON text without its `last_modified`:
+    /// the server assigns a fresh one.
     Put {
         id: &'a str,
-        data: &'a Map<String, Value>,
+        data: Cow<'a, str>,
     },
     Delete {
         id: &'a str,
@@ -36,7 +40,7 @@ pub enum Write<'a> {
 /// A collection's records as listed, with the records timestamp (`ETag`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listing {
-    pub records: Vec<Value>,
+    pub records: Vec<Record>,
     pub timestamp: i64,
     /// Every write with a timestamp up to this one is in `records`: the records timestamp, or earlier when the
     /// listing was read so soon after a write that another one could still have been in flight (on Kinto's
@@ -329,8 +333,8 @@ impl KintoClient {
         let mut first_ts = None;
         let mut settled = 0;
         loop {
-            let (headers, mut body) = self
-                .send(Method::GET, url.clone(), None, HeaderMap::new())
+            let (headers, body) = self
+                .send_bytes(Method::GET, url.clone(), None, HeaderMap::new())
                 .await?;
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
@@ -338,10 +342,12 @@ impl KintoClient {
                 settled = self.settled(ts, &headers);
                 ts
             });
-            match body.get_mut("data") {
-                Some(Value::Array(page)) => records.append(page),
-                _ => return Err(invalid("GET", &url, "body has no `data` array")),
-            }
+            // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
+            let page: Page<'_> = serde_json::from_slice(&body)
+                .map_err(|_| invalid("GET", &url, "body has no `data` array"))?;
+            let parsed =
+                Record::parse_all(&page.data).map_err(|e| invalid("GET", &url, &e.to_string()))?;
+            records.extend(parsed);
             on_page(records.len());
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {
                 Some(next) => url = next.to_owned(),
@@ -480,35 +486,38 @@ impl KintoClient {
         prefix: &str,
         part: &[Write<'_>],
     ) -> Result<usize, KintoError> {
-        let requests: Vec<Value> = part
+        let requests = part
             .iter()
-            .map(|w| match w {
-                Write::Put { id, data } => {
-                    let data: Map<String, Value> = data
-                        .iter()
-                        .filter(|(k, _)| *k != "last_modified")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    json!({
-                        "method": "PUT",
-                        "path": format!("{prefix}{}/records/{id}", c.uri()),
-                        "body": {"data": data},
-                    })
-                }
-                Write::Delete { id } => json!({
-                    "method": "DELETE",
-                    "path": format!("{prefix}{}/records/{id}", c.uri()),
-                }),
+            .map(|w| {
+                Ok(match w {
+                    Write::Put { id, data } => BatchRequest {
+                        method: "PUT",
+                        path: format!("{prefix}{}/records/{id}", c.uri()),
+                        body: Some(PutBody {
+                            data: serde_json::from_str(data).map_err(|e| {
+                                invalid("POST", &self.url("/batch"), &format!("record {id}: {e}"))
+                            })?,
+                        }),
+                    },
+                    Write::Delete { id } => BatchRequest {
+                        method: "DELETE",
+                        path: format!("{prefix}{}/records/{id}", c.uri()),
+                        body: None,
+                    },
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, KintoError>>()?;
+        let batch = serde_json::to_vec(&Batch { requests }).expect("a batch serializes");
         let (_, body) = self
-            .send(
+            .send_bytes(
                 Method::POST,
                 self.url("/batch"),
-                Some(json!({"requests": requests})),
+                Some(batch),
                 HeaderMap::new(),
             )
             .await?;
+        let body: Value = serde_json::from_slice(&body)
+            .map_err(|_| invalid("POST", &self.url("/batch"), "body is not JSON"))?;
         let responses = body
             .get("responses")
             .and_then(Value::as_array)
@@ -581,7 +590,28 @@ impl KintoClient {
         body: Option<Value>,
         headers: HeaderMap,
     ) -> Result<(HeaderMap, Value), KintoError> {
-        let attempt = || self.send_once(method.clone(), &url, body.as_ref(), headers.clone());
+        let body = body.map(|b| serde_json::to_vec(&b).expect("a JSON value serializes"));
+        let is_head = method == Method::HEAD;
+        let (headers, bytes) = self
+            .send_bytes(method.clone(), url.clone(), body, headers)
+            .await?;
+        if is_head {
+            return Ok((headers, Value::Null));
+        }
+        let json = serde_json::from_slice(&bytes)
+            .map_err(|_| invalid(method.as_str(), &url, "body is not JSON"))?;
+        Ok((headers, json))
+    }
+
+    /// `send` with a JSON body already serialized, answering the success body as it came.
+    async fn send_bytes(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Vec<u8>>,
+        headers: HeaderMap,
+    ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
+        let attempt = || self.send_once(method.clone(), &url, body.clone(), headers.clone());
         attempt
             .retry(self.retry)
             .when(KintoError::is_retryable_in_place)
@@ -594,9 +624,9 @@ impl KintoClient {
         &self,
         method: Method,
         url: &str,
-        body: Option<&Value>,
+        body: Option<Vec<u8>>,
         headers: HeaderMap,
-    ) -> Result<(HeaderMap, Value), KintoError> {
+    ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
         let wait = self
             .backoff_until
             .lock()
@@ -610,7 +640,9 @@ impl KintoClient {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         if let Some(body) = body {
-            request = request.json(body);
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let network = |source| KintoError::Network {
             method: method.to_string(),
@@ -633,14 +665,10 @@ impl KintoClient {
             *self.backoff_until.lock().expect("backoff lock") = Some(Instant::now() + seconds);
         }
         let bytes = response.bytes().await.map_err(network)?;
-        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
-        if status.is_success() && method == Method::HEAD {
-            return Ok((headers, Value::Null));
-        }
         if status.is_success() {
-            let json = json.ok_or_else(|| invalid(method.as_str(), url, "body is not JSON"))?;
-            return Ok((headers, json));
+            return Ok((headers, bytes));
         }
+        let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         let field = |name: &str| json.as_ref().and_then(|j| j.get(name).cloned());
         Err(KintoError::Status {
             method: method.to_string(),
@@ -654,6 +682,31 @@ impl KintoClient {
                 .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1))),
         })
     }
+}
+
+/// A page of a records listing, each record still JSON text.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    data: Vec<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+struct Batch<'a> {
+    requests: Vec<BatchRequest<'a>>,
+}
+
+#[derive(Serialize)]
+struct BatchRequest<'a> {
+    method: &'static str,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<PutBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct PutBody<'a> {
+    data: &'a RawValue,
 }
 
 fn invalid(method: &str, url: &str, reason: &str) -> KintoError {

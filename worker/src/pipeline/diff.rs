@@ -1,11 +1,9 @@
 //! Source vs destination, by record id, ignoring what Kinto owns (`last_modified`, `schema`): kinto-signer's
 //! `records_diff`, which replaced the `_since`-based push that could lose records (kinto-signer #816).
 
+use crate::canonical::Record;
 use crate::kinto::Write;
-use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-const IGNORED_FIELDS: [&str; 2] = ["last_modified", "schema"];
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Diff<'a> {
@@ -18,12 +16,12 @@ pub struct Diff<'a> {
     pub writes: Vec<Write<'a>>,
 }
 
-pub fn diff_records<'a>(source: &'a [Value], destination: &'a [Value]) -> Diff<'a> {
-    fn by_id(records: &[Value]) -> BTreeMap<&str, &Map<String, Value>> {
+pub fn diff_records<'a>(source: &'a [Record], destination: &'a [Record]) -> Diff<'a> {
+    fn by_id(records: &[Record]) -> BTreeMap<&str, &Record> {
         records
             .iter()
-            .filter(|r| r.get("deleted").and_then(Value::as_bool) != Some(true))
-            .filter_map(|r| Some((r.get("id")?.as_str()?, r.as_object()?)))
+            .filter(|r| !r.is_tombstone())
+            .map(|r| (r.id(), r))
             .collect()
     }
     let src = by_id(source);
@@ -34,29 +32,28 @@ pub fn diff_records<'a>(source: &'a [Value], destination: &'a [Value]) -> Diff<'
         diff.writes.push(Write::Delete { id });
     }
     for (id, record) in &src {
+        let Some(data) = record.body() else { continue };
         match dst.get(id) {
-            Some(existing) if same_content(record, existing) => continue,
+            Some(existing) if record.same_content(existing) => continue,
             Some(_) => diff.updated += 1,
             None => diff.created += 1,
         }
-        diff.writes.push(Write::Put { id, data: record });
+        diff.writes.push(Write::Put { id, data });
     }
     diff
-}
-
-/// Equal once the fields Kinto owns are set aside (compared in place: no copies of large records).
-fn same_content(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
-    let owned = |k: &String| IGNORED_FIELDS.contains(&k.as_str());
-    a.keys().filter(|k| !owned(k)).count() == b.keys().filter(|k| !owned(k)).count()
-        && a.iter()
-            .filter(|(k, _)| !owned(k))
-            .all(|(k, v)| b.get(k) == Some(v))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn records(values: Vec<Value>) -> Vec<Record> {
+        values
+            .into_iter()
+            .map(|v| Record::from_value(v).unwrap())
+            .collect()
+    }
 
     fn ids<'a>(diff: &Diff<'a>) -> Vec<&'a str> {
         diff.writes
@@ -69,43 +66,45 @@ mod tests {
 
     #[test]
     fn creates_updates_deletes_and_ignores_kinto_fields() {
-        let source = vec![
+        let source = records(vec![
             json!({"id":"same","v":1,"last_modified":10}),
             json!({"id":"changed","v":2,"last_modified":11}),
             json!({"id":"new","v":3,"last_modified":12,"schema":5}),
             json!({"id":"gone-in-source","deleted":true,"last_modified":13}),
-        ];
-        let destination = vec![
+        ]);
+        let destination = records(vec![
             json!({"id":"same","v":1,"last_modified":99,"schema":7}),
             json!({"id":"changed","v":1,"last_modified":98}),
             json!({"id":"stale","v":0,"last_modified":97}),
-        ];
+        ]);
         let diff = diff_records(&source, &destination);
         assert_eq!((diff.created, diff.updated, diff.deleted), (1, 1, 1));
         assert_eq!(ids(&diff), ["stale", "changed", "new"]);
         assert!(matches!(diff.writes[0], Write::Delete { .. }));
-        assert!(matches!(diff.writes[1], Write::Put { data, .. } if data["v"] == 2));
+        assert!(
+            matches!(&diff.writes[1], Write::Put { data, .. } if data == r#"{"id":"changed","v":2}"#)
+        );
     }
 
     #[test]
     fn identical_collections_need_no_writes() {
-        let records = vec![json!({"id":"a","n":{"x":[1,2]},"last_modified":1})];
-        let moved = vec![json!({"id":"a","n":{"x":[1,2]},"last_modified":2})];
-        assert_eq!(diff_records(&records, &moved), Diff::default());
+        let listed = records(vec![json!({"id":"a","n":{"x":[1,2]},"last_modified":1})]);
+        let moved = records(vec![json!({"id":"a","n":{"x":[1,2]},"last_modified":2})]);
+        assert_eq!(diff_records(&listed, &moved), Diff::default());
         assert_eq!(diff_records(&[], &[]), Diff::default());
     }
 
     #[test]
     fn a_removed_or_added_field_is_a_change() {
-        let with = vec![json!({"id":"a","x":1,"y":null})];
-        let without = vec![json!({"id":"a","x":1})];
+        let with = records(vec![json!({"id":"a","x":1,"y":null})]);
+        let without = records(vec![json!({"id":"a","x":1})]);
         assert_eq!(diff_records(&with, &without).updated, 1);
         assert_eq!(diff_records(&without, &with).updated, 1);
     }
 
     #[test]
     fn emptied_source_deletes_everything() {
-        let destination = vec![json!({"id":"a"}), json!({"id":"b"})];
+        let destination = records(vec![json!({"id":"a"}), json!({"id":"b"})]);
         let diff = diff_records(&[], &destination);
         assert_eq!((diff.deleted, ids(&diff)), (2, vec!["a", "b"]));
     }

@@ -301,7 +301,7 @@ impl Pipeline {
             "source snapshot"
         );
         // Refuse unsignable data before anything is written anywhere.
-        canonical::signed_payload(&snapshot.records, 0)?;
+        canonical::ensure_signable(&snapshot.records)?;
         // An approval covers what the reviewers saw in the preview: edits made since the review request need a
         // new one (kinto-signer gets there by setting `work-in-progress` on every edit). A preview that passes
         // already holds the snapshot: it is only signed again.

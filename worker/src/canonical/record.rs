@@ -1,0 +1,330 @@
+//! One record as the worker holds it: its canonical JSON, written once when the record arrives. A listing then
+//! costs about its serialized size in memory (a `serde_json::Value` tree of the same records is ~10× larger),
+//! comparing two records is comparing bytes, and signing a listing is joining strings.
+
+use super::{sorted_entries, truncate, write_string, write_value, CanonicalError, Crumb, Owner};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// Set by Kinto on every write: held apart, so a record's canonical JSON is what a `PUT` sends and what a diff
+/// compares, and put back in its sorted place when the listing is signed.
+const LAST_MODIFIED: &str = "last_modified";
+/// Also Kinto's (the collection schema version a record was validated against): set aside by diffs, signed.
+const SCHEMA: &str = "schema";
+
+/// From this many records, a page of a listing is parsed on two threads.
+const PARALLEL_ABOVE: usize = 4096;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    id: Box<str>,
+    last_modified: Option<i64>,
+    form: Form,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Form {
+    /// `deleted: true`: what `_since` lists for a deleted record. Never signed, never compared.
+    Tombstone,
+    /// Canonical JSON of the record without `last_modified`; the byte offset where `,"last_modified":…` goes back
+    /// in (after the last key that sorts before it); the `schema` member with the comma before it, so that
+    /// cutting it out leaves the canonical JSON of the record without it. Every record has an `id`, which sorts
+    /// before both: neither is ever the first member.
+    Canonical {
+        json: Box<str>,
+        last_modified_at: u32,
+        schema: Option<Range<u32>>,
+    },
+    /// Holds a value clients would serialize differently (a float, an unsafe integer): kept as parsed, to be
+    /// reported when signed and written back as it was when copied.
+    Unsignable(Box<(Map<String, Value>, CanonicalError)>),
+}
+
+impl Record {
+    /// A record as Kinto listed it (`{"id": …, "last_modified": …, …}`).
+    pub fn from_value(value: Value) -> Result<Self, CanonicalError> {
+        let missing_id = |value: &Value| CanonicalError::MissingId(truncate(&value.to_string()));
+        let Value::Object(mut map) = value else {
+            return Err(missing_id(&value));
+        };
+        let id: Box<str> = match map.get("id") {
+            Some(Value::String(id)) => id.as_str().into(),
+            _ => return Err(missing_id(&Value::Object(map))),
+        };
+        // Only a timestamp that signs as itself is held apart; anything else stays a field, and is refused as
+        // one if clients could not reproduce it.
+        let last_modified = match map.get(LAST_MODIFIED) {
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .filter(|t| t.unsigned_abs() <= super::MAX_SAFE_INTEGER),
+            _ => None,
+        };
+        if last_modified.is_some() {
+            map.remove(LAST_MODIFIED);
+        }
+        let form = if map.get("deleted") == Some(&Value::Bool(true)) {
+            Form::Tombstone
+        } else {
+            match canonical(&map, &id) {
+                Ok(form) => form,
+                Err(e) => Form::Unsignable(Box::new((map, e))),
+            }
+        };
+        Ok(Record {
+            id,
+            last_modified,
+            form,
+        })
+    }
+
+    /// The JSON text of a record (one item of a listing's `data`).
+    pub fn from_json(json: &str) -> Result<Self, CanonicalError> {
+        let value =
+            serde_json::from_str(json).map_err(|_| CanonicalError::MissingId(truncate(json)))?;
+        Self::from_value(value)
+    }
+
+    /// Records from their JSON texts (a page of a listing), in order; a large page on two threads.
+    pub fn parse_all(texts: &[&RawValue]) -> Result<Vec<Self>, CanonicalError> {
+        let parse = |part: &[&RawValue]| -> Result<Vec<Self>, CanonicalError> {
+            part.iter()
+                .map(|text| Self::from_json(text.get()))
+                .collect()
+        };
+        if texts.len() < PARALLEL_ABOVE {
+            return parse(texts);
+        }
+        let (head, tail) = texts.split_at(texts.len() / 2);
+        let (head, tail) = std::thread::scope(|scope| {
+            let tail = scope.spawn(|| parse(tail));
+            (parse(head), tail.join().expect("parsing does not panic"))
+        });
+        let mut records = head?;
+        records.extend(tail?);
+        Ok(records)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.form, Form::Tombstone)
+    }
+
+    /// Why clients could not verify this record, if they could not.
+    pub fn unsignable(&self) -> Option<&CanonicalError> {
+        match &self.form {
+            Form::Unsignable(held) => Some(&held.1),
+            _ => None,
+        }
+    }
+
+    /// The record as a `PUT` sends it: everything but `last_modified` (the server assigns a fresh one). `None`
+    /// for a tombstone.
+    pub fn body(&self) -> Option<Cow<'_, str>> {
+        match &self.form {
+            Form::Tombstone => None,
+            Form::Canonical { json, .. } => Some(Cow::Borrowed(json)),
+            Form::Unsignable(held) => Some(Cow::Owned(Value::Object(held.0.clone()).to_string())),
+        }
+    }
+
+    /// Whether both hold the same data once what Kinto owns (`last_modified`, `schema`) is set aside. A record
+    /// that cannot be signed is the same as nothing: a copy always rewrites it.
+    pub fn same_content(&self, other: &Record) -> bool {
+        match (self.content(), other.content()) {
+            (Some((a1, a2)), Some((b1, b2))) => {
+                a1.len() + a2.len() == b1.len() + b2.len()
+                    && a1
+                        .bytes()
+                        .chain(a2.bytes())
+                        .eq(b1.bytes().chain(b2.bytes()))
+            }
+            _ => false,
+        }
+    }
+
+    /// The canonical JSON without `schema`, in the two pieces around it.
+    fn content(&self) -> Option<(&str, &str)> {
+        let Form::Canonical { json, schema, .. } = &self.form else {
+            return None;
+        };
+        Some(match schema {
+            Some(r) => (&json[..r.start as usize], &json[r.end as usize..]),
+            None => (json, ""),
+        })
+    }
+
+    /// Appends the record as clients verify it: its canonical JSON with `last_modified` in place.
+    pub(super) fn write_signed(&self, out: &mut String) {
+        let Form::Canonical {
+            json,
+            last_modified_at,
+            ..
+        } = &self.form
+        else {
+            unreachable!("only signable records are written: ensure_signable comes first")
+        };
+        let Some(last_modified) = self.last_modified else {
+            out.push_str(json);
+            return;
+        };
+        let at = *last_modified_at as usize;
+        out.push_str(&json[..at]);
+        out.push_str(",\"last_modified\":");
+        out.push_str(itoa::Buffer::new().format(last_modified));
+        out.push_str(&json[at..]);
+    }
+
+    /// An upper bound of what `write_signed` appends.
+    pub(super) fn signed_len(&self) -> usize {
+        match &self.form {
+            Form::Canonical { json, .. } => json.len() + 40,
+            _ => 0,
+        }
+    }
+}
+
+/// The canonical form of a record's fields (`last_modified` already taken out).
+fn canonical(map: &Map<String, Value>, id: &str) -> Result<Form, CanonicalError> {
+    let owner = Owner(id);
+    let mut json = String::with_capacity(256);
+    let mut last_modified_at = 0;
+    let mut schema = None;
+    json.push('{');
+    for (i, (key, value)) in sorted_entries(map).enumerate() {
+        let start = json.len();
+        if i > 0 {
+            json.push(',');
+        }
+        write_string(&mut json, key);
+        json.push(':');
+        write_value(&mut json, value, &owner, &Crumb::Key(&Crumb::Root, key))?;
+        if key == SCHEMA {
+            schema = Some(offset(start)..offset(json.len()));
+        }
+        if key.as_str() < LAST_MODIFIED {
+            last_modified_at = offset(json.len());
+        }
+    }
+    json.push('}');
+    Ok(Form::Canonical {
+        json: json.into_boxed_str(),
+        last_modified_at,
+        schema,
+    })
+}
+
+/// Records are far smaller than 4 GiB (Kinto refuses bodies of more than a few MB).
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).expect("a record is smaller than 4 GiB")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(value: Value) -> Record {
+        Record::from_value(value).unwrap()
+    }
+
+    fn signed(value: Value) -> String {
+        let mut out = String::new();
+        record(value).write_signed(&mut out);
+        out
+    }
+
+    #[test]
+    fn last_modified_goes_back_in_its_sorted_place() {
+        assert_eq!(
+            signed(json!({"id":"a","last_modified":5})),
+            r#"{"id":"a","last_modified":5}"#
+        );
+        assert_eq!(
+            signed(json!({"id":"a","z":1,"last_modified":5})),
+            r#"{"id":"a","last_modified":5,"z":1}"#
+        );
+        assert_eq!(
+            signed(json!({"a":1,"id":"x","last_modified":5,"lb":2,"m":3})),
+            r#"{"a":1,"id":"x","last_modified":5,"lb":2,"m":3}"#,
+            "\"last_modified\" sorts after \"la\" and before \"lb\""
+        );
+        assert_eq!(
+            signed(json!({"last_modified":5,"zid":"a","id":"q"})),
+            r#"{"id":"q","last_modified":5,"zid":"a"}"#
+        );
+        assert_eq!(signed(json!({"id":"a"})), r#"{"id":"a"}"#);
+    }
+
+    #[test]
+    fn the_body_leaves_last_modified_out_and_keeps_schema() {
+        let r = record(json!({"id":"a","last_modified":5,"schema":9,"v":"é"}));
+        assert_eq!(r.body().unwrap(), r#"{"id":"a","schema":9,"v":"\u00e9"}"#);
+        assert_eq!(record(json!({"id":"t","deleted":true})).body(), None);
+    }
+
+    #[test]
+    fn content_sets_last_modified_and_schema_aside_wherever_schema_sorts() {
+        let base = record(json!({"id":"a","v":1}));
+        for other in [
+            json!({"id":"a","v":1,"schema":3,"last_modified":9}),
+            json!({"id":"a","v":1,"last_modified":8}),
+        ] {
+            assert!(base.same_content(&record(other.clone())), "{other}");
+            assert!(record(other.clone()).same_content(&base), "{other}");
+        }
+        // `schema` last, or between other keys.
+        assert!(record(json!({"id":"s","schema":1})).same_content(&record(json!({"id":"s"}))));
+        assert!(record(json!({"id":"s","r":0,"schema":1,"t":2}))
+            .same_content(&record(json!({"id":"s","r":0,"t":2}))));
+        assert!(!base.same_content(&record(json!({"id":"a","v":2}))));
+        assert!(!base.same_content(&record(json!({"id":"a","v":1,"w":null}))));
+    }
+
+    #[test]
+    fn unsignable_records_keep_their_data_and_error_and_match_nothing() {
+        let r = Record::from_json(r#"{"id":"f","price":1.5,"last_modified":4}"#).unwrap();
+        assert_eq!(
+            r.unsignable().map(ToString::to_string).as_deref(),
+            Some("record \"f\": field price contains a float value 1.5 (tip: use an integer or a string)")
+        );
+        assert_eq!(r.body().unwrap(), r#"{"id":"f","price":1.5}"#);
+        assert!(!r.same_content(&r.clone()));
+        let odd = record(json!({"id":"o","last_modified":"yesterday"}));
+        assert_eq!(
+            odd.body().unwrap(),
+            r#"{"id":"o","last_modified":"yesterday"}"#
+        );
+    }
+
+    #[test]
+    fn a_record_needs_a_string_id() {
+        for text in [r#"{"x":1}"#, r#"{"id":3}"#, "[1]", "not json"] {
+            assert!(
+                matches!(Record::from_json(text), Err(CanonicalError::MissingId(_))),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_page_parses_the_same_on_two_threads() {
+        let texts: Vec<String> = (0..PARALLEL_ABOVE + 5)
+            .map(|i| json!({"id": format!("r{i}"), "n": i, "last_modified": i}).to_string())
+            .collect();
+        let raws: Vec<&RawValue> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let parsed = Record::parse_all(&raws).unwrap();
+        let one_by_one: Vec<Record> = texts
+            .iter()
+            .map(|t| Record::from_json(t).unwrap())
+            .collect();
+        assert_eq!(parsed, one_by_one);
+    }
+}
