@@ -53,6 +53,8 @@ struct Side {
     resigned: Duration,
     /// The reference: Kinto's RSS growth during the first sign; ours: the worker's peak RSS.
     memory_mib: f64,
+    /// Ours: the worker's RSS once started, before its first job (the reference: 0).
+    idle_mib: f64,
     destination_records: usize,
     valid: bool,
 }
@@ -174,6 +176,7 @@ async fn reference(backend: Backend, data: &[Value]) -> Side {
         trigger_resign,
         resigned: trigger_resign,
         memory_mib: growth,
+        idle_mib: 0.0,
         destination_records: editor.records("prod", "bench").await.len(),
         valid: verdict["valid"] == true,
     }
@@ -225,6 +228,7 @@ async fn ours(backend: Backend, data: &[Value]) -> Side {
     );
 
     tokio::time::sleep(SINCE_OVERLAP).await;
+    let idle = status_kib(worker.pid(), "VmRSS:").unwrap_or(0.0) / 1024.0;
     let start = Instant::now();
     let (trigger_first, at) = trigger(&editor).await;
     until_signed(&editor, at).await;
@@ -245,6 +249,7 @@ async fn ours(backend: Backend, data: &[Value]) -> Side {
         trigger_resign,
         resigned,
         memory_mib: peak,
+        idle_mib: idle,
         destination_records: editor.records("prod", "bench").await.len(),
         valid: verdict["valid"] == true,
     }
@@ -292,7 +297,7 @@ async fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 10_000];
     }
-    println!("| backend | records | payload | trigger request: reference / ours | to signed: reference / ours | ratio | re-sign after 1%: reference / ours | ratio | reference Kinto growth / our worker peak | destination: reference / ours |");
+    println!("| backend | records | payload | trigger request: reference / ours | to signed: reference / ours | ratio | re-sign after 1%: reference / ours | ratio | reference Kinto growth / our worker peak (idle) | destination: reference / ours |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for backend in backends {
         for &records in &sizes {
@@ -302,7 +307,7 @@ async fn main() {
             let reference = reference(backend, &data).await;
             let ours = ours(backend, &data).await;
             println!(
-                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.0} MiB | {} / {} |",
+                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.0} MiB ({:.0}) | {} / {} |",
                 ms(reference.trigger),
                 ms(ours.trigger),
                 s(reference.signed),
@@ -313,6 +318,7 @@ async fn main() {
                 ratio(reference.resigned, ours.resigned),
                 reference.memory_mib,
                 ours.memory_mib,
+                ours.idle_mib,
                 complete(&reference, records),
                 complete(&ours, records),
             );

@@ -6,6 +6,7 @@
 
 mod payload;
 mod record;
+mod text;
 
 pub use payload::{ensure_signable, signed_payload};
 pub use record::Record;
@@ -130,6 +131,18 @@ impl<'a> Iterator for Entries<'a> {
             Entries::Sorted(entries) => entries.next(),
         }
     }
+}
+
+/// Keeps the last of each run of neighbours that are `same` (sorted stably, the copy that counts).
+fn keep_last_of_runs<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
+    items.dedup_by(|later, earlier| {
+        if same(later, earlier) {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Whether `serde_json::Map` iterates in key order in this build (a `BTreeMap`: no `preserve_order` feature

@@ -24,14 +24,7 @@ pub fn signed_payload(records: &[Record], timestamp: u64) -> Result<String, Cano
         .collect();
     // By id, then by position: the last of each run of equal ids is the copy that counts.
     index.sort_unstable();
-    index.dedup_by(|later, earlier| {
-        if later.0 == earlier.0 {
-            std::mem::swap(later, earlier);
-            true
-        } else {
-            false
-        }
-    });
+    super::keep_last_of_runs(&mut index, |a, b| a.0 == b.0);
     let size: usize = index
         .iter()
         .map(|(_, i)| records[*i].signed_len() + 1)

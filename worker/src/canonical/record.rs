@@ -2,7 +2,11 @@
 //! costs about its serialized size in memory (a `serde_json::Value` tree of the same records is ~10× larger),
 //! comparing two records is comparing bytes, and signing a listing is joining strings.
 
-use super::{sorted_entries, truncate, write_string, write_value, CanonicalError, Crumb, Owner};
+use super::text::{self, Members};
+use super::{
+    sorted_entries, truncate, write_string, write_value, CanonicalError, Crumb, Owner,
+    MAX_SAFE_INTEGER,
+};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -53,37 +57,51 @@ impl Record {
             Some(Value::String(id)) => id.as_str().into(),
             _ => return Err(missing_id(&Value::Object(map))),
         };
-        // Only a timestamp that signs as itself is held apart; anything else stays a field, and is refused as
-        // one if clients could not reproduce it.
-        let last_modified = match map.get(LAST_MODIFIED) {
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .filter(|t| t.unsigned_abs() <= super::MAX_SAFE_INTEGER),
-            _ => None,
-        };
-        if last_modified.is_some() {
-            map.remove(LAST_MODIFIED);
+        if map.get("deleted") == Some(&Value::Bool(true)) {
+            return Ok(Record::tombstone(id));
         }
-        let form = if map.get("deleted") == Some(&Value::Bool(true)) {
-            Form::Tombstone
-        } else {
-            match canonical(&map, &id) {
-                Ok(form) => form,
-                Err(e) => Form::Unsignable(Box::new((map, e))),
+        let written = (|| {
+            let mut members = Members::default();
+            for (key, value) in sorted_entries(&map) {
+                let at = members.values.len();
+                let at_key = Crumb::Key(&Crumb::Root, key);
+                write_value(&mut members.values, value, &Owner(&id), &at_key)?;
+                members
+                    .entries
+                    .push((Cow::Borrowed(key.as_str()), at..members.values.len()));
             }
-        };
-        Ok(Record {
-            id,
-            last_modified,
-            form,
-        })
+            Ok(members)
+        })();
+        match written {
+            Ok(members) => Ok(assemble(members).expect("the record has a string id")),
+            Err(e) => {
+                map.remove(LAST_MODIFIED);
+                Ok(Record {
+                    id,
+                    last_modified: None,
+                    form: Form::Unsignable(Box::new((map, e))),
+                })
+            }
+        }
     }
 
-    /// The JSON text of a record (one item of a listing's `data`).
+    /// The JSON text of a record (one item of a listing's `data`), canonical straight from the text; only a
+    /// record canonical JSON refuses goes through a `Value`, to be reported precisely.
     pub fn from_json(json: &str) -> Result<Self, CanonicalError> {
+        if let Some(record) = text::members(json).and_then(assemble) {
+            return Ok(record);
+        }
         let value =
             serde_json::from_str(json).map_err(|_| CanonicalError::MissingId(truncate(json)))?;
         Self::from_value(value)
+    }
+
+    fn tombstone(id: Box<str>) -> Self {
+        Record {
+            id,
+            last_modified: None,
+            form: Form::Tombstone,
+        }
     }
 
     /// Records from their JSON texts (a page of a listing), in order; a large page on two threads.
@@ -188,33 +206,55 @@ impl Record {
     }
 }
 
-/// The canonical form of a record's fields (`last_modified` already taken out).
-fn canonical(map: &Map<String, Value>, id: &str) -> Result<Form, CanonicalError> {
-    let owner = Owner(id);
-    let mut json = String::with_capacity(256);
+/// A record from its top-level members (values already canonical): `None` without a string `id`. Only a
+/// timestamp that signs as itself is held apart; anything else in `last_modified` stays a field.
+fn assemble(mut members: Members<'_>) -> Option<Record> {
+    text::sort_members(&mut members.entries);
+    let Members { values, entries } = &members;
+    let value = |key: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, r)| &values[r.clone()])
+    };
+    let id: Box<str> = serde_json::from_str::<String>(value("id")?).ok()?.into();
+    if value("deleted") == Some("true") {
+        return Some(Record::tombstone(id));
+    }
+    let last_modified = value(LAST_MODIFIED)
+        .and_then(|t| t.parse::<i64>().ok())
+        .filter(|t| t.unsigned_abs() <= MAX_SAFE_INTEGER);
+    let mut json = String::with_capacity(values.len() + 8 * entries.len());
     let mut last_modified_at = 0;
     let mut schema = None;
     json.push('{');
-    for (i, (key, value)) in sorted_entries(map).enumerate() {
+    for (key, range) in entries {
+        if key == LAST_MODIFIED && last_modified.is_some() {
+            continue;
+        }
         let start = json.len();
-        if i > 0 {
+        if start > 1 {
             json.push(',');
         }
         write_string(&mut json, key);
         json.push(':');
-        write_value(&mut json, value, &owner, &Crumb::Key(&Crumb::Root, key))?;
+        json.push_str(&values[range.clone()]);
         if key == SCHEMA {
             schema = Some(offset(start)..offset(json.len()));
         }
-        if key.as_str() < LAST_MODIFIED {
+        if &**key < LAST_MODIFIED {
             last_modified_at = offset(json.len());
         }
     }
     json.push('}');
-    Ok(Form::Canonical {
-        json: json.into_boxed_str(),
-        last_modified_at,
-        schema,
+    Some(Record {
+        id,
+        last_modified,
+        form: Form::Canonical {
+            json: json.into_boxed_str(),
+            last_modified_at,
+            schema,
+        },
     })
 }
 
@@ -309,6 +349,34 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_text_path_and_the_value_path_agree() {
+        let texts = [
+            r#"{"id":"a","last_modified":5,"z":[1,{"b":2,"a":[]}],"m":{"y":null,"x":true},"s":"é\n😀"}"#,
+            r#"{"z":1,"id":"k\u00e9y","schema":3,"\u00e9":"escaped key","é":"same key, last wins"}"#,
+            r#"{"id":"t","deleted":true,"last_modified":9}"#,
+            r#"{"id":"t2","deleted":true,"f":1.5}"#,
+            r#"{"id":"f","n":{"x":[1,2.5]},"last_modified":7}"#,
+            r#"{"id":"big","n":9007199254740993}"#,
+            r#"{"id":"neg","n":-9007199254740992,"z":-0}"#,
+            r#"{"id":"lm","last_modified":"soon"}"#,
+            r#"{"id":"e","o":{},"a":[],"last_modified":18446744073709551615}"#,
+            r#"{"id":"dup","v":1,"v":2}"#,
+        ];
+        for text in texts {
+            let value = Record::from_value(serde_json::from_str(text).unwrap()).unwrap();
+            assert_eq!(Record::from_json(text).unwrap(), value, "{text}");
+        }
+        assert!(
+            text::members(texts[0]).is_some(),
+            "the fast path takes plain records"
+        );
+        assert!(
+            text::members(texts[4]).is_none(),
+            "and leaves floats to the value path"
+        );
     }
 
     #[test]
