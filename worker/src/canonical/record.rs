@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Set by Kinto on every write: held apart, so a record's canonical JSON is what a `PUT` sends and what a diff
 /// compares, and put back in its sorted place when the listing is signed.
@@ -37,7 +38,7 @@ enum Form {
     /// cutting it out leaves the canonical JSON of the record without it. Every record has an `id`, which sorts
     /// before both: neither is ever the first member.
     Canonical {
-        json: Box<str>,
+        json: Arc<str>,
         last_modified_at: u32,
         schema: Option<Range<u32>>,
     },
@@ -165,6 +166,18 @@ impl Record {
         }
     }
 
+    /// Holds the text of `other` instead of its own when both are the same bytes: a destination just copied
+    /// from its source then costs one copy of the records, not two.
+    pub fn share_text(&mut self, other: &Record) {
+        if let (Form::Canonical { json, .. }, Form::Canonical { json: theirs, .. }) =
+            (&mut self.form, &other.form)
+        {
+            if json == theirs {
+                *json = Arc::clone(theirs);
+            }
+        }
+    }
+
     /// The canonical JSON without `schema`, in the two pieces around it.
     fn content(&self) -> Option<(&str, &str)> {
         let Form::Canonical { json, schema, .. } = &self.form else {
@@ -251,7 +264,7 @@ fn assemble(mut members: Members<'_>) -> Option<Record> {
         id,
         last_modified,
         form: Form::Canonical {
-            json: json.into_boxed_str(),
+            json: json.into(),
             last_modified_at,
             schema,
         },
@@ -339,6 +352,22 @@ mod tests {
             odd.body().unwrap(),
             r#"{"id":"o","last_modified":"yesterday"}"#
         );
+    }
+
+    #[test]
+    fn identical_texts_are_shared_and_others_kept() {
+        let source = record(json!({"id":"a","v":1,"last_modified":1}));
+        let mut copy = record(json!({"id":"a","v":1,"last_modified":2}));
+        let mut other = record(json!({"id":"a","v":2,"last_modified":2}));
+        copy.share_text(&source);
+        other.share_text(&source);
+        let text = |r: &Record| match &r.form {
+            Form::Canonical { json, .. } => Arc::clone(json),
+            _ => unreachable!(),
+        };
+        assert!(Arc::ptr_eq(&text(&copy), &text(&source)));
+        assert_eq!(copy.last_modified, Some(2), "the timestamp stays its own");
+        assert_eq!(&*text(&other), r#"{"id":"a","v":2}"#);
     }
 
     #[test]

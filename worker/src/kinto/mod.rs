@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -293,20 +294,23 @@ impl KintoClient {
         c: &CollectionRef,
         on_page: impl FnMut(usize),
     ) -> Result<Listing, KintoError> {
-        self.list(c, "_sort=id", on_page).await
+        self.list(c, "_sort=id", on_page, None).await
     }
 
-    /// What changed after `since` (Kinto's sync protocol): records modified since, tombstones included, with
-    /// the records timestamp now.
-    pub async fn list_changes(&self, c: &CollectionRef, since: i64) -> Result<Listing, KintoError> {
-        self.list(c, &format!("_since={since}"), |_| {}).await
-    }
-
-    /// `base` (a listing of `c`) brought up to date with what changed after it settled. The result is checked
+    /// `base` (a listing of `c`) brought up to date with what changed after it settled (Kinto's sync protocol:
+    /// `_since`, tombstones included). The result is checked
     /// against the server's record count (tombstones purged or a collection recreated would break the sync);
-    /// when it disagrees, or the collection moved meanwhile, the collection is listed in full instead.
-    pub async fn refresh(&self, c: &CollectionRef, base: Listing) -> Result<Listing, KintoError> {
-        let changes = self.list_changes(c, base.settled).await?;
+    /// when it disagrees, or the collection moved meanwhile, the collection is listed in full instead. Records
+    /// that arrive with the same text as their namesake in `copied_from` (the listing a push copied) share it.
+    pub async fn refresh(
+        &self,
+        c: &CollectionRef,
+        base: Listing,
+        copied_from: Option<&Listing>,
+    ) -> Result<Listing, KintoError> {
+        let changes = self
+            .list(c, &format!("_since={}", base.settled), |_| {}, copied_from)
+            .await?;
         let merged = listing::merge_changes(base, changes);
         let (timestamp, count) = self.records_count(c).await?;
         if timestamp == merged.timestamp && count == merged.records.len() {
@@ -314,16 +318,21 @@ impl KintoClient {
         }
         tracing::info!(collection = %c, cached = merged.records.len(), count, "changes did not add up, listing in full");
         drop(merged);
-        self.list_records(c, |_| {}).await
+        self.list(c, "_sort=id", |_| {}, copied_from).await
     }
 
-    /// Paged listing with `query`, as `list_records` describes.
+    /// Paged listing with `query`, as `list_records` describes; each page's records share their text with
+    /// their namesakes in `copied_from` where it is the same.
     async fn list(
         &self,
         c: &CollectionRef,
         query: &str,
         mut on_page: impl FnMut(usize),
+        copied_from: Option<&Listing>,
     ) -> Result<Listing, KintoError> {
+        let copied: HashMap<&str, &Record> = copied_from
+            .map(|l| l.records.iter().map(|r| (r.id(), r)).collect())
+            .unwrap_or_default();
         let mut url = format!(
             "{}?_limit={}&{query}",
             self.url(&format!("{}/records", c.uri())),
@@ -345,8 +354,13 @@ impl KintoClient {
             // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
             let page: Page<'_> = serde_json::from_slice(&body)
                 .map_err(|_| invalid("GET", &url, "body has no `data` array"))?;
-            let parsed =
+            let mut parsed =
                 Record::parse_all(&page.data).map_err(|e| invalid("GET", &url, &e.to_string()))?;
+            for record in &mut parsed {
+                if let Some(original) = copied.get(record.id()) {
+                    record.share_text(original);
+                }
+            }
             records.extend(parsed);
             on_page(records.len());
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {

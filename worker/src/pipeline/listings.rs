@@ -39,7 +39,7 @@ impl Listings {
             .expect("listings lock")
             .remove(&Self::key(kinto, c));
         match kept {
-            Some((_, listing)) => kinto.refresh(c, listing).await,
+            Some((_, listing)) => kinto.refresh(c, listing, None).await,
             None => kinto.list_records(c, on_page).await,
         }
     }

@@ -487,7 +487,7 @@ impl Pipeline {
         let after = if unchanged {
             before
         } else {
-            kinto.refresh(target, before).await?
+            kinto.refresh(target, before, Some(wanted)).await?
         };
         let published = self.sign_target(cx, target, &after, counts).await?;
         self.listings.keep(kinto, target, after);
