@@ -298,10 +298,10 @@ impl KintoClient {
     }
 
     /// `base` (a listing of `c`) brought up to date with what changed after it settled (Kinto's sync protocol:
-    /// `_since`, tombstones included). The result is checked
-    /// against the server's record count (tombstones purged or a collection recreated would break the sync);
-    /// when it disagrees, or the collection moved meanwhile, the collection is listed in full instead. Records
-    /// that arrive with the same text as their namesake in `copied_from` (the listing a push copied) share it.
+    /// `_since`, tombstones included). The result is checked against the server's record count (tombstones
+    /// purged or a collection recreated would break the sync); when it disagrees, or the collection moved
+    /// meanwhile, the collection is listed in full instead. Records that arrive with the same text as their
+    /// namesake in `copied_from` (the listing a push copied) share it.
     pub async fn refresh(
         &self,
         c: &CollectionRef,
