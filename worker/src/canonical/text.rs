@@ -23,7 +23,7 @@ pub(super) struct Members<'k> {
 pub(super) fn members(json: &str) -> Option<Members<'_>> {
     let mut values = String::with_capacity(json.len());
     let mut de = serde_json::Deserializer::from_str(json);
-    let entries = TopLevel(&mut values).deserialize(&mut de).ok()?;
+    let entries = ObjectMembers(&mut values).deserialize(&mut de).ok()?;
     de.end().ok()?;
     Some(Members { values, entries })
 }
@@ -33,9 +33,11 @@ fn refused<E: de::Error>() -> E {
     E::custom("not canonical-able")
 }
 
-struct TopLevel<'o>(&'o mut String);
+/// An object's members, each value written canonically at the end of the buffer: a record's top level, and
+/// every nested object before it is laid out in key order.
+struct ObjectMembers<'o>(&'o mut String);
 
-impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+impl<'de> DeserializeSeed<'de> for ObjectMembers<'_> {
     type Value = Vec<(Cow<'de, str>, Range<usize>)>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
@@ -43,7 +45,7 @@ impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_> {
+impl<'de> Visitor<'de> for ObjectMembers<'_> {
     type Value = Vec<(Cow<'de, str>, Range<usize>)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -160,7 +162,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
         // The values are written back to back, then laid out again in key order with their keys.
         let out = self.0;
         let start = out.len();
-        let entries = TopLevel(&mut *out).visit_map(map)?;
+        let entries = ObjectMembers(&mut *out).visit_map(map)?;
         let values = out.split_off(start);
         write_sorted(out, &values, entries, start);
         Ok(())

@@ -522,6 +522,7 @@ impl KintoClient {
             })
             .collect::<Result<Vec<_>, KintoError>>()?;
         let batch = serde_json::to_vec(&Batch { requests }).expect("a batch serializes");
+        let batch = bytes::Bytes::from(batch);
         let (_, body) = self
             .send_bytes(
                 Method::POST,
@@ -604,7 +605,8 @@ impl KintoClient {
         body: Option<Value>,
         headers: HeaderMap,
     ) -> Result<(HeaderMap, Value), KintoError> {
-        let body = body.map(|b| serde_json::to_vec(&b).expect("a JSON value serializes"));
+        let body = body
+            .map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("a JSON value serializes")));
         let is_head = method == Method::HEAD;
         let (headers, bytes) = self
             .send_bytes(method.clone(), url.clone(), body, headers)
@@ -617,12 +619,13 @@ impl KintoClient {
         Ok((headers, json))
     }
 
-    /// `send` with a JSON body already serialized, answering the success body as it came.
+    /// `send` with a JSON body already serialized (shared, not copied, by every attempt), answering the success
+    /// body as it came.
     async fn send_bytes(
         &self,
         method: Method,
         url: String,
-        body: Option<Vec<u8>>,
+        body: Option<bytes::Bytes>,
         headers: HeaderMap,
     ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
         let attempt = || self.send_once(method.clone(), &url, body.clone(), headers.clone());
@@ -638,7 +641,7 @@ impl KintoClient {
         &self,
         method: Method,
         url: &str,
-        body: Option<Vec<u8>>,
+        body: Option<bytes::Bytes>,
         headers: HeaderMap,
     ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
         let wait = self
