@@ -146,11 +146,12 @@ pub async fn verify_collection<K: KeySource>(
     let signatures = signatures_of(&metadata.data)?;
     let listing = kinto.list_records(collection, |_| {}).await?;
     let timestamp = u64::try_from(listing.timestamp).unwrap_or_default();
-    let payload = canonical::signed_payload(&listing.records, timestamp)?;
+    let payload = canonical::SignedPayload::new(&listing.records, timestamp)?;
+    let message = signing::Message::of_payload(&payload);
     let mut checks = Vec::with_capacity(signatures.len());
     for signature in signatures {
         let (key, origin) = keys.key_for(&signature).await?;
-        let valid = signing::verify(&key, payload.as_bytes(), &signature.signature).is_ok();
+        let valid = signing::verify(&key, message.digest(), &signature.signature).is_ok();
         checks.push(Check {
             signature,
             key: origin,

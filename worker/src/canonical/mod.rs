@@ -8,7 +8,7 @@ mod payload;
 mod record;
 mod text;
 
-pub use payload::{ensure_signable, signed_payload};
+pub use payload::{ensure_signable, SignedPayload};
 pub use record::Record;
 
 use serde_json::{Map, Value};
@@ -258,7 +258,7 @@ mod tests {
             .iter()
             .map(|v| Record::from_value(v.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        super::signed_payload(&records, timestamp)
+        SignedPayload::new(&records, timestamp).map(|p| p.text())
     }
 
     #[test]
@@ -367,6 +367,24 @@ mod tests {
             signed_payload(&records, 1),
             Err(CanonicalError::NegativeZero { .. })
         ));
+    }
+
+    #[test]
+    fn a_payload_knows_its_size_before_it_is_written() {
+        let records: Vec<Record> = [
+            json!({"id":"b","last_modified":1_700_000_000_123i64,"t":"é"}),
+            json!({"id":"a","deleted":true,"last_modified":3}),
+            json!({"id":"c"}),
+        ]
+        .into_iter()
+        .map(|v| Record::from_value(v).unwrap())
+        .collect();
+        let payload = SignedPayload::new(&records, 1_700_000_000_124).unwrap();
+        assert_eq!(payload.len(), payload.text().len());
+        assert!(!payload.is_empty());
+        let mut pieces = 0;
+        payload.write_to(|_| pieces += 1);
+        assert!(pieces > 3, "written in pieces, not as one copy");
     }
 
     #[test]

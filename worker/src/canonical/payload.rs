@@ -10,35 +10,76 @@ pub fn ensure_signable(records: &[Record]) -> Result<(), CanonicalError> {
     }
 }
 
-/// `{"data": <live records sorted by id>, "last_modified": "<timestamp>"}`, canonically.
-///
-/// Tombstones (`deleted: true`) are dropped; duplicate ids keep the last occurrence, as Firefox does. Each
-/// record is already canonical JSON: only a small index is sorted, then the pieces are joined.
-pub fn signed_payload(records: &[Record], timestamp: u64) -> Result<String, CanonicalError> {
-    ensure_signable(records)?;
-    let mut index: Vec<(&str, usize)> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !r.is_tombstone())
-        .map(|(position, r)| (r.id(), position))
-        .collect();
-    // By id, then by position: the last of each run of equal ids is the copy that counts.
-    index.sort_unstable();
-    super::keep_last_of_runs(&mut index, |a, b| a.0 == b.0);
-    let size: usize = index
-        .iter()
-        .map(|(_, i)| records[*i].signed_len() + 1)
-        .sum();
-    let mut out = String::with_capacity(size + 64);
-    out.push_str("{\"data\":[");
-    for (n, (_, i)) in index.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        records[*i].write_signed(&mut out);
+/// `{"data": <live records sorted by id>, "last_modified": "<timestamp>"}`, canonically, described rather than
+/// written out: each record is already canonical JSON, so only a small index is sorted, and the pieces are fed
+/// in order to whatever consumes them (a hash needs no copy of a payload as large as the listing).
+#[derive(Debug)]
+pub struct SignedPayload<'a> {
+    records: &'a [Record],
+    /// Positions in `records` of the records signed, in signed order.
+    order: Vec<u32>,
+    timestamp: String,
+    len: usize,
+}
+
+impl<'a> SignedPayload<'a> {
+    /// Tombstones (`deleted: true`) are dropped; duplicate ids keep the last occurrence, as Firefox does.
+    pub fn new(records: &'a [Record], timestamp: u64) -> Result<Self, CanonicalError> {
+        ensure_signable(records)?;
+        let mut index: Vec<(&str, u32)> = records
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_tombstone())
+            .map(|(position, r)| (r.id(), position_of(position)))
+            .collect();
+        // By id, then by position: the last of each run of equal ids is the copy that counts.
+        index.sort_unstable();
+        super::keep_last_of_runs(&mut index, |a, b| a.0 == b.0);
+        let order: Vec<u32> = index.into_iter().map(|(_, i)| i).collect();
+        let mut payload = SignedPayload {
+            records,
+            order,
+            timestamp: timestamp.to_string(),
+            len: 0,
+        };
+        let mut len = 0;
+        payload.write_to(|piece| len += piece.len());
+        payload.len = len;
+        Ok(payload)
     }
-    out.push_str("],\"last_modified\":\"");
-    out.push_str(itoa::Buffer::new().format(timestamp));
-    out.push_str("\"}");
-    Ok(out)
+
+    /// The payload's size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Hands the payload's bytes to `sink`, in order, a few pieces per record.
+    pub fn write_to(&self, mut sink: impl FnMut(&[u8])) {
+        sink(b"{\"data\":[");
+        for (n, i) in self.order.iter().enumerate() {
+            if n > 0 {
+                sink(b",");
+            }
+            self.records[*i as usize].write_signed(&mut sink);
+        }
+        sink(b"],\"last_modified\":\"");
+        sink(self.timestamp.as_bytes());
+        sink(b"\"}");
+    }
+
+    /// The whole payload as one string.
+    pub fn text(&self) -> String {
+        let mut out = Vec::with_capacity(self.len);
+        self.write_to(|piece| out.extend_from_slice(piece));
+        String::from_utf8(out).expect("canonical JSON is ASCII")
+    }
+}
+
+/// A listing holds fewer than 4 billion records (Kinto pages them, a worker holds them in memory).
+fn position_of(position: usize) -> u32 {
+    u32::try_from(position).expect("fewer than 2^32 records")
 }

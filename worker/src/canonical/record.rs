@@ -10,6 +10,7 @@ use super::{
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -105,11 +106,23 @@ impl Record {
         }
     }
 
-    /// Records from their JSON texts (a page of a listing), in order; a large page on two threads.
-    pub fn parse_all(texts: &[&RawValue]) -> Result<Vec<Self>, CanonicalError> {
+    /// Records from their JSON texts (a page of a listing), in order; a large page on two threads. A record
+    /// with the same text as its namesake that `copied` finds holds that text instead of its own: a
+    /// destination just copied from its source then costs one copy of the records, not two, and as each record
+    /// is shared as soon as it is parsed, not even a page of them is held twice.
+    pub fn parse_all<'c>(
+        texts: &[&RawValue],
+        copied: impl Fn(&str) -> Option<&'c Record> + Sync,
+    ) -> Result<Vec<Self>, CanonicalError> {
         let parse = |part: &[&RawValue]| -> Result<Vec<Self>, CanonicalError> {
             part.iter()
-                .map(|text| Self::from_json(text.get()))
+                .map(|text| {
+                    let mut record = Self::from_json(text.get())?;
+                    if let Some(original) = copied(record.id()) {
+                        record.share_text(original);
+                    }
+                    Ok(record)
+                })
                 .collect()
         };
         if texts.len() < PARALLEL_ABOVE {
@@ -166,9 +179,8 @@ impl Record {
         }
     }
 
-    /// Holds the text of `other` instead of its own when both are the same bytes: a destination just copied
-    /// from its source then costs one copy of the records, not two.
-    pub fn share_text(&mut self, other: &Record) {
+    /// Holds the text of `other` instead of its own when both are the same bytes.
+    fn share_text(&mut self, other: &Record) {
         if let (Form::Canonical { json, .. }, Form::Canonical { json: theirs, .. }) =
             (&mut self.form, &other.form)
         {
@@ -189,8 +201,8 @@ impl Record {
         })
     }
 
-    /// Appends the record as clients verify it: its canonical JSON with `last_modified` in place.
-    pub(super) fn write_signed(&self, out: &mut String) {
+    /// Hands `sink` the record as clients verify it: its canonical JSON with `last_modified` in place.
+    pub(super) fn write_signed(&self, sink: &mut impl FnMut(&[u8])) {
         let Form::Canonical {
             json,
             last_modified_at,
@@ -200,22 +212,14 @@ impl Record {
             unreachable!("only signable records are written: ensure_signable comes first")
         };
         let Some(last_modified) = self.last_modified else {
-            out.push_str(json);
+            sink(json.as_bytes());
             return;
         };
-        let at = *last_modified_at as usize;
-        out.push_str(&json[..at]);
-        out.push_str(",\"last_modified\":");
-        out.push_str(itoa::Buffer::new().format(last_modified));
-        out.push_str(&json[at..]);
-    }
-
-    /// An upper bound of what `write_signed` appends.
-    pub(super) fn signed_len(&self) -> usize {
-        match &self.form {
-            Form::Canonical { json, .. } => json.len() + 40,
-            _ => 0,
-        }
+        let (before, after) = json.as_bytes().split_at(*last_modified_at as usize);
+        sink(before);
+        sink(b",\"last_modified\":");
+        sink(itoa::Buffer::new().format(last_modified).as_bytes());
+        sink(after);
     }
 }
 
@@ -237,38 +241,47 @@ fn assemble(mut members: Members<'_>) -> Option<Record> {
     let last_modified = value(LAST_MODIFIED)
         .and_then(|t| t.parse::<i64>().ok())
         .filter(|t| t.unsigned_abs() <= MAX_SAFE_INTEGER);
-    let mut json = String::with_capacity(values.len() + 8 * entries.len());
-    let mut last_modified_at = 0;
-    let mut schema = None;
-    json.push('{');
-    for (key, range) in entries {
-        if key == LAST_MODIFIED && last_modified.is_some() {
-            continue;
+    let (json, last_modified_at, schema) = LAYOUT.with_borrow_mut(|json| {
+        json.clear();
+        let mut last_modified_at = 0;
+        let mut schema = None;
+        json.push('{');
+        for (key, range) in entries {
+            if key == LAST_MODIFIED && last_modified.is_some() {
+                continue;
+            }
+            let start = json.len();
+            if start > 1 {
+                json.push(',');
+            }
+            write_string(json, key);
+            json.push(':');
+            json.push_str(&values[range.clone()]);
+            if key == SCHEMA {
+                schema = Some(offset(start)..offset(json.len()));
+            }
+            if &**key < LAST_MODIFIED {
+                last_modified_at = offset(json.len());
+            }
         }
-        let start = json.len();
-        if start > 1 {
-            json.push(',');
-        }
-        write_string(&mut json, key);
-        json.push(':');
-        json.push_str(&values[range.clone()]);
-        if key == SCHEMA {
-            schema = Some(offset(start)..offset(json.len()));
-        }
-        if &**key < LAST_MODIFIED {
-            last_modified_at = offset(json.len());
-        }
-    }
-    json.push('}');
+        json.push('}');
+        (Arc::<str>::from(json.as_str()), last_modified_at, schema)
+    });
     Some(Record {
         id,
         last_modified,
         form: Form::Canonical {
-            json: json.into(),
+            json,
             last_modified_at,
             schema,
         },
     })
+}
+
+thread_local! {
+    /// Where a record's canonical JSON is laid out before it gets an allocation of its own, of its exact size:
+    /// one buffer per thread rather than one per record (a page of a listing is thousands of records).
+    static LAYOUT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// Records are far smaller than 4 GiB (Kinto refuses bodies of more than a few MB).
@@ -286,9 +299,9 @@ mod tests {
     }
 
     fn signed(value: Value) -> String {
-        let mut out = String::new();
-        record(value).write_signed(&mut out);
-        out
+        let mut out = Vec::new();
+        record(value).write_signed(&mut |piece| out.extend_from_slice(piece));
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -393,6 +406,7 @@ mod tests {
             r#"{"id":"lm","last_modified":"soon"}"#,
             r#"{"id":"e","o":{},"a":[],"last_modified":18446744073709551615}"#,
             r#"{"id":"dup","v":1,"v":2}"#,
+            r#"{"id":"nest","o":{"b":1,"a":{"d":[{"z":1,"y":"é"}],"c":2},"b":3},"l":[{"q":1,"p":{}}]}"#,
         ];
         for text in texts {
             let value = Record::from_value(serde_json::from_str(text).unwrap()).unwrap();
@@ -417,11 +431,32 @@ mod tests {
             .iter()
             .map(|t| serde_json::from_str(t).unwrap())
             .collect();
-        let parsed = Record::parse_all(&raws).unwrap();
+        let parsed = Record::parse_all(&raws, |_| None).unwrap();
         let one_by_one: Vec<Record> = texts
             .iter()
             .map(|t| Record::from_json(t).unwrap())
             .collect();
         assert_eq!(parsed, one_by_one);
+    }
+
+    #[test]
+    fn a_page_shares_the_texts_of_the_records_it_was_copied_from() {
+        let source = record(json!({"id":"a","v":1,"last_modified":1}));
+        let page = [
+            r#"{"id":"a","v":1,"last_modified":2}"#,
+            r#"{"id":"b","v":1,"last_modified":2}"#,
+        ];
+        let raws: Vec<&RawValue> = page
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        let parsed = Record::parse_all(&raws, |id| (id == "a").then_some(&source)).unwrap();
+        let text = |r: &Record| match &r.form {
+            Form::Canonical { json, .. } => Arc::clone(json),
+            _ => unreachable!(),
+        };
+        assert!(Arc::ptr_eq(&text(&parsed[0]), &text(&source)));
+        assert_eq!(parsed[0].last_modified, Some(2));
+        assert_eq!(&*text(&parsed[1]), r#"{"id":"b","v":1}"#);
     }
 }

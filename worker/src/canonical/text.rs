@@ -159,25 +159,20 @@ impl<'de> Visitor<'de> for Canonical<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        // The values are written back to back, then laid out again in key order with their keys.
         let out = self.0;
         let start = out.len();
         let entries = ObjectMembers(&mut *out).visit_map(map)?;
-        let values = out.split_off(start);
-        write_sorted(out, &values, entries, start);
+        write_sorted(out, start, entries);
         Ok(())
     }
 }
 
-/// `{"key":value,…}` in canonical key order; `entries` range over `values` offset by `base`. A repeated key
-/// keeps its last value, as a parsed map does.
-fn write_sorted(
-    out: &mut String,
-    values: &str,
-    mut entries: Vec<(Cow<'_, str>, Range<usize>)>,
-    base: usize,
-) {
+/// `{"key":value,…}` in canonical key order, in place of the values `entries` range over, written back to back
+/// from `start` to the end of `out`. A repeated key keeps its last value, as a parsed map does. Laid out after
+/// the values, which are then cut out: the buffer is reused, nothing is allocated per object.
+fn write_sorted(out: &mut String, start: usize, mut entries: Vec<(Cow<'_, str>, Range<usize>)>) {
     sort_members(&mut entries);
+    let values_end = out.len();
     out.push('{');
     for (i, (key, range)) in entries.iter().enumerate() {
         if i > 0 {
@@ -185,9 +180,10 @@ fn write_sorted(
         }
         write_string(out, key);
         out.push(':');
-        out.push_str(&values[range.start - base..range.end - base]);
+        out.extend_from_within(range.clone());
     }
     out.push('}');
+    out.drain(start..values_end);
 }
 
 /// Key order (code points, as canonicaljson-rs), the last of repeated keys kept.

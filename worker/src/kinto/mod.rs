@@ -354,13 +354,8 @@ impl KintoClient {
             // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
             let page: Page<'_> = serde_json::from_slice(&body)
                 .map_err(|_| invalid("GET", &url, "body has no `data` array"))?;
-            let mut parsed =
-                Record::parse_all(&page.data).map_err(|e| invalid("GET", &url, &e.to_string()))?;
-            for record in &mut parsed {
-                if let Some(original) = copied.get(record.id()) {
-                    record.share_text(original);
-                }
-            }
+            let parsed = Record::parse_all(&page.data, |id| copied.get(id).copied())
+                .map_err(|e| invalid("GET", &url, &e.to_string()))?;
             records.extend(parsed);
             on_page(records.len());
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {
@@ -681,7 +676,7 @@ impl KintoClient {
         if let Some(seconds) = header_seconds(&headers, "backoff") {
             *self.backoff_until.lock().expect("backoff lock") = Some(Instant::now() + seconds);
         }
-        let bytes = response.bytes().await.map_err(network)?;
+        let bytes = read_body(response).await.map_err(network)?;
         if status.is_success() {
             return Ok((headers, bytes));
         }
@@ -699,6 +694,23 @@ impl KintoClient {
                 .or((status == StatusCode::SERVICE_UNAVAILABLE).then_some(Duration::from_secs(1))),
         })
     }
+}
+
+/// Most of a body buffer allocated up front from `Content-Length`, which a server could overstate.
+const PREALLOCATE_AT_MOST: u64 = 64 << 20;
+
+/// The body, each chunk copied into one buffer as it arrives and then released: `Response::bytes` gathers every
+/// chunk before copying them into one buffer, holding a page of a listing twice at its peak.
+async fn read_body(mut response: reqwest::Response) -> reqwest::Result<bytes::Bytes> {
+    let expected = response
+        .content_length()
+        .unwrap_or(0)
+        .min(PREALLOCATE_AT_MOST);
+    let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
 }
 
 /// A page of a records listing, each record still JSON text.

@@ -15,7 +15,7 @@ use crate::config::{CollectionRef, ConfigError, Resource, ResourcePolicy, Resour
 use crate::job::{Job, JobKind, Trigger};
 use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
 use crate::report::Report;
-use crate::signing::{AnySigner, SignatureMetadata, Signer, SignerSet, SigningError};
+use crate::signing::{AnySigner, Message, SignatureMetadata, Signer, SignerSet, SigningError};
 use listings::Listings;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -502,15 +502,16 @@ impl Pipeline {
         counts: Counts,
     ) -> Result<Published, PipelineError> {
         cx.report.enter("hash", target);
-        let payload = canonical::signed_payload(
+        let payload = canonical::SignedPayload::new(
             &listing.records,
             u64::try_from(listing.timestamp).unwrap_or_default(),
         )?;
+        let message = Message::of_payload(&payload);
         crate::metrics::metrics()
             .payload_bytes
-            .inc_by(payload.len() as u64);
+            .inc_by(message.len() as u64);
         cx.report.enter("sign", target);
-        let signatures = cx.signer.sign(payload.as_bytes(), cx.report).await?;
+        let signatures = cx.signer.sign(&message, cx.report).await?;
         let first = signatures.first().cloned().ok_or(SigningError::Mismatch)?;
 
         let mut metadata = Map::new();
@@ -540,7 +541,7 @@ impl Pipeline {
             created: counts.created,
             updated: counts.updated,
             deleted: counts.deleted,
-            payload_bytes: Some(payload.len()),
+            payload_bytes: Some(message.len()),
             signature: Some(first),
         })
     }

@@ -4,8 +4,7 @@
 //! Every returned signature is checked against the public key Autograph returns before it is used.
 
 use super::{
-    message_digest, parse_public_key, verify, SignatureMetadata, Signer, SigningError,
-    MODE_P384ECDSA,
+    parse_public_key, verify, Message, SignatureMetadata, Signer, SigningError, MODE_P384ECDSA,
 };
 use crate::config::AutographSettings;
 use crate::report::Report;
@@ -106,15 +105,15 @@ impl AutographSigner {
         })
     }
 
-    /// The endpoint and JSON body for this payload: the whole payload, or only its templated digest.
-    fn request(&self, payload: &[u8]) -> (&'static str, Vec<u8>) {
+    /// The endpoint and JSON body for this message: the whole payload, or only its templated digest.
+    fn request(&self, message: &Message<'_>) -> (&'static str, Vec<u8>) {
         let by_hash = self
             .hash_above
-            .is_some_and(|limit| payload.len() as u64 > limit);
+            .is_some_and(|limit| message.len() as u64 > limit);
         let (path, input) = if by_hash {
-            ("/sign/hash", STANDARD.encode(message_digest(payload)))
+            ("/sign/hash", STANDARD.encode(message.digest()))
         } else {
-            ("/sign/data", STANDARD.encode(payload))
+            ("/sign/data", STANDARD.encode(message.bytes()))
         };
         let body: Vec<SignRequest> = self
             .key_ids
@@ -201,10 +200,10 @@ impl AutographSigner {
 impl Signer for AutographSigner {
     async fn sign(
         &self,
-        payload: &[u8],
+        message: &Message<'_>,
         report: &Report,
     ) -> Result<Vec<SignatureMetadata>, SigningError> {
-        let (path, body) = self.request(payload);
+        let (path, body) = self.request(message);
         let answer = (|| self.call(path, &body))
             .retry(self.retry)
             .when(|e| matches!(e, CallError::Retryable(_)))
@@ -235,7 +234,7 @@ impl Signer for AutographSigner {
                 },
                 CallError::Invalid(reason) => SigningError::InvalidResponse(reason),
             })?;
-        accept(payload, &self.key_ids, answer).map_err(SigningError::InvalidResponse)
+        accept(message.digest(), &self.key_ids, answer).map_err(SigningError::InvalidResponse)
     }
 }
 
@@ -276,7 +275,7 @@ fn parse_error_body(text: &str) -> (String, Option<String>) {
 /// Checks Autograph's answer (one P-384 signature per key id, in order, each verifying with its public key)
 /// and turns it into what is published.
 fn accept(
-    payload: &[u8],
+    digest: &[u8; 48],
     key_ids: &[String],
     answer: Vec<SignResponse>,
 ) -> Result<Vec<SignatureMetadata>, String> {
@@ -304,7 +303,7 @@ fn accept(
             if let Some(public_key) = &item.public_key {
                 let key = parse_public_key(public_key)
                     .map_err(|e| format!("key {keyid}: public_key: {e}"))?;
-                verify(&key, payload, &signature)
+                verify(&key, digest, &signature)
                     .map_err(|e| format!("key {keyid}: {e} with the returned public_key"))?;
             }
             Ok(SignatureMetadata {
@@ -333,7 +332,7 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::LocalEcdsaSigner;
+    use crate::signing::{message_digest, LocalEcdsaSigner};
     use std::time::UNIX_EPOCH;
 
     #[test]
@@ -396,7 +395,7 @@ mod tests {
     #[test]
     fn one_request_carries_every_key_id_and_large_payloads_go_by_hash() {
         let signer = AutographSigner::new(&settings(&["a", "b"], Some(10))).unwrap();
-        let (path, body) = signer.request(b"short");
+        let (path, body) = signer.request(&Message::of_bytes(b"short"));
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(path, "/sign/data");
         assert_eq!(body[0]["input"], STANDARD.encode(b"short"));
@@ -404,7 +403,7 @@ mod tests {
             (body[0]["keyid"].as_str(), body[1]["keyid"].as_str()),
             (Some("a"), Some("b"))
         );
-        let (path, body) = signer.request(b"a payload longer than ten bytes");
+        let (path, body) = signer.request(&Message::of_bytes(b"a payload longer than ten bytes"));
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(path, "/sign/hash");
         assert_eq!(
@@ -417,7 +416,7 @@ mod tests {
     fn response(signer: &LocalEcdsaSigner, payload: &[u8]) -> SignResponse {
         use p384::pkcs8::EncodePublicKey as _;
         SignResponse {
-            signature: Some(signer.sign_payload(payload)),
+            signature: Some(signer.sign_digest(&message_digest(payload))),
             x5u: Some("https://autograph/x5u/a.chain".into()),
             mode: Some("p384ecdsa".into()),
             reference: Some("r1".into()),
@@ -433,7 +432,7 @@ mod tests {
         let key = LocalEcdsaSigner::from_pem(&private).unwrap();
         let ids = ["a".to_owned(), "b".to_owned()];
         let good = accept(
-            b"payload",
+            &message_digest(b"payload"),
             &ids,
             vec![response(&key, b"payload"), response(&key, b"payload")],
         )
@@ -441,18 +440,28 @@ mod tests {
         assert_eq!(good[0].reference.as_deref(), Some("r1"));
         assert_eq!(good[1].x5u, "https://autograph/x5u/a.chain");
 
-        let err = accept(b"payload", &ids, vec![response(&key, b"payload")]).unwrap_err();
+        let err = accept(
+            &message_digest(b"payload"),
+            &ids,
+            vec![response(&key, b"payload")],
+        )
+        .unwrap_err();
         assert!(err.contains("1 signatures for 2 key ids"), "{err}");
-        let err = accept(b"payload", &ids[..1], vec![response(&key, b"other")]).unwrap_err();
+        let err = accept(
+            &message_digest(b"payload"),
+            &ids[..1],
+            vec![response(&key, b"other")],
+        )
+        .unwrap_err();
         assert!(err.contains("does not verify"), "{err}");
         let mut no_x5u = response(&key, b"payload");
         no_x5u.x5u = None;
-        assert!(accept(b"payload", &ids[..1], vec![no_x5u])
+        assert!(accept(&message_digest(b"payload"), &ids[..1], vec![no_x5u])
             .unwrap_err()
             .contains("no x5u"));
         let mut p256 = response(&key, b"payload");
         p256.mode = Some("p256ecdsa".into());
-        assert!(accept(b"payload", &ids[..1], vec![p256])
+        assert!(accept(&message_digest(b"payload"), &ids[..1], vec![p256])
             .unwrap_err()
             .contains("p256ecdsa"));
     }

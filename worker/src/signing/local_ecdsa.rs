@@ -1,6 +1,6 @@
 //! Signing with a P-384 key on disk, as kinto-signer's `local_ecdsa` backend (x5u stays empty).
 
-use super::{message_digest, SignatureMetadata, Signer, SigningError, MODE_P384ECDSA};
+use super::{Message, SignatureMetadata, Signer, SigningError, MODE_P384ECDSA};
 use crate::report::Report;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -49,11 +49,11 @@ impl LocalEcdsaSigner {
         p384::PublicKey::from(self.key.verifying_key())
     }
 
-    /// Deterministic (RFC 6979) r||s base64url signature of the prefixed payload.
-    pub fn sign_payload(&self, payload: &[u8]) -> String {
+    /// Deterministic (RFC 6979) r||s base64url signature of the message with this digest.
+    pub fn sign_digest(&self, digest: &[u8; 48]) -> String {
         let signature: Signature = self
             .key
-            .sign_prehash(&message_digest(payload))
+            .sign_prehash(digest)
             .expect("a 48-byte prehash is always accepted by P-384");
         URL_SAFE_NO_PAD.encode(signature.to_bytes())
     }
@@ -62,11 +62,11 @@ impl LocalEcdsaSigner {
 impl Signer for LocalEcdsaSigner {
     async fn sign(
         &self,
-        payload: &[u8],
+        message: &Message<'_>,
         _: &Report,
     ) -> Result<Vec<SignatureMetadata>, SigningError> {
         Ok(vec![SignatureMetadata {
-            signature: self.sign_payload(payload),
+            signature: self.sign_digest(message.digest()),
             x5u: self.x5u.clone(),
             mode: MODE_P384ECDSA.to_owned(),
             reference: None,
@@ -94,7 +94,7 @@ pub fn generate_key_pair() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signing::{parse_public_key, verify};
+    use crate::signing::{message_digest, parse_public_key, verify};
 
     /// The public test key of kinto-signer / remote-settings (= Autograph's `appkey1`), spec §2.4.
     const TEST_KEY_D: &str = "335f64eb18eaf4584f7601b025fa7aa7a6a876e692822d834c4d5da1247cedae454f58ea7cc349a1b1c22874af113296";
@@ -123,7 +123,7 @@ mod tests {
             "a9826c053c69b15613e4886f4a5958f7ba357318d4f39516848b074ca2d48a5ef8b71358474ea0ed141e1734d41404b8"
         );
         assert_eq!(
-            test_signer().sign_payload(payload),
+            test_signer().sign_digest(&message_digest(payload)),
             "B_op06vhrNMYQgziGVGD-5DIu0ShAbfZlnSRY9xQnSC0BxfqFZB4Us8LqziyxRkMOoWo9gm4DRJiO3RWOqsyUeMFsaQ07E70IucDvAA4BEjNyCbzcxlGE_XuACUHVACE"
         );
     }
@@ -136,7 +136,7 @@ mod tests {
             "26034fe3b891da19cd877d06f0e7e9c0c3737fdf49013865f9bab5cfbc098207b5f9ae316714be3e842cc8619689767d"
         );
         assert_eq!(
-            test_signer().sign_payload(payload),
+            test_signer().sign_digest(&message_digest(payload)),
             "JtFh5czor3HXn5G1uzxUCUiZGNjV0siwfYyWHzqnCr56ijHJTDjBVZpDlszw47RiHZR0aB3wnIO1eO9XCBF-6p8zsbVdyzbpYUZz1sizHz0L8vxpqA5kosumtTrltmRC"
         );
     }
@@ -155,12 +155,12 @@ mod tests {
         let signer = test_signer();
         assert_eq!(signer.public_key(), parse_public_key(TEST_SPKI).unwrap());
         let payload = b"{\"data\":[],\"last_modified\":\"1\"}";
-        let sig = signer.sign_payload(payload);
+        let sig = signer.sign_digest(&message_digest(payload));
         assert_eq!(sig.len(), 128);
-        verify(&signer.public_key(), payload, &sig).unwrap();
+        verify(&signer.public_key(), &message_digest(payload), &sig).unwrap();
         assert!(verify(
             &signer.public_key(),
-            b"{\"data\":[],\"last_modified\":\"2\"}",
+            &message_digest(b"{\"data\":[],\"last_modified\":\"2\"}"),
             &sig
         )
         .is_err());
@@ -188,9 +188,9 @@ mod tests {
         let signer = test_signer();
         let payload = b"x-payload";
         let sig = signer
-            .sign_payload(payload)
+            .sign_digest(&message_digest(payload))
             .replace('-', "+")
             .replace('_', "/");
-        verify(&signer.public_key(), payload, &sig).unwrap();
+        verify(&signer.public_key(), &message_digest(payload), &sig).unwrap();
     }
 }

@@ -10,11 +10,13 @@ pub use autograph::AutographSigner;
 pub use local_ecdsa::{generate_key_pair, LocalEcdsaSigner};
 pub use set::{AnySigner, SignerSet};
 
+use crate::canonical::SignedPayload;
 use crate::report::Report;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha384};
+use std::borrow::Cow;
 
 /// Prepended to the canonical JSON before hashing (19 bytes, the last one NUL).
 pub const CONTENT_SIGNATURE_PREFIX: &[u8] = b"Content-Signature:\x00";
@@ -83,17 +85,73 @@ impl SigningError {
 /// What is signed before anything is written, to learn early that the signer works (kinto-signer's heartbeat).
 pub const PROBE_PAYLOAD: &[u8] = b"This is a heartbeat test.";
 
-/// Signs canonical payloads: one signature per key, in order. Network-backed implementations are fallible at run
-/// time, hence `async` + `Result`; what they retry goes to the job's `report`.
+/// What a signature covers: a payload's size and the SHA-384 of its prefixed bytes, hashed once as the payload
+/// is written out, and the bytes themselves only for a signer that sends them (Autograph's `/sign/data`).
+pub struct Message<'a> {
+    len: usize,
+    digest: [u8; 48],
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Payload(&'a SignedPayload<'a>),
+}
+
+impl<'a> Message<'a> {
+    pub fn of_bytes(payload: &'a [u8]) -> Self {
+        Message {
+            len: payload.len(),
+            digest: message_digest(payload),
+            source: Source::Bytes(payload),
+        }
+    }
+
+    /// Hashes the payload as its pieces are written: a listing's payload is never held whole for this.
+    pub fn of_payload(payload: &'a SignedPayload<'a>) -> Self {
+        let mut hasher = Sha384::new();
+        hasher.update(CONTENT_SIGNATURE_PREFIX);
+        payload.write_to(|piece| hasher.update(piece));
+        Message {
+            len: payload.len(),
+            digest: hasher.finalize().into(),
+            source: Source::Payload(payload),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// SHA-384 of the prefixed payload: what Autograph's `/sign/hash` takes and what the ECDSA signature covers.
+    pub fn digest(&self) -> &[u8; 48] {
+        &self.digest
+    }
+
+    /// The payload itself (written out now if it was described).
+    pub fn bytes(&self) -> Cow<'a, [u8]> {
+        match self.source {
+            Source::Bytes(bytes) => Cow::Borrowed(bytes),
+            Source::Payload(payload) => Cow::Owned(payload.text().into_bytes()),
+        }
+    }
+}
+
+/// Signs messages: one signature per key, in order. Network-backed implementations are fallible at run time,
+/// hence `async` + `Result`; what they retry goes to the job's `report`.
 pub trait Signer: Send + Sync {
     fn sign(
         &self,
-        payload: &[u8],
+        message: &Message<'_>,
         report: &Report,
     ) -> impl std::future::Future<Output = Result<Vec<SignatureMetadata>, SigningError>> + Send;
 }
 
-/// SHA-384 of the prefixed message: what Autograph's `/sign/hash` takes and what the ECDSA signature covers.
+/// SHA-384 of the prefixed message.
 pub fn message_digest(payload: &[u8]) -> [u8; 48] {
     let mut hasher = Sha384::new();
     hasher.update(CONTENT_SIGNATURE_PREFIX);
@@ -101,10 +159,10 @@ pub fn message_digest(payload: &[u8]) -> [u8; 48] {
     hasher.finalize().into()
 }
 
-/// Verifies an r||s base64url signature (padding and the standard alphabet tolerated, as Firefox does).
+/// Verifies an r||s base64url signature of a message with this `digest` (`message_digest`, `Message::digest`) (padding and the standard alphabet tolerated, as Firefox does).
 pub fn verify(
     public_key: &p384::PublicKey,
-    payload: &[u8],
+    digest: &[u8; 48],
     signature_b64: &str,
 ) -> Result<(), SigningError> {
     use p384::ecdsa::signature::hazmat::PrehashVerifier as _;
@@ -125,7 +183,7 @@ pub fn verify(
     }
     let signature = p384::ecdsa::Signature::from_slice(&raw).map_err(|_| SigningError::Mismatch)?;
     p384::ecdsa::VerifyingKey::from(public_key)
-        .verify_prehash(&message_digest(payload), &signature)
+        .verify_prehash(digest, &signature)
         .map_err(|_| SigningError::Mismatch)
 }
 
@@ -138,4 +196,32 @@ pub fn parse_public_key(text: &str) -> Result<p384::PublicKey, String> {
     }
     let der = STANDARD.decode(text).map_err(|e| e.to_string())?;
     p384::PublicKey::from_public_key_der(&der).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::canonical::Record;
+    use serde_json::json;
+
+    #[test]
+    fn a_payload_hashed_as_written_is_the_digest_of_its_bytes() {
+        let records: Vec<Record> = (0..300)
+            .map(|i| {
+                Record::from_value(
+                    json!({"id": format!("r{i}"), "v": "Bücher", "last_modified": i}),
+                )
+                .unwrap()
+            })
+            .collect();
+        let payload = SignedPayload::new(&records, 1_700_000_000_000).unwrap();
+        let text = payload.text();
+        let streamed = Message::of_payload(&payload);
+        let held = Message::of_bytes(text.as_bytes());
+        assert_eq!(streamed.digest(), &message_digest(text.as_bytes()));
+        assert_eq!(streamed.digest(), held.digest());
+        assert_eq!((streamed.len(), held.len()), (text.len(), text.len()));
+        assert_eq!(&*streamed.bytes(), text.as_bytes());
+        assert_eq!(&*held.bytes(), text.as_bytes());
+    }
 }

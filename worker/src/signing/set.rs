@@ -2,7 +2,8 @@
 //! and checked at start-up, looked up per source collection.
 
 use super::{
-    AutographSigner, LocalEcdsaSigner, SignatureMetadata, Signer, SigningError, PROBE_PAYLOAD,
+    AutographSigner, LocalEcdsaSigner, Message, SignatureMetadata, Signer, SigningError,
+    PROBE_PAYLOAD,
 };
 use crate::config::SignerConfig;
 use crate::report::Report;
@@ -32,7 +33,10 @@ impl AnySigner {
     pub async fn probe(&self, report: &Report) -> Result<(), SigningError> {
         match self {
             AnySigner::Local(_) => Ok(()),
-            AnySigner::Autograph(_) => self.sign(PROBE_PAYLOAD, report).await.map(drop),
+            AnySigner::Autograph(_) => self
+                .sign(&Message::of_bytes(PROBE_PAYLOAD), report)
+                .await
+                .map(drop),
         }
     }
 
@@ -48,13 +52,13 @@ impl AnySigner {
 impl Signer for AnySigner {
     async fn sign(
         &self,
-        payload: &[u8],
+        message: &Message<'_>,
         report: &Report,
     ) -> Result<Vec<SignatureMetadata>, SigningError> {
         let started = std::time::Instant::now();
         let result = match self {
-            AnySigner::Local(s) => s.sign(payload, report).await,
-            AnySigner::Autograph(s) => s.sign(payload, report).await,
+            AnySigner::Local(s) => s.sign(message, report).await,
+            AnySigner::Autograph(s) => s.sign(message, report).await,
         };
         crate::metrics::metrics()
             .signer_calls
