@@ -134,7 +134,7 @@ impl<'a> Iterator for Entries<'a> {
 }
 
 /// Keeps the last of each run of neighbours that are `same` (sorted stably, the copy that counts).
-fn keep_last_of_runs<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
+pub(crate) fn keep_last_of_runs<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
     items.dedup_by(|later, earlier| {
         if same(later, earlier) {
             std::mem::swap(later, earlier);

@@ -2,38 +2,52 @@
 //! before (pure, so the rules are tested without a server).
 
 use super::Listing;
-use crate::canonical::Record;
-use std::collections::HashMap;
+use crate::canonical::keep_last_of_runs;
 
 /// `base` with `changes` (a `_since` listing from when `base` settled: records modified since, tombstones
 /// included) applied: changed records replace their old version, tombstones remove theirs, new records are
 /// added; timestamps are the changes'. Re-read records (between settled and the timestamp of `base`) replace
-/// themselves with the same content.
+/// themselves with the same content. The changes are matched by sorting them by id rather than through a map
+/// keyed by copies of their ids: after a first push they are the whole collection.
 pub fn merge_changes(mut base: Listing, changes: Listing) -> Listing {
-    let mut changed: HashMap<Box<str>, Record> = changes
-        .records
-        .into_iter()
-        .map(|r| (r.id().into(), r))
-        .collect();
+    let Listing {
+        records: mut changed,
+        timestamp,
+        settled,
+    } = changes;
+    changed.sort_by(|a, b| a.id().cmp(b.id()));
+    // A record listed twice (it changed between pages) counts in its later version.
+    keep_last_of_runs(&mut changed, |a, b| a.id() == b.id());
+    let mut applied = vec![false; changed.len()];
     base.records.retain_mut(|record| {
-        let Some(new) = changed.remove(record.id()) else {
+        let Ok(i) = changed.binary_search_by(|c| c.id().cmp(record.id())) else {
             return true;
         };
-        *record = new;
+        if std::mem::replace(&mut applied[i], true) {
+            return true;
+        }
+        // The old version takes the new one's place, under the same id: the search order holds.
+        std::mem::swap(record, &mut changed[i]);
         !record.is_tombstone()
     });
-    base.records
-        .extend(changed.into_values().filter(|r| !r.is_tombstone()));
+    base.records.extend(
+        changed
+            .into_iter()
+            .zip(applied)
+            .filter(|(r, applied)| !applied && !r.is_tombstone())
+            .map(|(r, _)| r),
+    );
     Listing {
         records: base.records,
-        timestamp: changes.timestamp,
-        settled: changes.settled,
+        timestamp,
+        settled,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::Record;
     use serde_json::{json, Value};
 
     fn listing(records: Vec<Value>, timestamp: i64) -> Listing {
@@ -122,5 +136,25 @@ mod tests {
             by_id(&merged),
             vec![("a".into(), json!(1)), ("x".into(), json!(1))]
         );
+    }
+
+    #[test]
+    fn a_record_listed_twice_counts_in_its_later_version() {
+        let base = listing(vec![json!({"id": "a", "v": 1, "last_modified": 10})], 10);
+        let changes = listing(
+            vec![
+                json!({"id": "b", "v": 1, "last_modified": 11}),
+                json!({"id": "a", "v": 2, "last_modified": 12}),
+                json!({"id": "b", "v": 3, "last_modified": 13}),
+                json!({"id": "a", "v": 4, "last_modified": 14}),
+            ],
+            14,
+        );
+        let merged = merge_changes(base, changes);
+        assert_eq!(
+            by_id(&merged),
+            vec![("a".into(), json!(4)), ("b".into(), json!(3))]
+        );
+        assert_eq!(merged.records.len(), 2);
     }
 }
