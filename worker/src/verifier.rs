@@ -162,7 +162,7 @@ pub async fn verify_collection<K: KeySource>(
     Ok(Report {
         records: live.count(),
         timestamp: listing.timestamp,
-        payload_bytes: payload.len(),
+        payload_bytes: message.len(),
         checks,
     })
 }

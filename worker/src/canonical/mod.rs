@@ -370,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_payload_knows_its_size_before_it_is_written() {
+    fn a_payload_is_written_in_pieces_that_join_into_its_text() {
         let records: Vec<Record> = [
             json!({"id":"b","last_modified":1_700_000_000_123i64,"t":"é"}),
             json!({"id":"a","deleted":true,"last_modified":3}),
@@ -380,11 +380,19 @@ mod tests {
         .map(|v| Record::from_value(v).unwrap())
         .collect();
         let payload = SignedPayload::new(&records, 1_700_000_000_124).unwrap();
-        assert_eq!(payload.len(), payload.text().len());
-        assert!(!payload.is_empty());
+        let mut joined = Vec::new();
         let mut pieces = 0;
-        payload.write_to(|_| pieces += 1);
+        payload.write_to(|piece| {
+            joined.extend_from_slice(piece);
+            pieces += 1;
+        });
         assert!(pieces > 3, "written in pieces, not as one copy");
+        let joined = String::from_utf8(joined).unwrap();
+        assert_eq!(
+            joined,
+            r#"{"data":[{"id":"b","last_modified":1700000000123,"t":"\u00e9"},{"id":"c"}],"last_modified":"1700000000124"}"#
+        );
+        assert_eq!(payload.text(), joined);
     }
 
     #[test]

@@ -19,7 +19,6 @@ pub struct SignedPayload<'a> {
     /// Positions in `records` of the records signed, in signed order.
     order: Vec<u32>,
     timestamp: String,
-    len: usize,
 }
 
 impl<'a> SignedPayload<'a> {
@@ -36,25 +35,11 @@ impl<'a> SignedPayload<'a> {
         index.sort_unstable();
         super::keep_last_of_runs(&mut index, |a, b| a.0 == b.0);
         let order: Vec<u32> = index.into_iter().map(|(_, i)| i).collect();
-        let mut payload = SignedPayload {
+        Ok(SignedPayload {
             records,
             order,
             timestamp: timestamp.to_string(),
-            len: 0,
-        };
-        let mut len = 0;
-        payload.write_to(|piece| len += piece.len());
-        payload.len = len;
-        Ok(payload)
-    }
-
-    /// The payload's size in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+        })
     }
 
     /// Hands the payload's bytes to `sink`, in order, a few pieces per record.
@@ -73,7 +58,7 @@ impl<'a> SignedPayload<'a> {
 
     /// The whole payload as one string.
     pub fn text(&self) -> String {
-        let mut out = Vec::with_capacity(self.len);
+        let mut out = Vec::new();
         self.write_to(|piece| out.extend_from_slice(piece));
         String::from_utf8(out).expect("canonical JSON is ASCII")
     }

@@ -107,13 +107,18 @@ impl<'a> Message<'a> {
         }
     }
 
-    /// Hashes the payload as its pieces are written: a listing's payload is never held whole for this.
+    /// Hashes the payload as its pieces are written, counting them: a listing's payload is never held whole for
+    /// this.
     pub fn of_payload(payload: &'a SignedPayload<'a>) -> Self {
         let mut hasher = Sha384::new();
         hasher.update(CONTENT_SIGNATURE_PREFIX);
-        payload.write_to(|piece| hasher.update(piece));
+        let mut len = 0;
+        payload.write_to(|piece| {
+            hasher.update(piece);
+            len += piece.len();
+        });
         Message {
-            len: payload.len(),
+            len,
             digest: hasher.finalize().into(),
             source: Source::Payload(payload),
         }
@@ -159,7 +164,8 @@ pub fn message_digest(payload: &[u8]) -> [u8; 48] {
     hasher.finalize().into()
 }
 
-/// Verifies an r||s base64url signature of a message with this `digest` (`message_digest`, `Message::digest`) (padding and the standard alphabet tolerated, as Firefox does).
+/// Verifies an r||s base64url signature of the message with this `digest` (`message_digest`, `Message::digest`);
+/// padding and the standard alphabet are tolerated, as Firefox does.
 pub fn verify(
     public_key: &p384::PublicKey,
     digest: &[u8; 48],
