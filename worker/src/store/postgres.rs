@@ -41,6 +41,12 @@ struct Completion {
 /// The most completions one statement records.
 const COMPLETIONS_PER_FLUSH: usize = 500;
 
+/// A candidate `j` whose destination has no running job. `OFFSET 0` keeps it a probe of the one-writer index per
+/// candidate: as an anti-join, the planner (expecting few running jobs) compares every candidate with every
+/// running job, which made a 500-job claim 35× slower with many jobs running (695 ms against 21 ms).
+const DESTINATION_FREE: &str =
+    "NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination OFFSET 0)";
+
 /// The jobs of a `next` CTE become running under a fresh lease (`$1` worker, `$2` seconds) with their history row
 /// (`$4` its detail): the tail of every claim statement.
 const CLAIM_NEXT: &str = "claimed AS (
@@ -294,7 +300,7 @@ impl JobStore for PgStore {
             "WITH next AS (
                 SELECT id FROM jobs j
                 WHERE state = 'queued' AND run_at <= now() AND ($3::uuid IS NULL OR id = $3)
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
+                  AND {DESTINATION_FREE}
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT 1
                 {lock}),
@@ -329,7 +335,7 @@ impl JobStore for PgStore {
             "WITH candidates AS (
                 SELECT id, destination, priority, run_at, created_at FROM jobs j
                 WHERE state = 'queued' AND run_at <= now()
-                  AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
+                  AND {DESTINATION_FREE}
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT $3 * 2
                 FOR UPDATE SKIP LOCKED),
