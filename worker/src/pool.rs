@@ -8,10 +8,11 @@ use crate::pipeline::Pipeline;
 use crate::report::{Note, Report};
 use crate::store::{JobStore, RetryOutcome, StoreError};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -59,6 +60,8 @@ impl JobRunner for Pipeline {
 pub struct PoolSettings {
     pub worker_id: String,
     pub concurrency: usize,
+    /// Jobs a sweep claims beyond its free slots, started as slots free (0: none).
+    pub claim_ahead: usize,
     pub lease: Duration,
     pub poll_interval: Duration,
     pub backoff_min: Duration,
@@ -73,6 +76,7 @@ impl PoolSettings {
         Self {
             worker_id,
             concurrency: settings.worker.concurrency,
+            claim_ahead: settings.worker.claim_ahead,
             lease: settings.lease(),
             poll_interval: Duration::from_millis(settings.queue.poll_interval_ms),
             backoff_min: Duration::from_millis(settings.queue.backoff_min_ms),
@@ -131,6 +135,10 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
         let settings = Arc::new(self.settings);
         tracing::info!(worker_id = %settings.worker_id, concurrency = settings.concurrency, "worker pool started");
         let slots = Arc::new(Semaphore::new(settings.concurrency));
+        // A finished job's slot frees before its outcome is committed (group commits take a few milliseconds,
+        // in which the next jobs can run); this bounds how many outcomes wait for a commit, as many as jobs may be
+        // claimed at once so that one commit can record them all.
+        let recording = Arc::new(Semaphore::new(settings.concurrency + settings.claim_ahead));
         let hard_stop = CancellationToken::new();
         let mut running = JoinSet::new();
         let maintenance = tokio::spawn(maintain(
@@ -139,16 +147,44 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
             shutdown.clone(),
         ));
 
+        let launcher = Launcher {
+            store: self.store.clone(),
+            runner: self.runner.clone(),
+            settings: settings.clone(),
+            recording,
+            hard_stop: hard_stop.clone(),
+        };
+        let mut ahead = ClaimedAhead::new(settings.lease / 3);
+
         // With doorbells the first sweep waits for the poll interval: the queue holds the messages to start with.
         let mut next = waker.claims_greedily().then_some(Wake::Sweep);
         loop {
+            let give_back_stale = |ahead: &mut ClaimedAhead, running: &mut JoinSet<()>| {
+                for stale in ahead.take_stale() {
+                    running.spawn(give_back(
+                        self.store.clone(),
+                        stale,
+                        "waited too long for a slot",
+                    ));
+                }
+            };
+            let stale_at = ahead.stale_at();
             // `biased`: once shutdown fired, no branch that would claim more work may win the race.
             let slot = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                () = sleep_until(stale_at) => {
+                    give_back_stale(&mut ahead, &mut running);
+                    continue;
+                }
             };
             while running.try_join_next().is_some() {}
+            give_back_stale(&mut ahead, &mut running);
+            if let Some(job) = ahead.pop() {
+                launcher.start(&mut running, job, slot);
+                continue;
+            }
             let wake = match next.take() {
                 Some(wake) => wake,
                 None => {
@@ -160,33 +196,25 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
                     }
                 }
             };
-            // A sweep fills every free slot with one claim; a doorbell names one job.
+            // A sweep fills every free slot with one claim, and claims `claim_ahead` more to start as slots free;
+            // a doorbell names one job.
             let mut slots_held = vec![slot];
+            let mut wanted = 1;
             if matches!(wake, Wake::Sweep) {
                 while let Ok(more) = slots.clone().try_acquire_owned() {
                     slots_held.push(more);
                 }
+                wanted = slots_held.len() + settings.claim_ahead;
             }
-            match claim(self.store.as_ref(), &settings, wake, slots_held.len()).await {
+            match claim(self.store.as_ref(), &settings, wake, wanted).await {
                 Ok(jobs) => {
                     let claimed_any = !jobs.is_empty();
-                    for (job, slot) in jobs.into_iter().zip(slots_held.drain(..)) {
-                        let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
-                        let work = execute(
-                            self.store.clone(),
-                            self.runner.clone(),
-                            settings.clone(),
-                            job,
-                            hard_stop.clone(),
-                        );
-                        running.spawn(
-                            async move {
-                                work.await;
-                                drop(slot);
-                            }
-                            .instrument(span),
-                        );
+                    let mut jobs = jobs.into_iter();
+                    // Slots first: `zip` takes a job only for a slot it has.
+                    for (slot, job) in slots_held.drain(..).zip(jobs.by_ref()) {
+                        launcher.start(&mut running, job, slot);
                     }
+                    ahead.extend(jobs);
                     if claimed_any && waker.claims_greedily() {
                         next = Some(Wake::Sweep);
                     }
@@ -202,6 +230,13 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
             }
         }
 
+        for job in ahead.take_all() {
+            running.spawn(give_back(
+                self.store.clone(),
+                job,
+                "claimed ahead, not started before shutdown",
+            ));
+        }
         while running.try_join_next().is_some() {}
         tracing::info!(running = running.len(), grace = ?settings.shutdown_grace, "stopped claiming; draining");
         let drained = tokio::time::timeout(settings.shutdown_grace, async {
@@ -269,12 +304,127 @@ async fn idle_time<S: JobStore>(store: &S, waker: &Waker, settings: &PoolSetting
     }
 }
 
+/// Starts claimed jobs, each in its own task with a slot.
+struct Launcher<S, R> {
+    store: Arc<S>,
+    runner: Arc<R>,
+    settings: Arc<PoolSettings>,
+    recording: Arc<Semaphore>,
+    hard_stop: CancellationToken,
+}
+
+impl<S: JobStore, R: JobRunner> Launcher<S, R> {
+    fn start(&self, running: &mut JoinSet<()>, job: Job, slot: OwnedSemaphorePermit) {
+        let span = tracing::info_span!("job", job_id = %job.id, resource = %job.resource, attempt = job.attempt);
+        let work = execute(
+            self.store.clone(),
+            self.runner.clone(),
+            self.settings.clone(),
+            job,
+            Slot {
+                running: slot,
+                recording: self.recording.clone(),
+            },
+            self.hard_stop.clone(),
+        );
+        running.spawn(work.instrument(span));
+    }
+}
+
+/// Jobs a sweep claimed beyond its free slots (`claim_ahead`, as Graphile Worker's local queue), in claim order.
+/// Their leases run from the claim and are not renewed while they wait, so one that waited `max_wait` (a third
+/// of the lease: its first heartbeat, a third of a lease after it starts, then still comes in time) is given
+/// back instead of started.
+struct ClaimedAhead {
+    jobs: VecDeque<(Job, Instant)>,
+    max_wait: Duration,
+}
+
+impl ClaimedAhead {
+    fn new(max_wait: Duration) -> Self {
+        Self {
+            jobs: VecDeque::new(),
+            max_wait,
+        }
+    }
+
+    fn extend(&mut self, jobs: impl IntoIterator<Item = Job>) {
+        let now = Instant::now();
+        self.jobs.extend(jobs.into_iter().map(|job| (job, now)));
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        self.jobs.pop_front().map(|(job, _)| job)
+    }
+
+    /// The jobs that waited too long (the oldest are first).
+    fn take_stale(&mut self) -> Vec<Job> {
+        let fresh = self
+            .jobs
+            .iter()
+            .position(|(_, claimed)| claimed.elapsed() < self.max_wait)
+            .unwrap_or(self.jobs.len());
+        self.jobs.drain(..fresh).map(|(job, _)| job).collect()
+    }
+
+    /// When the oldest job waiting will have waited too long.
+    fn stale_at(&self) -> Option<Instant> {
+        self.jobs
+            .front()
+            .map(|(_, claimed)| *claimed + self.max_wait)
+    }
+
+    fn take_all(&mut self) -> Vec<Job> {
+        self.jobs.drain(..).map(|(job, _)| job).collect()
+    }
+}
+
+/// Until `at`; forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Releases a job claimed but never started: queued again at once, its attempt not counted.
+async fn give_back<S: JobStore>(store: Arc<S>, job: Job, why: &'static str) {
+    let Some(lease) = job.lease() else { return };
+    match store.release(&lease).await {
+        Ok(_) => tracing::info!(job_id = %job.id, why, "claimed job given back to the queue"),
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "could not give a claimed job back; its lease will expire")
+        }
+    }
+}
+
+/// A job's place in the pool: a running slot, and once its work is done, a place among the outcomes waiting to
+/// be recorded.
+struct Slot {
+    running: OwnedSemaphorePermit,
+    recording: Arc<Semaphore>,
+}
+
+impl Slot {
+    /// The work is done: trades the running slot for a recording one (waiting while too many outcomes do).
+    async fn into_recording(self) -> OwnedSemaphorePermit {
+        let recording = self
+            .recording
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        drop(self.running);
+        recording
+    }
+}
+
 /// One attempt of one job, start to recorded outcome.
 async fn execute<S: JobStore, R: JobRunner>(
     store: Arc<S>,
     runner: Arc<R>,
     settings: Arc<PoolSettings>,
     job: Job,
+    slot: Slot,
     hard_stop: CancellationToken,
 ) {
     let Some(lease) = job.lease() else { return };
@@ -304,6 +454,7 @@ async fn execute<S: JobStore, R: JobRunner>(
         }
     };
     heartbeat.abort();
+    let _recording = slot.into_recording().await;
     write_notes(store.as_ref(), &lease, &notes).await;
     drop(report);
     crate::metrics::metrics()
@@ -466,6 +617,7 @@ mod tests {
         let s = PoolSettings {
             worker_id: "w".into(),
             concurrency: 1,
+            claim_ahead: 0,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
             backoff_min: Duration::from_millis(100),

@@ -256,6 +256,11 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
+    /// Jobs a sweep claims beyond its free slots and starts as slots free (Graphile Worker's local queue): fewer,
+    /// larger claims for queues of many short jobs. They count as running meanwhile; one that waits a third of
+    /// `queue.lease_seconds` for a slot is given back.
+    #[serde(default)]
+    pub claim_ahead: usize,
     pub shutdown_grace_seconds: u64,
     /// `signer-worker` serves `GET /metrics` here (e.g. `0.0.0.0:9102`) when set.
     pub metrics_listen: Option<String>,
@@ -385,6 +390,7 @@ impl Default for Settings {
             },
             worker: WorkerSettings {
                 concurrency: 4,
+                claim_ahead: 0,
                 shutdown_grace_seconds: 30,
                 metrics_listen: None,
             },

@@ -140,7 +140,7 @@ impl Requeue<'_> {
                         JobState::Queued,
                         RetryOutcome::Scheduled,
                         "released",
-                        "released at shutdown".into(),
+                        "released for another worker".into(),
                     ),
                 },
             };
