@@ -453,8 +453,9 @@ async fn execute<S: JobStore, R: JobRunner>(
             return;
         }
     };
-    heartbeat.abort();
+    // The lease is still renewed while the outcome waits for a place among those being recorded.
     let _recording = slot.into_recording().await;
+    heartbeat.abort();
     write_notes(store.as_ref(), &lease, &notes).await;
     drop(report);
     crate::metrics::metrics()
