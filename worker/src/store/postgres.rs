@@ -472,16 +472,20 @@ impl JobStore for PgStore {
 
     async fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs
-                WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - make_interval(secs => $1)
-                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "WITH gone AS (
+                DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs
+                    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - make_interval(secs => $1)
+                    LIMIT $2 FOR UPDATE SKIP LOCKED)
+                RETURNING id),
+             history AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone))
+             SELECT count(*) FROM gone",
         )
         .bind(older_than.as_secs_f64())
         .bind(batch)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(done.get::<i64, _>(0)).unwrap_or_default())
     }
 
     async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
