@@ -70,6 +70,14 @@ async fn enqueue(store: &Store, jobs: usize) -> Vec<Uuid> {
     ids
 }
 
+impl Running {
+    /// SIGTERM's path: the pool stops claiming, drains and returns.
+    async fn stop(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.pool).await.unwrap();
+    }
+}
+
 fn start(store: Arc<Store>, pause: Duration, settings: PoolSettings) -> Running {
     let (tx, started) = mpsc::unbounded_channel();
     let runner = Arc::new(Counting {
@@ -121,14 +129,13 @@ async fn events(store: &Store, id: Uuid) -> Vec<String> {
 /// batches (fewer claim statements than jobs).
 async fn every_job_runs_once(store: Arc<Store>) {
     let ids = enqueue(&store, 300).await;
-    let run = start(
+    let mut run = start(
         store.clone(),
         Duration::ZERO,
         settings(3, 40, Duration::from_secs(60)),
     );
     wait_all_succeeded(&store, &ids).await;
-    run.shutdown.cancel();
-    run.pool.await.unwrap();
+    run.stop().await;
     let runs = run.runner.runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 300);
     assert!(runs.values().all(|n| *n == 1), "a job ran twice: {runs:?}");
@@ -159,8 +166,7 @@ async fn shutdown_gives_back_what_was_claimed_ahead(store: Arc<Store>) {
         before.iter().all(|(s, _)| *s == JobState::Running),
         "all six claimed by the one sweep: {before:?}"
     );
-    run.shutdown.cancel();
-    run.pool.await.unwrap();
+    run.stop().await;
     for (id, (state, attempt)) in ids.iter().zip(states(&store, &ids).await) {
         if *id == first {
             assert_eq!((state, attempt), (JobState::Succeeded, 1));
@@ -196,8 +202,7 @@ async fn a_job_waiting_too_long_is_given_back_while_slots_are_busy(store: Arc<St
         "given back while the slot is busy"
     );
     wait_all_succeeded(&store, &ids).await;
-    run.shutdown.cancel();
-    run.pool.await.unwrap();
+    run.stop().await;
     for id in &waiting {
         let events = events(&store, *id).await;
         assert_eq!(
