@@ -8,19 +8,25 @@ use std::process::{Child, Command, Stdio};
 pub const EDITOR: (&str, &str) = ("editor", "editor-pw");
 pub const SIGNER: (&str, &str) = ("signer", "signer-pw");
 
+/// The bulk endpoint of the plugin of `deploy/kinto`, as `deploy/kinto/kinto.ini` includes it.
+const BULK_PUSH: &str = "kinto_signer_webhook.push";
+
 /// Which installation of Kinto runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Install {
-    /// The project's venv (`make venv`): Kinto and the listener plugin of `deploy/kinto`.
+    /// The project's venv (`make venv`): Kinto and the plugin of `deploy/kinto` (listener, bulk endpoint).
     Ours,
-    /// `.venv-reference` (`make reference-venv`): the same Kinto with kinto-signer 8.1.1.
+    /// The same without the bulk endpoint: a Kinto where the service writes through `/v1/batch`, one
+    /// sub-request per record (slow enough for a test to act in the middle of a push).
+    OursBatchOnly,
+    /// `.venv-reference` (`make reference-venv`): the same Kinto with kinto-signer 8.1.1, nothing of ours.
     Reference,
 }
 
 impl Install {
     fn kinto(self) -> PathBuf {
         match self {
-            Install::Ours => venv_bin("kinto"),
+            Install::Ours | Install::OursBatchOnly => venv_bin("kinto"),
             Install::Reference => {
                 let kinto = root().join(".venv-reference/bin/kinto");
                 assert!(
@@ -61,6 +67,36 @@ impl Storage {
     }
 }
 
+/// `ini` with `settings` (`[app:main]` lines) added; a `kinto.includes` among them joins the one `ini` has (one
+/// key per section), without the bulk endpoint when `batch_only`.
+fn app_settings(ini: &str, settings: &str, batch_only: bool) -> String {
+    let is_includes = |line: &str| line.starts_with("kinto.includes =");
+    let includes: Vec<&str> = ini
+        .lines()
+        .chain(settings.lines())
+        .filter(|line| is_includes(line))
+        .flat_map(|line| line["kinto.includes =".len()..].split_whitespace())
+        .filter(|module| !(batch_only && *module == BULK_PUSH))
+        .collect();
+    let others: String = settings
+        .lines()
+        .filter(|line| !is_includes(line))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let mut text = String::new();
+    for line in ini.lines().filter(|line| !is_includes(line)) {
+        text.push_str(line);
+        text.push('\n');
+        if line == "[app:main]" {
+            text.push_str(&format!(
+                "kinto.includes = {}\n{others}",
+                includes.join(" ")
+            ));
+        }
+    }
+    text
+}
+
 /// The `[app:main]` lines of the listener plugin of `deploy/kinto`: events of `buckets` posted to `webhook_url`,
 /// signed with `secret`.
 pub fn webhook_settings(webhook_url: &str, secret: &str, buckets: &str) -> String {
@@ -88,6 +124,8 @@ pub struct KintoServer {
     child: Option<Child>,
     kinto: PathBuf,
     ini: PathBuf,
+    /// Where a generated ini lives, when the server made it itself.
+    _dir: Option<crate::service::TempDir>,
 }
 
 impl KintoServer {
@@ -128,6 +166,14 @@ impl KintoServer {
         Self::start_with_settings(dir, &webhook_settings(webhook_url, secret, buckets)).await
     }
 
+    /// Kinto without the plugin's bulk endpoint (`Install::OursBatchOnly`).
+    pub async fn start_batch_only() -> Self {
+        let dir = crate::service::TempDir::new("kinto-batch-only");
+        let mut server = Self::launch(&dir.0, Install::OursBatchOnly, &Storage::Memory, "").await;
+        server._dir = Some(dir);
+        server
+    }
+
     /// Kinto with extra `[app:main]` settings (one per line); `dir` holds the generated ini.
     pub async fn start_with_settings(dir: &Path, settings: &str) -> Self {
         Self::launch(dir, Install::Ours, &Storage::Memory, settings).await
@@ -140,9 +186,11 @@ impl KintoServer {
         let base = std::fs::read_to_string(root().join("deploy/kinto/kinto.ini"))
             .expect("the local Kinto config");
         let ini = dir.join(format!("kinto-{}.ini", uuid::Uuid::new_v4().simple()));
-        let text = storage
-            .configure(&base)
-            .replace("[app:main]\n", &format!("[app:main]\n{settings}"));
+        let text = app_settings(
+            &storage.configure(&base),
+            settings,
+            install != Install::Ours,
+        );
         std::fs::write(&ini, text).expect("can write the ini");
         if let Storage::Postgres(_) = storage {
             let status = Command::new(&kinto)
@@ -165,6 +213,7 @@ impl KintoServer {
             child: None,
             kinto,
             ini,
+            _dir: None,
         };
         server.restart().await;
         server
@@ -198,6 +247,18 @@ impl KintoServer {
             }
         })
         .await;
+    }
+
+    /// Restarts the process on the same port without the plugin's bulk endpoint (a Kinto redeployed without
+    /// it); the memory backend starts empty.
+    pub async fn restart_batch_only(&mut self) {
+        let dir = crate::service::TempDir::new("kinto-batch-only");
+        let ini = dir.0.join("kinto.ini");
+        let text = std::fs::read_to_string(&self.ini).expect("the running Kinto's ini");
+        std::fs::write(&ini, app_settings(&text, "", true)).expect("can write the ini");
+        self.ini = ini;
+        self._dir = Some(dir);
+        self.restart().await;
     }
 
     /// The server process (`kinto start` serves in process).

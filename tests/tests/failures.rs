@@ -9,7 +9,8 @@ use signer_e2e::service::{Api, Process, Setup};
 use signer_e2e::{by_id_without_timestamps, eventually, free_port, FAST_QUEUE};
 use std::time::Duration;
 
-/// Large enough that pushing it takes a few seconds on the memory backend (25 records per batch).
+/// Large enough that pushing it takes a few seconds on the memory backend through `/v1/batch` (25 records per
+/// call: `KintoServer::start_batch_only`), so that a test can act during the push.
 const BIG: usize = 5000;
 
 async fn job(api: &Api, id: &str) -> Value {
@@ -63,7 +64,7 @@ fn worker(setup: &Setup, name: &str) -> Process {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
     let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
+    let kinto = KintoServer::start_batch_only().await;
     kinto
         .editor()
         .create_source(
@@ -150,7 +151,7 @@ async fn kinto_down_during_a_job_means_retries_then_success_when_it_returns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_edited_during_the_job_is_not_marked_signed_until_copied() {
     let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
+    let kinto = KintoServer::start_batch_only().await;
     let editor = kinto.editor();
     editor
         .create_source("ws", "big", json!({}), &sample_records(BIG, 5))
@@ -195,7 +196,7 @@ async fn a_source_edited_during_the_job_is_not_marked_signed_until_copied() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trigger_during_a_running_job_waits_for_it_never_two_writers() {
     let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
+    let kinto = KintoServer::start_batch_only().await;
     kinto
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG / 2, 9))
@@ -237,7 +238,7 @@ async fn a_trigger_during_a_running_job_waits_for_it_never_two_writers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_zero() {
     let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
+    let kinto = KintoServer::start_batch_only().await;
     kinto
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG, 13))

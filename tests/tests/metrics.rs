@@ -127,7 +127,11 @@ async fn api_and_worker_metrics_follow_a_real_sign() {
         5.0,
     );
     assert_eq!(
-        sample(&worker_text, "signer_records_copied_total", &[]),
+        sample(
+            &worker_text,
+            "signer_records_copied_total",
+            &[("via", "bulk")]
+        ),
         Some(20.0)
     );
     at_least(

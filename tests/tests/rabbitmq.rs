@@ -131,7 +131,7 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_released_at_sigterm_rings_again_and_another_worker_finishes_it() {
     let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
+    let kinto = KintoServer::start_batch_only().await;
     kinto
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG, 17))

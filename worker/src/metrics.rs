@@ -26,7 +26,7 @@ pub struct Metrics {
     pub kinto_requests: HistogramVec,
     pub http_requests: HistogramVec,
     pub auth_failures: IntCounterVec,
-    pub records_copied: IntCounter,
+    pub records_copied: IntCounterVec,
     pub payload_bytes: IntCounter,
     pub broker_connected: IntGaugeVec,
     pub doorbells_published: IntCounter,
@@ -143,9 +143,12 @@ impl Metrics {
                 "Refused callers, by scheme and reason",
                 &["scheme", "reason"],
             ),
-            records_copied: plain(
+            records_copied: counter(
+                &r,
                 "signer_records_copied_total",
-                "Record writes pushed to previews, destinations and rolled-back sources",
+                "Record writes pushed to previews, destinations and rolled-back sources, by how they were sent \
+                 (bulk: the listener plugin's endpoint; batch: /v1/batch)",
+                &["via"],
             ),
             payload_bytes: plain(
                 "signer_payload_bytes_signed_total",

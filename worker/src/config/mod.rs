@@ -184,6 +184,11 @@ pub struct ServerSettings {
     /// `/v1/batch` calls in flight at once while pushing records (each of `batch_max_requests` writes).
     #[serde(default = "default_parallel_batches")]
     pub parallel_batches: usize,
+    /// Writes per call to the listener plugin's bulk endpoint (API capability `signer-push`), which applies them
+    /// in one transaction through Kinto's storage layer; used when the server offers it. `0`: always
+    /// `/v1/batch`.
+    #[serde(default = "default_bulk_push_size")]
+    pub bulk_push_size: usize,
     /// How far before a cached listing's timestamp its refresh re-reads: longer than any write transaction on
     /// the server lasts (PostgreSQL makes a write visible at commit, with the timestamp of its statement).
     #[serde(default = "default_since_overlap_seconds")]
@@ -278,6 +283,9 @@ fn default_page_size() -> u32 {
 fn default_parallel_batches() -> usize {
     1
 }
+fn default_bulk_push_size() -> usize {
+    1_000
+}
 fn default_since_overlap_seconds() -> u64 {
     60
 }
@@ -360,6 +368,7 @@ impl Default for Settings {
                     timeout_seconds: default_timeout_seconds(),
                     page_size: default_page_size(),
                     parallel_batches: default_parallel_batches(),
+                    bulk_push_size: default_bulk_push_size(),
                     since_overlap_seconds: default_since_overlap_seconds(),
                 },
                 destination: None,

@@ -395,9 +395,6 @@ impl Pipeline {
         let diff = diff_records(&published.records, &current.records);
         let counts = Counts::of(&diff);
         self.source.apply(source, &diff.writes, |_| {}).await?;
-        crate::metrics::metrics()
-            .records_copied
-            .inc_by(diff.writes.len() as u64);
         drop(diff);
         tracing::info!(
             created = counts.created,
@@ -476,9 +473,6 @@ impl Pipeline {
             .await?;
         let counts = Counts::of(&diff);
         let unchanged = diff.writes.is_empty();
-        crate::metrics::metrics()
-            .records_copied
-            .inc_by(diff.writes.len() as u64);
         drop(diff);
         tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, "pushed");
 

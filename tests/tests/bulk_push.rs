@@ -1,0 +1,285 @@
+//! The plugin's bulk endpoint (`deploy/kinto/kinto_signer_webhook/push.py`) in a real Kinto: it refuses what
+//! Kinto would refuse and its writes are Kinto's own (fresh timestamps, tombstones, history entries); the service
+//! writes through it when the server offers it, through `/v1/batch` otherwise, and falls back when a server
+//! stops offering it.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use signer_e2e::db::TestDb;
+use signer_e2e::kinto::{KintoAdmin, KintoServer, SIGNER};
+use signer_e2e::records::sample_records;
+use signer_e2e::service::{Api, Setup, TempDir};
+use signer_e2e::{by_id_without_timestamps, metric, FAST_QUEUE};
+
+const PUSH: &str = "/buckets/dst/collections/c/signer-push";
+
+/// A POST of `body` (raw text) to the bulk endpoint, as `auth` (anonymous when `None`).
+async fn push(kinto: &KintoServer, auth: Option<(&str, &str)>, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{PUSH}", kinto.url))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned());
+    if let Some((user, password)) = auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    let response = request.send().await.expect("Kinto reachable");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn ids(records: &[Value]) -> Vec<&str> {
+    records.iter().map(|r| r["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bulk_endpoint_refuses_what_kinto_would_and_writes_what_kinto_would() {
+    let dir = TempDir::new("kinto-bulk");
+    let kinto =
+        KintoServer::start_with_settings(&dir.0, "kinto.includes = kinto.plugins.history\n").await;
+    let signer = kinto.editor().as_user(SIGNER.0, SIGNER.1);
+    let info = signer.ok(Method::GET, "/", None).await;
+    assert!(
+        info["capabilities"].get("signer-push").is_some(),
+        "announced: {info}"
+    );
+    assert!(
+        info["capabilities"].get("history").is_some(),
+        "both includes loaded"
+    );
+    signer.ok(Method::PUT, "/buckets/dst", None).await;
+
+    let records = r#"{"put": [{"id": "a", "n": 1}]}"#;
+    let (status, body) = push(&kinto, Some(SIGNER), records).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["message"], "/buckets/dst/collections/c does not exist");
+    signer
+        .ok(Method::PUT, "/buckets/dst/collections/c", None)
+        .await;
+
+    let (status, body) = push(&kinto, None, records).await;
+    assert_eq!(status, 401, "anonymous: {body}");
+    assert_eq!(body["errno"], 104);
+    let (status, body) = push(&kinto, Some(("mallory", "pw")), records).await;
+    assert_eq!(status, 403, "no write permission: {body}");
+    assert_eq!(
+        body["message"],
+        "/buckets/dst/collections/c: write permission required"
+    );
+    for (bad, problem) in [
+        ("{not json", "body is not JSON"),
+        (r#"["a"]"#, "body must be an object"),
+        (r#"{"put": {"id": "a"}}"#, "put must be a list of records"),
+        (r#"{"delete": [1]}"#, "delete must be a list of record ids"),
+        (r#"{"put": [{"n": 1}]}"#, "invalid record id: None"),
+        (r#"{"put": [{"id": "a b"}]}"#, "invalid record id: 'a b'"),
+        (
+            r#"{"put": [{"id": "a"}], "delete": ["a"]}"#,
+            "record a written twice",
+        ),
+    ] {
+        let (status, body) = push(&kinto, Some(SIGNER), bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["errno"], 107, "{bad}: {body}");
+        assert_eq!(body["details"][0]["description"], problem, "{bad}: {body}");
+    }
+    assert!(
+        signer.records("dst", "c").await.is_empty(),
+        "refused calls wrote nothing"
+    );
+
+    let (status, body) = push(
+        &kinto,
+        Some(SIGNER),
+        r#"{"put": [{"id": "a", "n": 1, "last_modified": 5}, {"id": "b", "title": "ünï ✓"}, {"id": "c", "n": 3}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["written"].clone(), body["deleted"].clone()),
+        (json!(3), json!(0))
+    );
+    let first = body["timestamp"].as_i64().unwrap();
+    let stored = signer.records("dst", "c").await;
+    assert_eq!(
+        by_id_without_timestamps(&stored),
+        by_id_without_timestamps(&[
+            json!({"id": "a", "n": 1}),
+            json!({"id": "b", "title": "ünï ✓"}),
+            json!({"id": "c", "n": 3})
+        ])
+    );
+    assert!(
+        stored.iter().all(|r| r["last_modified"].as_i64() > Some(5)),
+        "the server assigns timestamps: {stored:?}"
+    );
+
+    let (status, body) = push(
+        &kinto,
+        Some(SIGNER),
+        r#"{"put": [{"id": "a", "n": 2}], "delete": ["b", "never-there"]}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["written"].clone(), body["deleted"].clone()),
+        (json!(1), json!(1))
+    );
+    assert!(body["timestamp"].as_i64().unwrap() > first);
+    let (_, changes) = signer
+        .request(
+            Method::GET,
+            &format!("/buckets/dst/collections/c/records?_since={first}"),
+            None,
+        )
+        .await;
+    let mut changed = changes["data"].as_array().unwrap().clone();
+    changed.sort_by(|x, y| x["id"].as_str().cmp(&y["id"].as_str()));
+    assert_eq!(ids(&changed), ["a", "b"], "{changes}");
+    assert_eq!(changed[0]["n"], 2);
+    assert_eq!(
+        changed[1]["deleted"], true,
+        "a tombstone for clients: {changes}"
+    );
+
+    // Each write went through Kinto's events, as its own views' writes do: the history plugin saw them all.
+    let history = signer
+        .ok(
+            Method::GET,
+            "/buckets/dst/history?resource_name=record&_sort=last_modified",
+            None,
+        )
+        .await;
+    let mut entries: Vec<(&str, &str)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["record_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("create", "a"),
+            ("create", "b"),
+            ("create", "c"),
+            ("delete", "b"),
+            ("update", "a")
+        ],
+        "{history}"
+    );
+    let signer_id = signer.principal().await;
+    assert!(
+        history["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user_id"] == signer_id.as_str()),
+        "{history}"
+    );
+}
+
+/// Signs `ws/c` (1,500 records, then 10 updated and 5 deleted) with an API running one worker that pushes
+/// `bulk_push_size = 400`; returns the API (for its metrics) once both jobs succeeded and verified.
+async fn sign_twice(kinto: &KintoServer, db: &TestDb) -> (Api, Setup) {
+    let editor = kinto.editor();
+    let records = sample_records(1500, 21);
+    editor.create_source("ws", "c", json!({}), &records).await;
+    let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
+    let api = Api::start_env(
+        &setup,
+        1,
+        signer_e2e::free_port(),
+        &[("SIGNER_KINTO__SOURCE__BULK_PUSH_SIZE", "400")],
+    )
+    .await;
+    let job = api.wait_final(&api.sign("ws/c").await, 120).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(job["data"]["result"]["destination"]["created"], 1500);
+    setup.assert_verifies(&kinto.url, "prod", "c", 1500);
+
+    let mut changed = records[..10].to_vec();
+    for r in &mut changed {
+        r["title"] = json!("changed ✓");
+    }
+    editor.put_records("ws", "c", &changed).await;
+    for r in &records[100..105] {
+        editor
+            .delete_record("ws", "c", r["id"].as_str().unwrap())
+            .await;
+    }
+    let job = api.wait_final(&api.sign("ws/c").await, 120).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    let result = &job["data"]["result"]["destination"];
+    assert_eq!(
+        (result["updated"].clone(), result["deleted"].clone()),
+        (json!(10), json!(5))
+    );
+    setup.assert_verifies(&kinto.url, "prod", "c", 1495);
+    assert_eq!(
+        by_id_without_timestamps(&editor.records("ws", "c").await),
+        by_id_without_timestamps(&editor.records("prod", "c").await)
+    );
+    (api, setup)
+}
+
+async fn copied(api: &Api, via: &str) -> Option<f64> {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metric(&text, "signer_records_copied_total", &[("via", via)])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_pushes_through_the_bulk_endpoint_when_kinto_offers_it() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let (api, _setup) = sign_twice(&kinto, &db).await;
+    assert_eq!(copied(&api, "bulk").await, Some(1515.0));
+    assert_eq!(copied(&api, "batch").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_pushes_through_batch_where_kinto_has_no_bulk_endpoint() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start_batch_only().await;
+    let (api, _setup) = sign_twice(&kinto, &db).await;
+    assert_eq!(copied(&api, "batch").await, Some(1515.0));
+    assert_eq!(copied(&api, "bulk").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_redeployed_without_the_bulk_endpoint_is_written_through_batch() {
+    let db = TestDb::create().await;
+    let mut kinto = KintoServer::start().await;
+    let records = sample_records(30, 4);
+    kinto
+        .editor()
+        .create_source("ws", "c", json!({}), &records)
+        .await;
+    let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
+    let api = Api::start(&setup, 1).await;
+    let job = api.wait_final(&api.sign("ws/c").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(copied(&api, "bulk").await, Some(30.0));
+
+    // Same port, memory backend emptied, no bulk endpoint: the worker learnt the capability before.
+    kinto.restart_batch_only().await;
+    let editor: KintoAdmin = kinto.editor();
+    editor.create_source("ws", "c", json!({}), &records).await;
+    let job = api.wait_final(&api.sign("ws/c").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(job["data"]["attempt"], 1, "no failed attempt: {job}");
+    assert_eq!(copied(&api, "batch").await, Some(30.0));
+    setup.assert_verifies(&kinto.url, "prod", "c", 30);
+}
