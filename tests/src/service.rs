@@ -380,6 +380,18 @@ impl Api {
         (status, body)
     }
 
+    /// The `/metrics` scrape, as Prometheus reads it (no credentials).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("signer-api reachable")
+            .text()
+            .await
+            .expect("a text scrape")
+    }
+
     /// Polls a job until it reaches a final state; returns `{data, history}`.
     pub async fn wait_final(&self, job_id: &str, seconds: u64) -> serde_json::Value {
         eventually(seconds, &format!("job {job_id} to finish"), || async move {

@@ -738,15 +738,7 @@ async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is
         "the status before the refused request is back: {source}"
     );
     assert_ne!(source["last_signature_by"], refused["data"]["requested_by"]);
-    let (_, scrape) = {
-        let response = api
-            .http
-            .get(format!("{}/metrics", api.url))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    };
+    let scrape = api.metrics().await;
     assert_eq!(
         metric(
             &scrape,

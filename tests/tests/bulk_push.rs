@@ -228,34 +228,29 @@ async fn sign_twice(kinto: &KintoServer, db: &TestDb) -> (Api, Setup) {
 }
 
 async fn copied(api: &Api, via: &str) -> Option<f64> {
-    let text = api
-        .http
-        .get(format!("{}/metrics", api.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metric(&text, "signer_records_copied_total", &[("via", via)])
+    metric(
+        &api.metrics().await,
+        "signer_records_copied_total",
+        &[("via", via)],
+    )
+}
+
+/// Both signs of `sign_twice` on `kinto` went through `via` alone.
+async fn assert_pushed_via(kinto: KintoServer, via: &str, not: &str) {
+    let db = TestDb::create().await;
+    let (api, _setup) = sign_twice(&kinto, &db).await;
+    assert_eq!(copied(&api, via).await, Some(1515.0));
+    assert_eq!(copied(&api, not).await, None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_pushes_through_the_bulk_endpoint_when_kinto_offers_it() {
-    let db = TestDb::create().await;
-    let kinto = KintoServer::start().await;
-    let (api, _setup) = sign_twice(&kinto, &db).await;
-    assert_eq!(copied(&api, "bulk").await, Some(1515.0));
-    assert_eq!(copied(&api, "batch").await, None);
+    assert_pushed_via(KintoServer::start().await, "bulk", "batch").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_pushes_through_batch_where_kinto_has_no_bulk_endpoint() {
-    let db = TestDb::create().await;
-    let kinto = KintoServer::start_batch_only().await;
-    let (api, _setup) = sign_twice(&kinto, &db).await;
-    assert_eq!(copied(&api, "batch").await, Some(1515.0));
-    assert_eq!(copied(&api, "bulk").await, None);
+    assert_pushed_via(KintoServer::start_batch_only().await, "batch", "bulk").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,7 +52,7 @@ async fn api_and_worker_metrics_follow_a_real_sign() {
         let http = http.clone();
         async move { http.get(url).send().await.ok()?.text().await.ok() }
     };
-    let api_text = scrape(format!("{}/metrics", api.url)).await.unwrap();
+    let api_text = api.metrics().await;
     at_least(
         &api_text,
         "signer_jobs_enqueued_total",

@@ -114,14 +114,7 @@ async fn doorbells_published_twice_or_redelivered_after_a_crash_make_one_run() {
         (0, 1),
         "nothing left but the garbage"
     );
-    let api_scrape = http
-        .get(format!("{}/metrics", api.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api_scrape = api.metrics().await;
     assert_deployed_metrics_exist(&format!("{api_scrape}{scrape}"));
     assert_eq!(outbox_rows(&db).await, 0, "confirmed doorbells are deleted");
     drop(worker);
