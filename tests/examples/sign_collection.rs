@@ -2,7 +2,8 @@
 //! the same Kinto 26.5 version), on Kinto's memory and PostgreSQL backends. Both sides are triggered the way
 //! editors trigger them, `PATCH status: to-sign` on the source collection, and measured the same way:
 //! - the trigger request: how long the PATCH holds Kinto (the reference signs inside it; ours relays a webhook);
-//! - time to signed: from the PATCH until the source reads `signed` (the destination holds its signature);
+//! - time to signed: from the PATCH until the source reads `signed` (the destination holds its signature): for
+//!   ours, the source's `last_modified` once its job succeeded;
 //! - the same after 1% of the records changed;
 //! - memory: the reference's Kinto growth during the sign, and our worker's peak RSS;
 //! - completeness: records in the destination, and the independent Python verifier's verdict.
@@ -20,13 +21,9 @@ use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "bench-webhook-secret";
-/// `kinto.source.since_overlap_seconds` here (default 60): a refresh re-reads what changed this long before the
-/// last snapshot, and the bench loads its collections just before signing them, which editors seldom do. The
-/// run waits this long after loading.
-const SINCE_OVERLAP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -94,33 +91,55 @@ impl RssSampler {
     }
 }
 
-/// `PATCH status: to-sign`: the request's duration and the collection's timestamp it returned.
-async fn trigger(editor: &KintoAdmin) -> (Duration, i64) {
+/// `PATCH status: to-sign`: how long the request took.
+async fn trigger(editor: &KintoAdmin) -> Duration {
     let start = Instant::now();
-    let data = editor
+    editor
         .patch_collection("ws", "bench", json!({"status": "to-sign"}))
         .await;
-    (start.elapsed(), data["last_modified"].as_i64().unwrap_or(0))
+    start.elapsed()
 }
 
-/// Waits until the source reads `signed` at a newer timestamp than `after`.
-async fn until_signed(editor: &KintoAdmin, after: i64) {
+/// Jobs the API holds for the bench's source.
+async fn jobs(api: &Api) -> Vec<Value> {
+    let (_, body) = api
+        .get("/v1/jobs?resource=/buckets/ws/collections/bench")
+        .await;
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the job after the `known` ones succeeded, asking the signer's API every 100 ms (asking Kinto
+/// often would take the CPU of the Kinto process the job is waiting on), then answers how long after `started`
+/// the source was written `signed`: its `last_modified`, stamped by Kinto with this host's clock.
+async fn until_signed(
+    api: &Api,
+    editor: &KintoAdmin,
+    known: usize,
+    started: SystemTime,
+) -> Duration {
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
-        let data = editor
-            .collection("ws", "bench")
-            .await
-            .expect("source exists");
-        let done = data["status"] == "signed" && data["last_modified"].as_i64() >= Some(after);
-        if done {
-            return;
+        let jobs = jobs(api).await;
+        if jobs.len() > known {
+            match jobs[0]["state"].as_str() {
+                Some("succeeded") => break,
+                Some("failed" | "cancelled") => panic!("the job did not sign: {}", jobs[0]),
+                _ => {}
+            }
         }
-        assert!(
-            data["status"] != "to-sign" || Instant::now() < deadline,
-            "not signed within an hour: {data}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "not signed within an hour");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let source = editor
+        .collection("ws", "bench")
+        .await
+        .expect("source exists");
+    assert_eq!(source["status"], "signed", "{source}");
+    let signed_at =
+        UNIX_EPOCH + Duration::from_millis(source["last_modified"].as_u64().expect("a timestamp"));
+    signed_at
+        .duration_since(started)
+        .expect("signed after the trigger")
 }
 
 /// Every 100th record with a changed title.
@@ -189,12 +208,12 @@ async fn reference(backend: Backend, data: &[Value]) -> Side {
     let pid = kinto.pid().expect("Kinto runs");
     let before = status_kib(pid, "VmRSS:").unwrap_or(0.0) / 1024.0;
     let sampler = RssSampler::start(pid);
-    let (trigger_first, _) = trigger(&editor).await;
+    let trigger_first = trigger(&editor).await;
     let growth = sampler.peak_mib().await - before;
     editor
         .put_records("ws", "bench", &one_percent_changed(data))
         .await;
-    let (trigger_resign, _) = trigger(&editor).await;
+    let trigger_resign = trigger(&editor).await;
     let verdict = setup.verify(&kinto.url, "prod", "bench");
     Side {
         trigger: trigger_first,
@@ -236,16 +255,10 @@ async fn ours(backend: Backend, data: &[Value]) -> Side {
     let config = std::fs::read_to_string(&setup.config).expect("the config");
     std::fs::write(
         &setup.config,
-        config.replace(
-            "page_size = 1000\n",
-            &format!(
-                "page_size = 10000\nsince_overlap_seconds = {}\n",
-                SINCE_OVERLAP.as_secs()
-            ),
-        ),
+        config.replace("page_size = 1000\n", "page_size = 10000\n"),
     )
     .expect("can write the config");
-    let _api = Api::start_on(&setup, 0, api_port).await;
+    let api = Api::start_on(&setup, 0, api_port).await;
     let worker = Process::spawn(
         "signer-worker",
         &["--concurrency", "1"],
@@ -253,21 +266,23 @@ async fn ours(backend: Backend, data: &[Value]) -> Side {
         setup.dir.0.join("worker.log"),
     );
 
-    tokio::time::sleep(SINCE_OVERLAP).await;
+    signer_e2e::eventually(30, "the worker to start", || {
+        let started = worker.log_text().contains("worker pool started");
+        async move { started.then_some(()) }
+    })
+    .await;
     let idle = status_kib(worker.pid(), "VmRSS:").unwrap_or(0.0) / 1024.0;
-    let start = Instant::now();
-    let (trigger_first, at) = trigger(&editor).await;
-    until_signed(&editor, at).await;
-    let signed = start.elapsed();
+    let start = SystemTime::now();
+    let trigger_first = trigger(&editor).await;
+    let signed = until_signed(&api, &editor, 0, start).await;
     let peak = status_kib(worker.pid(), "VmHWM:").unwrap_or(0.0) / 1024.0;
 
     editor
         .put_records("ws", "bench", &one_percent_changed(data))
         .await;
-    let start = Instant::now();
-    let (trigger_resign, at) = trigger(&editor).await;
-    until_signed(&editor, at).await;
-    let resigned = start.elapsed();
+    let start = SystemTime::now();
+    let trigger_resign = trigger(&editor).await;
+    let resigned = until_signed(&api, &editor, 1, start).await;
     let verdict = setup.verify(&kinto.url, "prod", "bench");
     Side {
         trigger: trigger_first,

@@ -1,19 +1,29 @@
-"""Bulk writes of a destination collection's records, for the signing service's push.
+"""Two endpoints for the signing service, for what Kinto's HTTP API serves slowly or not at all.
 
 `POST /v1/buckets/{bid}/collections/{cid}/signer-push` with `{"put": [records], "delete": [ids]}` applies every
 write in the request's one transaction, through Kinto's storage layer, as kinto-signer does from inside Kinto:
 one statement per record instead of one full sub-request (authentication, permission queries, a read before the
 write, the collection timestamp computed twice) per record in `/v1/batch`. Records are stored as sent, without
 `last_modified` (the server assigns fresh timestamps), and each write emits the `ResourceChanged` event Kinto's
-own views emit, so the history and changes plugins, and listeners such as this package's, see them.
+own views emit, so the history and changes plugins, and listeners such as this package's, see them. Records are
+not checked against the collection's JSON schema (they come from a source that was).
 
-Who may call it: principals with `write` on the collection or on its bucket, in the permission backend or in
-the settings (`kinto.bucket_write_principals`, `kinto.collection_write_principals`): a narrower rule than
-Kinto's record-level permissions, since the signer owns its destinations. Records are not checked against the collection's
-JSON schema (they come from a source that was). The server announces the endpoint as the API capability
-`signer-push`; the service uses `/v1/batch` where it is absent. Enable it with
-`kinto.includes = kinto_signer_webhook.push`.
+`GET /v1/buckets/{bid}/collections/{cid}/signer-visible` answers `{"visible_before": <ms>}`: every write to the
+collection's records stamped before that instant is visible to reads made after the call. On the PostgreSQL
+backend a write takes its timestamp when its statement runs and becomes visible when its transaction commits, so
+a listing can miss a write that commits later with an older timestamp. The service asks before each listing and
+re-reads from there on its next refresh, instead of guessing how long transactions last.
+
+Who may call them: principals with `write` (for `signer-push`) or `read` (for `signer-visible`) on the
+collection or its bucket, as Kinto grants them in its permission backend or its settings
+(`kinto.bucket_write_principals`, ...): narrower than Kinto's record-level permissions, since the signer owns
+the collections it writes.
+
+The server announces both as the API capability `signer-push`; the service uses `/v1/batch` and a guessed
+overlap where it is absent. Enable them with `kinto.includes = kinto_signer_webhook.push`.
 """
+
+import time
 
 from kinto.core import Service
 from kinto.core.errors import ERRORS, http_error, raise_invalid
@@ -27,63 +37,82 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.settings import asbool, aslist
 
 CAPABILITY = "signer-push"
+COLLECTION = "/buckets/{bucket_id}/collections/{collection_id}"
 
 push = Service(
     name="signer-push",
-    description="Bulk writes of a collection's records for the signing service",
-    path="/buckets/{bucket_id}/collections/{collection_id}/signer-push",
+    description="Bulk writes of a collection's records, for the signing service",
+    path=COLLECTION + "/signer-push",
+)
+
+visible = Service(
+    name="signer-visible",
+    description="Before when every write to a collection's records is visible, for the signing service",
+    path=COLLECTION + "/signer-visible",
 )
 
 # Record ids as Kinto's records endpoint accepts them.
 RECORD_ID = RelaxedUUID()
 
 
-@push.post(permission=NO_PERMISSION_REQUIRED)
-def push_records(request):
+def collection_of(request, permission):
+    """The collection's bucket and collection URIs, once the caller is known to hold `permission` (or `write`,
+    which implies `read`) on it or its bucket, anonymous callers included (a collection readable by
+    `system.Everyone`); otherwise 401 for anonymous callers and 403 for others, then 404 (after the permission
+    check, which reveals nothing) when it does not exist."""
     bucket_id = request.matchdict["bucket_id"]
-    collection_id = request.matchdict["collection_id"]
     bucket_uri = f"/buckets/{bucket_id}"
-    collection_uri = f"{bucket_uri}/collections/{collection_id}"
-
-    if request.authenticated_userid is None:
-        # Kinto's forbidden view answers 401 to anonymous callers.
-        raise httpexceptions.HTTPForbidden()
+    collection_uri = f"{bucket_uri}/collections/{request.matchdict['collection_id']}"
+    permissions = {permission, "write"}
     principals = request.prefixed_principals
     settings = request.registry.settings
-    # As Kinto's own views: principals granted in the settings (`kinto.bucket_write_principals`, ...), then
-    # those the permission backend knows.
-    granted = set(aslist(settings.get("bucket_write_principals", "")))
-    granted |= set(aslist(settings.get("collection_write_principals", "")))
+    granted = {
+        principal
+        for resource in ("bucket", "collection")
+        for p in permissions
+        for principal in aslist(settings.get(f"{resource}_{p}_principals", ""))
+    }
     allowed = bool(granted & set(principals)) or request.registry.permission.check_permission(
-        principals, [(collection_uri, "write"), (bucket_uri, "write")]
+        principals, [(uri, p) for uri in (collection_uri, bucket_uri) for p in permissions]
     )
+    if not allowed and request.authenticated_userid is None:
+        # Kinto's forbidden view answers 401 to anonymous callers.
+        raise httpexceptions.HTTPForbidden()
     if not allowed:
         raise http_error(
             httpexceptions.HTTPForbidden(),
             errno=ERRORS.FORBIDDEN,
-            message=f"{collection_uri}: write permission required",
+            message=f"{collection_uri}: {permission} permission required",
         )
-
-    puts, deletes = parse_body(request)
-    storage = request.registry.storage
     try:
-        storage.get(resource_name="collection", parent_id=bucket_uri, object_id=collection_id)
+        request.registry.storage.get(
+            resource_name="collection", parent_id=bucket_uri, object_id=request.matchdict["collection_id"]
+        )
     except ObjectNotFoundError:
         raise http_error(
             httpexceptions.HTTPNotFound(),
             errno=ERRORS.MISSING_RESOURCE,
             message=f"{collection_uri} does not exist",
         )
+    return bucket_uri, collection_uri
+
+
+@push.post(permission=NO_PERMISSION_REQUIRED)
+def push_records(request):
+    bucket_uri, collection_uri = collection_of(request, "write")
+    puts, deletes = parse_body(request)
+    storage = request.registry.storage
 
     ids = [r["id"] for r in puts] + deletes
-    before = {
-        r["id"]: r
-        for r in storage.list_all(
-            resource_name="record",
-            parent_id=collection_uri,
-            filters=[Filter("id", ids, COMPARISON.IN)],
+    before = {}
+    if ids:
+        listed = storage.list_all(
+            resource_name="record", parent_id=collection_uri, filters=[Filter("id", ids, COMPARISON.IN)]
         )
-    } if ids else {}
+        before = {r["id"]: r for r in listed}
+
+    # Events gather every record of one action: nothing record-specific in their payload.
+    resource_data = {k: request.matchdict[k] for k in ("bucket_id", "collection_id")}
 
     def notify(obj, action, old=None):
         request.notify_resource_event(
@@ -93,8 +122,7 @@ def push_records(request):
             action=action,
             old=old,
             resource_name="record",
-            # Events gather every record of one action: nothing record-specific in their payload.
-            resource_data={"bucket_id": bucket_id, "collection_id": collection_id},
+            resource_data=resource_data,
         )
 
     for record in puts:
@@ -115,6 +143,54 @@ def push_records(request):
     timestamp = storage.resource_timestamp(resource_name="record", parent_id=collection_uri)
     request.response.headers["ETag"] = f'"{timestamp}"'
     return {"written": len(puts), "deleted": deleted, "timestamp": timestamp}
+
+
+@visible.get(permission=NO_PERMISSION_REQUIRED)
+def writes_visible_before(request):
+    _, collection_uri = collection_of(request, "read")
+    storage = request.registry.storage
+    backend = type(storage).__module__
+    if backend == "kinto.core.storage.postgresql":
+        return {"visible_before": postgresql_visible_before(storage, collection_uri)}
+    if backend == "kinto.core.storage.memory":
+        # A write is stamped (after the newest stamp) and stored in one locked step: visible as stamped.
+        newest = storage.resource_timestamp(resource_name="record", parent_id=collection_uri)
+        return {"visible_before": max(int(time.time() * 1000), newest + 1)}
+    raise http_error(
+        httpexceptions.HTTPNotImplemented(),
+        errno=ERRORS.UNDEFINED,
+        message=f"{backend}: in-flight writes unknown",
+    )
+
+
+def postgresql_visible_before(storage, collection_uri):
+    """Every write of a transaction is stamped after the transaction started, so while some transaction that wrote
+    (a transaction id is assigned at the first write) is in flight, the answer is the start of the oldest one.
+    When none is, any write still to come is stamped after the clock and after the collection's newest stamp, if
+    that stamp was read before the activity was (Kinto's trigger stamps past what the writing statement sees), so
+    the newest stamp is read first, and the clock at this transaction's start, earlier than both. Reads do not
+    count. Kinto's database role sees its own sessions in `pg_stat_activity`: writers under another role would
+    not be seen; and tombstones purged during the call could let a write be stamped below the newest stamp read."""
+    import sqlalchemy as sa  # there with the PostgreSQL backend; a memory-only install may lack it
+
+    newest = """
+    SELECT as_epoch(now()::TIMESTAMP) AS started,
+           (SELECT as_epoch(MAX(last_modified)) FROM objects
+             WHERE parent_id = :parent_id AND resource_name = 'record') AS newest;
+    """
+    in_flight = """
+    SELECT as_epoch(MIN(xact_start)::TIMESTAMP) AS oldest
+      FROM pg_stat_activity
+     WHERE datname = current_database()
+       AND backend_type = 'client backend'
+       AND backend_xid IS NOT NULL;
+    """
+    with storage.client.connect(readonly=True) as conn:
+        first = conn.execute(sa.text(newest), {"parent_id": collection_uri}).fetchone()
+        oldest = conn.execute(sa.text(in_flight)).fetchone().oldest
+    if oldest is not None:
+        return min(oldest, first.started)
+    return max(first.started, (first.newest or 0) + 1)
 
 
 def parse_body(request):
@@ -149,6 +225,8 @@ def includeme(config):
         return
     config.add_api_capability(
         CAPABILITY,
-        description="Bulk writes of a collection's records in one transaction, for kinto-signer-rs.",
+        description="Bulk writes of a collection's records in one transaction, and before when its writes are "
+        "visible, for kinto-signer-rs.",
     )
     config.add_cornice_service(push)
+    config.add_cornice_service(visible)

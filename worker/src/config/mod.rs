@@ -189,8 +189,9 @@ pub struct ServerSettings {
     /// `/v1/batch`.
     #[serde(default = "default_bulk_push_size")]
     pub bulk_push_size: usize,
-    /// How far before a cached listing's timestamp its refresh re-reads: longer than any write transaction on
-    /// the server lasts (PostgreSQL makes a write visible at commit, with the timestamp of its statement).
+    /// Where the server lacks the plugin's `signer-visible`: how far before a cached listing's timestamp its
+    /// refresh re-reads, longer than any write transaction on the server lasts (PostgreSQL makes a write visible
+    /// at commit, with the timestamp of its statement).
     #[serde(default = "default_since_overlap_seconds")]
     pub since_overlap_seconds: u64,
 }

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 /// Kinto's documented default, used if the server does not publish its own.
 const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
 
-/// The API capability of the listener plugin's bulk endpoint (`deploy/kinto/kinto_signer_webhook/push.py`).
+/// The API capability of the plugin's endpoints (`deploy/kinto/kinto_signer_webhook/push.py`): bulk writes,
+/// and when every write is visible.
 const SIGNER_PUSH: &str = "signer-push";
 
 /// One write inside a `/v1/batch` call, borrowing the record it writes (collections can be large).
@@ -45,11 +46,10 @@ pub enum Write<'a> {
 pub struct Listing {
     pub records: Vec<Record>,
     pub timestamp: i64,
-    /// Every write with a timestamp up to this one is in `records`: the records timestamp, or earlier when the
-    /// listing was read so soon after a write that another one could still have been in flight (on Kinto's
-    /// PostgreSQL backend a write takes its timestamp when its statement runs and becomes visible when its
-    /// transaction commits, so it can appear after a listing with an older timestamp). A refresh reads what
-    /// changed after it.
+    /// Every write with a timestamp up to this one is in `records`: the records timestamp, or earlier when a
+    /// write could still have been in flight as the listing was read (on Kinto's PostgreSQL backend a write
+    /// takes its timestamp when its statement runs and becomes visible when its transaction commits, so it can
+    /// appear after a listing with an older timestamp). A refresh reads what changed after it.
     pub settled: i64,
 }
 
@@ -339,6 +339,9 @@ impl KintoClient {
             self.url(&format!("{}/records", c.uri())),
             self.page_size
         );
+        // Asked before the first page: a write this listing misses commits after the answer, and was stamped
+        // after it.
+        let visible_before = self.writes_visible_before(c).await?;
         let mut records = Vec::new();
         let mut first_ts = None;
         let mut settled = 0;
@@ -349,7 +352,10 @@ impl KintoClient {
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert_with(|| {
-                settled = self.settled(ts, &headers);
+                settled = match visible_before {
+                    Some(visible) => ts.min(visible - 1).max(0),
+                    None => self.settled(ts, &headers),
+                };
                 ts
             });
             // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
@@ -379,9 +385,24 @@ impl KintoClient {
         }
     }
 
-    /// Up to when a listing with records timestamp `ts` answered with `headers` is complete: writes still in
-    /// flight when it was read took their timestamps within `since_overlap_seconds` before the server's `Date`
-    /// (whole seconds, rounded down: earlier is safe); when the collection was quiet longer than that, `ts`.
+    /// Before when every write to the records of `c` is visible to the reads that follow, from the plugin
+    /// (`None` where the server does not announce it, or its storage cannot tell).
+    async fn writes_visible_before(&self, c: &CollectionRef) -> Result<Option<i64>, KintoError> {
+        if !self.features().await?.signer_push {
+            return Ok(None);
+        }
+        let url = self.url(&format!("{}/signer-visible", c.uri()));
+        match self.send(Method::GET, url, None, HeaderMap::new()).await {
+            Ok((_, body)) => Ok(body["visible_before"].as_i64()),
+            Err(e) if matches!(e.status(), Some(404 | 501)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the server cannot say when writes are visible: up to when a listing with records timestamp `ts`
+    /// answered with `headers` is complete, guessing that writes still in flight when it was read took their
+    /// timestamps within `since_overlap_seconds` before the server's `Date` (whole seconds, rounded down: earlier
+    /// is safe); when the collection was quiet longer than that, `ts`.
     fn settled(&self, ts: i64, headers: &HeaderMap) -> i64 {
         let read_at = headers
             .get(reqwest::header::DATE)

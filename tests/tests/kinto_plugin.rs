@@ -1,12 +1,13 @@
-//! The plugin's bulk endpoint (`deploy/kinto/kinto_signer_webhook/push.py`) in a real Kinto: it refuses what
-//! Kinto would refuse and its writes are Kinto's own (fresh timestamps, tombstones, history entries); the service
-//! writes through it when the server offers it, through `/v1/batch` otherwise, and falls back when a server
-//! stops offering it.
+//! The plugin's endpoints (`deploy/kinto/kinto_signer_webhook/push.py`) in a real Kinto. The bulk endpoint
+//! refuses what Kinto would refuse and its writes are Kinto's own (fresh timestamps, tombstones, history
+//! entries); the service writes through it when the server offers it, through `/v1/batch` otherwise, and falls
+//! back when a server stops offering it. The in-flight endpoint lets a refresh find a write that committed after
+//! a listing with an older timestamp, however long its transaction lasted.
 
 use reqwest::Method;
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
-use signer_e2e::kinto::{KintoAdmin, KintoServer, SIGNER};
+use signer_e2e::kinto::{Install, KintoAdmin, KintoServer, Storage, SIGNER};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Setup, TempDir};
 use signer_e2e::{by_id_without_timestamps, metric, FAST_QUEUE};
@@ -55,6 +56,51 @@ async fn the_bulk_endpoint_refuses_what_kinto_would_and_writes_what_kinto_would(
     signer
         .ok(Method::PUT, "/buckets/dst/collections/c", None)
         .await;
+    let visible = "/buckets/dst/collections/c/signer-visible";
+    let (status, body) = kinto
+        .editor()
+        .as_user("", "")
+        .request(Method::GET, visible, None)
+        .await;
+    assert_eq!(status, 401, "anonymous: {body}");
+    let (status, body) = kinto
+        .editor()
+        .as_user("mallory", "pw")
+        .request(Method::GET, visible, None)
+        .await;
+    assert_eq!(status, 403, "no read permission: {body}");
+    let public = "/buckets/dst/collections/public";
+    signer
+        .ok(
+            Method::PUT,
+            public,
+            Some(json!({"permissions": {"read": ["system.Everyone"]}})),
+        )
+        .await;
+    let (status, body) = kinto
+        .editor()
+        .as_user("", "")
+        .request(Method::GET, &format!("{public}/signer-visible"), None)
+        .await;
+    assert_eq!(status, 200, "whoever may read the records may ask: {body}");
+    let (status, body) = kinto
+        .editor()
+        .as_user("", "")
+        .request(
+            Method::POST,
+            &format!("{public}/signer-push"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 401, "but not write them: {body}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let visible_before = signer.ok(Method::GET, visible, None).await["visible_before"]
+        .as_i64()
+        .expect("an instant");
+    assert!(
+        (visible_before - now).abs() < 5_000,
+        "the memory backend shows writes as they are stamped: {visible_before} vs {now}"
+    );
 
     let (status, body) = push(&kinto, None, records).await;
     assert_eq!(status, 401, "anonymous: {body}");
@@ -277,4 +323,102 @@ async fn a_kinto_redeployed_without_the_bulk_endpoint_is_written_through_batch()
     assert_eq!(job["data"]["attempt"], 1, "no failed attempt: {job}");
     assert_eq!(copied(&api, "batch").await, Some(30.0));
     setup.assert_verifies(&kinto.url, "prod", "c", 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_committed_after_a_listing_with_an_older_timestamp_is_copied_by_the_next_sign() {
+    use sqlx::Executor as _;
+    let kinto_db = TestDb::create().await;
+    let dir = TempDir::new("kinto-late-commit");
+    let kinto = KintoServer::launch(
+        &dir.0,
+        Install::Ours,
+        &Storage::Postgres(kinto_db.url.clone()),
+        "",
+    )
+    .await;
+    let editor = kinto.editor();
+    let records = sample_records(20, 9);
+    editor.create_source("ws", "c", json!({}), &records).await;
+    let (late, other) = (
+        records[3]["id"].as_str().unwrap(),
+        records[7]["id"].as_str().unwrap(),
+    );
+
+    let signer = editor.as_user(SIGNER.0, SIGNER.1);
+    let visible_before = || async {
+        signer
+            .ok(
+                Method::GET,
+                "/buckets/ws/collections/c/signer-visible",
+                None,
+            )
+            .await["visible_before"]
+            .as_i64()
+            .unwrap()
+    };
+    let newest = |records: Vec<Value>| {
+        records
+            .iter()
+            .map(|r| r["last_modified"].as_i64().unwrap())
+            .max()
+            .unwrap()
+    };
+    let loaded = newest(editor.records("ws", "c").await);
+    assert!(
+        visible_before().await > loaded,
+        "nothing in flight: every stamp so far is visible"
+    );
+
+    // A writer stamps an update and holds its transaction; another write, stamped later, commits first.
+    let mut writer = kinto_db.connect().await;
+    writer.execute("BEGIN").await.unwrap();
+    writer
+        .execute(
+            format!(
+                // As Kinto's statements write: `last_modified` left to its trigger, which stamps it now.
+                "UPDATE objects SET data = data || '{{\"title\": \"committed late\"}}'::jsonb, last_modified = NULL \
+                 WHERE id = '{late}' AND parent_id = '/buckets/ws/collections/c' AND resource_name = 'record'"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    editor
+        .patch_record("ws", "c", other, json!({"title": "committed first"}))
+        .await;
+    let held = visible_before().await;
+    assert!(
+        held < newest(editor.records("ws", "c").await),
+        "the writer in flight holds the answer back to its start: {held}"
+    );
+
+    // No guessed overlap: only the plugin's answer can make the next refresh look back far enough.
+    let db = TestDb::create().await;
+    let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
+    let api = Api::start_env(
+        &setup,
+        1,
+        signer_e2e::free_port(),
+        &[("SIGNER_KINTO__SOURCE__SINCE_OVERLAP_SECONDS", "0")],
+    )
+    .await;
+    let job = api.wait_final(&api.sign("ws/c").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    let published = by_id_without_timestamps(&editor.records("prod", "c").await);
+    assert_eq!(published[other]["title"], "committed first");
+    assert_ne!(
+        published[late]["title"], "committed late",
+        "the update was not visible yet"
+    );
+
+    writer.execute("COMMIT").await.unwrap();
+    let job = api.wait_final(&api.sign("ws/c").await, 60).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    assert_eq!(
+        by_id_without_timestamps(&editor.records("prod", "c").await),
+        by_id_without_timestamps(&editor.records("ws", "c").await),
+        "the late update reached the destination"
+    );
+    setup.assert_verifies(&kinto.url, "prod", "c", 20);
 }
