@@ -88,6 +88,7 @@ bench: venv reference-venv bench-tools
 	cargo run --release --locked -p signer_e2e --example canonical_throughput -- 10000 50000
 	cargo run --release --locked -p signer_e2e --example queue_throughput -- 100000 1000
 	cargo run --release --locked -p signer_e2e --example api_load -- 10
-	cargo run --release --locked -p signer_e2e --example sign_collection -- postgresql 1000 10000 100000
-	cargo run --release --locked -p signer_e2e --example sign_collection -- memory 1000 10000
+	cargo run --release --locked -p signer_e2e --example sign_collection -- postgresql without-plugin 1000 10000
+	cargo run --release --locked -p signer_e2e --example sign_collection -- postgresql 100000
+	cargo run --release --locked -p signer_e2e --example sign_collection -- memory without-plugin 1000 10000
 	cargo run --release --locked -p signer_e2e --example scale_out -- 200

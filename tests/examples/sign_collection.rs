@@ -8,8 +8,11 @@
 //! - memory: the reference's Kinto growth during the sign, and our worker's peak RSS;
 //! - completeness: records in the destination, and the independent Python verifier's verdict.
 //!
-//! Usage: cargo run --release -p signer_e2e --example sign_collection -- [memory] [postgresql] [SIZES…]
-//! (default: memory postgresql 1000 10000)
+//! - with `without-plugin`, ours once more on a Kinto without the plugin's endpoints (`/v1/batch` and the guessed
+//!   overlap), to show what the plugin is worth.
+//!
+//! Usage: cargo run --release -p signer_e2e --example sign_collection -- [memory] [postgresql] [without-plugin]
+//! [SIZES…] (default: memory postgresql 1000 10000)
 
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
@@ -227,7 +230,8 @@ async fn reference(backend: Backend, data: &[Value]) -> Side {
     }
 }
 
-async fn ours(backend: Backend, data: &[Value]) -> Side {
+/// `install` is `Install::Ours`, or `Install::OursBatchOnly` for a Kinto without the plugin's endpoints.
+async fn signed_by_us(backend: Backend, data: &[Value], install: Install) -> Side {
     let (_kinto_db, storage) = kinto_storage(backend).await;
     let db = TestDb::create().await;
     let api_port = free_port();
@@ -237,7 +241,7 @@ async fn ours(backend: Backend, data: &[Value]) -> Side {
         SECRET,
         "ws",
     );
-    let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, &settings).await;
+    let kinto = KintoServer::launch(&dir.0, install, &storage, &settings).await;
     let editor = kinto.editor();
     editor.create_source("ws", "bench", json!({}), &[]).await;
     editor
@@ -325,10 +329,12 @@ fn complete(side: &Side, records: usize) -> String {
 async fn main() {
     let mut backends = Vec::new();
     let mut sizes = Vec::new();
+    let mut without_plugin = false;
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "memory" => backends.push(Backend::Memory),
             "postgresql" => backends.push(Backend::Postgresql),
+            "without-plugin" => without_plugin = true,
             n => sizes.push(n.parse::<usize>().expect("sizes are integers")),
         }
     }
@@ -338,17 +344,36 @@ async fn main() {
     if sizes.is_empty() {
         sizes = vec![1_000, 10_000];
     }
-    println!("| backend | records | payload | trigger request: reference / ours | to signed: reference / ours | ratio | re-sign after 1%: reference / ours | ratio | reference Kinto growth / our worker peak (idle) | destination: reference / ours |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let extra = if without_plugin {
+        " ours without the plugin: to signed / re-sign |"
+    } else {
+        ""
+    };
+    println!("| backend | records | payload | trigger request: reference / ours | to signed: reference / ours | ratio | re-sign after 1%: reference / ours | ratio | reference Kinto growth / our worker peak (idle) | destination: reference / ours |{extra}");
+    println!(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|{}",
+        if without_plugin { "---|" } else { "" }
+    );
     for backend in backends {
         for &records in &sizes {
             let data = sample_records(records, 42);
             let payload_mib =
                 serde_json::to_vec(&data).expect("records serialize").len() as f64 / 1048576.0;
             let reference = reference(backend, &data).await;
-            let ours = ours(backend, &data).await;
+            let ours = signed_by_us(backend, &data, Install::Ours).await;
+            let batch_only = if without_plugin {
+                let side = signed_by_us(backend, &data, Install::OursBatchOnly).await;
+                format!(
+                    " {} / {} ({}) |",
+                    s(side.signed),
+                    s(side.resigned),
+                    complete(&side, records)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.0} MiB ({:.0}) | {} / {} |",
+                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.0} MiB ({:.0}) | {} / {} |{batch_only}",
                 ms(reference.trigger),
                 ms(ours.trigger),
                 s(reference.signed),

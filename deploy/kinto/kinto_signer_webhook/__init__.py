@@ -1,4 +1,5 @@
-"""Kinto listener that tells the signing service when a collection changes.
+"""Kinto listener that tells the signing service when a collection changes (the endpoints the service writes and
+lists through are in `push`, enabled with `kinto.includes = kinto_signer_webhook.push`).
 
 Kinto loads it through `kinto.event_listeners` (see kinto.ini). For every collection event of the configured
 buckets it posts Kinto's event payload (with the impacted objects) to the service's webhook **after the
