@@ -184,7 +184,7 @@ pub struct ServerSettings {
     /// `/v1/batch` calls in flight at once while pushing records (each of `batch_max_requests` writes).
     #[serde(default = "default_parallel_batches")]
     pub parallel_batches: usize,
-    /// Writes per call to the listener plugin's bulk endpoint (API capability `signer-push`), which applies them
+    /// Writes per call to the plugin's bulk endpoint (API capability `signer-push`), which applies them
     /// in one transaction through Kinto's storage layer; used when the server offers it. `0`: always
     /// `/v1/batch`.
     #[serde(default = "default_bulk_push_size")]

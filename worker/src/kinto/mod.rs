@@ -163,7 +163,7 @@ impl KintoClient {
             .is_ok()
     }
 
-    /// What the server offers for writing, from `GET /v1/` (once; concurrent first calls may both ask).
+    /// What the server offers, from `GET /v1/` (once; concurrent first calls may both ask).
     async fn features(&self) -> Result<Features, KintoError> {
         if let Some(features) = *self.features.lock().expect("features lock") {
             return Ok(features);
@@ -458,7 +458,7 @@ impl KintoClient {
         }
     }
 
-    /// Applies writes: through the listener plugin's bulk endpoint when the server offers it (`push`: chunks of
+    /// Applies writes: through the plugin's bulk endpoint when the server offers it (`push`: chunks of
     /// `bulk_push_size`, each in one transaction of Kinto's, one statement per record instead of one
     /// sub-request), otherwise through `/v1/batch` (`batch`). Every write must succeed (a missing record on
     /// delete counts as done). `on_chunk` hears how many writes are done, in order.
@@ -817,7 +817,7 @@ struct Page<'a> {
     data: Vec<&'a RawValue>,
 }
 
-/// What the server offers for writing.
+/// What the server offers: how many writes a batch takes, and whether the plugin's endpoints are there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Features {
     batch_max: usize,
@@ -981,6 +981,51 @@ mod tests {
             "a 412 goes back to the job"
         );
         assert!(status(503).is_retryable_in_place());
+    }
+
+    #[test]
+    fn features_come_from_the_server_settings_and_capabilities() {
+        let plain =
+            json!({"settings": {"batch_max_requests": 50}, "capabilities": {"history": {}}});
+        assert_eq!(
+            Features::of(&plain),
+            Features {
+                batch_max: 50,
+                signer_push: false
+            }
+        );
+        let with_plugin =
+            json!({"settings": {}, "capabilities": {"signer-push": {"description": ""}}});
+        assert_eq!(
+            Features::of(&with_plugin),
+            Features {
+                batch_max: DEFAULT_BATCH_MAX_REQUESTS,
+                signer_push: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_push_body_carries_the_records_as_held_and_the_ids_to_delete() {
+        let writes = [
+            Write::Delete { id: "gone" },
+            Write::Put {
+                id: "a",
+                data: Cow::Borrowed(r#"{"id":"a","title":"ünï \"q\""}"#),
+            },
+            Write::Delete { id: "also\"gone" },
+            Write::Put {
+                id: "b",
+                data: Cow::Owned(r#"{"id":"b"}"#.to_owned()),
+            },
+        ];
+        let body: Value = serde_json::from_slice(&push_body(&writes)).expect("JSON");
+        assert_eq!(
+            body,
+            json!({"put": [{"id": "a", "title": "ünï \"q\""}, {"id": "b"}], "delete": ["gone", "also\"gone"]})
+        );
+        let empty: Value = serde_json::from_slice(&push_body(&[])).expect("JSON");
+        assert_eq!(empty, json!({"put": [], "delete": []}));
     }
 
     #[test]
