@@ -314,7 +314,7 @@ async fn a_batched_webhook_event_enqueues_each_collection_that_asked() {
 /// A worker keeps the listings it signed, and its next job of the collection fetches only what changed since
 /// (`_since`, here with no overlap): edits, deletions and creations arrive; a record removed from the
 /// destination behind the service's back is put back; a source deleted and recreated (its records gone without
-/// tombstones) is caught by the record count and listed in full.
+/// tombstones) is caught by the record count and listed in full; a destination deleted is created again.
 #[tokio::test(flavor = "multi_thread")]
 async fn kept_listings_follow_every_change_and_a_recreated_source_is_listed_in_full() {
     let db = TestDb::create().await;
@@ -388,5 +388,21 @@ async fn kept_listings_follow_every_change_and_a_recreated_source_is_listed_in_f
     assert!(
         api.process.log_text().contains("changes did not add up"),
         "the recreated source was listed in full"
+    );
+
+    // The destination's kept listing says it existed; deleted behind the service's back, it is created again and
+    // filled in full instead of failing the job.
+    editor
+        .as_user(user, password)
+        .ok(reqwest::Method::DELETE, "/buckets/prod/collections/c", None)
+        .await;
+    assert_eq!(sign().await, (json!(10), json!(0), json!(0)));
+    assert_destination_mirrors_source(&kinto, ("ws", "c"), ("prod", "c")).await;
+    setup.assert_verifies(&kinto.url, "prod", "c", 10);
+    assert!(
+        api.process
+            .log_text()
+            .contains("kept listing not refreshed: listing in full"),
+        "the deleted destination's kept listing was given up"
     );
 }

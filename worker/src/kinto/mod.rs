@@ -309,11 +309,15 @@ impl KintoClient {
         base: Listing,
         copied_from: Option<&Listing>,
     ) -> Result<Listing, KintoError> {
-        let changes = self
-            .list(c, &format!("_since={}", base.settled), |_| {}, copied_from)
-            .await?;
-        let merged = listing::merge_changes(base, changes);
-        let (timestamp, count) = self.records_count(c).await?;
+        // The count is asked alongside the changes, not after them: it is only trusted when its timestamp is the
+        // listing's, i.e. when both read the same state, whichever was read first.
+        let since = format!("_since={}", base.settled);
+        let (changes, counted) = tokio::join!(
+            self.list(c, &since, |_| {}, copied_from),
+            self.records_count(c)
+        );
+        let merged = listing::merge_changes(base, changes?);
+        let (timestamp, count) = counted?;
         if timestamp == merged.timestamp && count == merged.records.len() {
             return Ok(merged);
         }

@@ -33,15 +33,19 @@ impl Listings {
         c: &CollectionRef,
         on_page: impl FnMut(usize),
     ) -> Result<Listing, KintoError> {
-        let kept = self
-            .entries
-            .lock()
-            .expect("listings lock")
-            .remove(&Self::key(kinto, c));
-        match kept {
-            Some((_, listing)) => kinto.refresh(c, listing, None).await,
+        match self.take(kinto, c) {
+            Some(listing) => kinto.refresh(c, listing, None).await,
             None => kinto.list_records(c, on_page).await,
         }
+    }
+
+    /// The listing kept for the collection, taken out for the job that uses it.
+    pub fn take(&self, kinto: &KintoClient, c: &CollectionRef) -> Option<Listing> {
+        self.entries
+            .lock()
+            .expect("listings lock")
+            .remove(&Self::key(kinto, c))
+            .map(|(_, listing)| listing)
     }
 
     /// Keeps `listing` for the next job, evicting the oldest entries beyond the record budget.

@@ -1,7 +1,8 @@
 //! One job, step by step (kinto-signer's `sign_and_update_destination`, spec §3.3, and its review workflow, §3.2):
 //! read the source → decide the action from its status → check who asked → snapshot → (for the preview, then the
 //! destination:) ensure it exists → diff → push → list → canonical JSON → sign → publish the signature → check
-//! the source did not move → write the source's status and tracking fields.
+//! the source did not move → write the source's status and tracking fields. Listings kept from the last job are
+//! refreshed instead of read in full, and a target that had one is known to exist.
 
 mod diff;
 mod listings;
@@ -289,12 +290,19 @@ impl Pipeline {
     async fn sign(&self, cx: &Context<'_>, action: JobKind) -> Result<Outcome, PipelineError> {
         let source = &cx.resource.source;
         cx.report.enter("snapshot", source);
-        let snapshot = self
-            .listings
-            .current(&self.source, source, |n| {
+        // The targets' kept listings are refreshed while the source is read: both are reads, and a re-sign is
+        // mostly such round trips. Nothing is written before the snapshot is known to be signable.
+        let reviewed_sign = action == JobKind::Sign && reviewed(cx);
+        let preview_target = cx.resource.preview.as_ref().filter(|_| !reviewed_sign);
+        let destination_target = (action == JobKind::Sign).then_some(&cx.resource.destination);
+        let (snapshot, mut preview_before, mut destination_before) = tokio::join!(
+            self.listings.current(&self.source, source, |n| {
                 cx.report.update(|p| p.records_fetched = n)
-            })
-            .await?;
+            }),
+            self.refresh_kept(preview_target),
+            self.refresh_kept(destination_target),
+        );
+        let snapshot = snapshot?;
         tracing::info!(
             records = snapshot.records.len(),
             timestamp = snapshot.timestamp,
@@ -327,13 +335,21 @@ impl Pipeline {
                 self.sign_target(cx, preview, &shown, Counts::default())
                     .await?,
             ),
-            (Some(preview), None) => Some(self.publish(cx, preview, &snapshot).await?),
+            (Some(preview), None) => Some(
+                self.publish(cx, preview, &snapshot, preview_before.take())
+                    .await?,
+            ),
             (None, _) => None,
         };
         let destination = match action {
             JobKind::Sign => Some(
-                self.publish(cx, &cx.resource.destination, &snapshot)
-                    .await?,
+                self.publish(
+                    cx,
+                    &cx.resource.destination,
+                    &snapshot,
+                    destination_before.take(),
+                )
+                .await?,
             ),
             _ => None,
         };
@@ -413,7 +429,7 @@ impl Pipeline {
             signature: None,
         };
         let preview = match &cx.resource.preview {
-            Some(preview) => Some(self.publish(cx, preview, &published).await?),
+            Some(preview) => Some(self.publish(cx, preview, &published, None).await?),
             None => None,
         };
         let written = self.update_source(cx, JobKind::Rollback).await?;
@@ -452,18 +468,44 @@ impl Pipeline {
             .await?)
     }
 
-    /// Brings one target in line with `wanted`, then signs what it holds and publishes the signature.
+    /// The listing kept for a target since the last job, refreshed: the target existed then, so nothing needs
+    /// creating. `None` without one, or when the refresh fails (the target was deleted since, say): the caller
+    /// then ensures the target and lists it in full, and a real failure surfaces there.
+    async fn refresh_kept(&self, target: Option<&CollectionRef>) -> Option<Listing> {
+        let target = target?;
+        let kept = self.listings.take(&self.destination, target)?;
+        match self.destination.refresh(target, kept, None).await {
+            Ok(listing) => Some(listing),
+            Err(e) => {
+                tracing::info!(target = %target, error = %e, "kept listing not refreshed: listing in full");
+                None
+            }
+        }
+    }
+
+    /// Brings one target in line with `wanted`, then signs what it holds and publishes the signature. `before`:
+    /// what the target holds, when already read.
     async fn publish(
         &self,
         cx: &Context<'_>,
         target: &CollectionRef,
         wanted: &Listing,
+        before: Option<Listing>,
     ) -> Result<Published, PipelineError> {
         let kinto = &self.destination;
         cx.report.enter("push", target);
-        kinto.ensure_bucket(&target.bucket).await?;
-        kinto.ensure_collection(target).await?;
-        let before = self.listings.current(kinto, target, |_| {}).await?;
+        let before = match before {
+            Some(before) => Some(before),
+            None => self.refresh_kept(Some(target)).await,
+        };
+        let before = match before {
+            Some(before) => before,
+            None => {
+                kinto.ensure_bucket(&target.bucket).await?;
+                kinto.ensure_collection(target).await?;
+                kinto.list_records(target, |_| {}).await?
+            }
+        };
         let diff = diff_records(&wanted.records, &before.records);
         cx.report.update(|p| p.records_to_push = diff.writes.len());
         kinto
