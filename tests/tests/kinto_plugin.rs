@@ -28,6 +28,29 @@ async fn push(kinto: &KintoServer, auth: Option<(&str, &str)>, body: &str) -> (u
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A records listing of `collection`, asking for the plugin's `Signer-Visible-Before` header when `ask`: the
+/// status and the header's value.
+async fn listing_visible(
+    kinto: &KintoServer,
+    auth: Option<(&str, &str)>,
+    collection: &str,
+    ask: bool,
+) -> (u16, Option<i64>) {
+    let mut request = reqwest::Client::new().get(format!("{}{collection}/records", kinto.url));
+    if let Some((user, password)) = auth {
+        request = request.basic_auth(user, Some(password));
+    }
+    if ask {
+        request = request.header("Signer-Visible", "1");
+    }
+    let response = request.send().await.expect("Kinto reachable");
+    let visible = response
+        .headers()
+        .get("signer-visible-before")
+        .map(|v| v.to_str().unwrap().parse().expect("an instant"));
+    (response.status().as_u16(), visible)
+}
+
 fn ids(records: &[Value]) -> Vec<&str> {
     records.iter().map(|r| r["id"].as_str().unwrap()).collect()
 }
@@ -100,6 +123,28 @@ async fn the_bulk_endpoint_refuses_what_kinto_would_and_writes_what_kinto_would(
     assert!(
         (visible_before - now).abs() < 5_000,
         "the memory backend shows writes as they are stamped: {visible_before} vs {now}"
+    );
+    assert_eq!(
+        info["capabilities"]["signer-push"]["visible_in_listings"], true,
+        "{info}"
+    );
+    let collection = "/buckets/dst/collections/c";
+    let (status, in_listing) = listing_visible(&kinto, Some(SIGNER), collection, true).await;
+    assert_eq!(status, 200);
+    let in_listing = in_listing.expect("a listing that asks carries the answer");
+    assert!(
+        (visible_before..visible_before + 5_000).contains(&in_listing),
+        "the same answer, asked later: {in_listing} vs {visible_before}"
+    );
+    assert_eq!(
+        listing_visible(&kinto, Some(SIGNER), collection, false).await,
+        (200, None),
+        "only when asked"
+    );
+    assert_eq!(
+        listing_visible(&kinto, Some(("mallory", "pw")), collection, true).await,
+        (403, None),
+        "not to who may not read the records"
     );
 
     let (status, body) = push(&kinto, None, records).await;
@@ -392,8 +437,17 @@ async fn an_update_committed_after_a_listing_with_an_older_timestamp_is_copied_b
         held < newest(editor.records("ws", "c").await),
         "the writer in flight holds the answer back to its start: {held}"
     );
+    let (status, in_listing) =
+        listing_visible(&kinto, Some(SIGNER), "/buckets/ws/collections/c", true).await;
+    assert_eq!(
+        (status, in_listing),
+        (200, Some(held)),
+        "a listing's answer is held back alike"
+    );
 
-    // No guessed overlap: only the plugin's answer can make the next refresh look back far enough.
+    // No guessed overlap: only the plugin's answer can make the next refresh look back far enough. (Without it,
+    // the bound is the listing's `Date`, whole seconds rounded down: a second later it is past the late stamp.)
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     let db = TestDb::create().await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
     let api = Api::start_env(

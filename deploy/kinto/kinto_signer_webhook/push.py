@@ -12,7 +12,10 @@ not checked against the collection's JSON schema (they come from a source that w
 collection's records stamped before that instant is visible to reads made after the call. On the PostgreSQL
 backend a write takes its timestamp when its statement runs and becomes visible when its transaction commits, so
 a listing can miss a write that commits later with an older timestamp. The service asks before each listing and
-re-reads from there on its next refresh, instead of guessing how long transactions last.
+re-reads from there on its next refresh, instead of guessing how long transactions last. A records listing asked
+with the request header `Signer-Visible: 1` carries the same answer in its `Signer-Visible-Before` response
+header, computed before the records are read: one round trip instead of two (capability field
+`visible_in_listings`).
 
 Who may call them: principals with `write` (for `signer-push`) or `read` (for `signer-visible`) on the
 collection or its bucket, as Kinto grants them in its permission backend or its settings
@@ -33,10 +36,13 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 from kinto.views import RelaxedUUID
 from pyramid import httpexceptions
+from pyramid.events import ContextFound, NewResponse
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.settings import asbool, aslist
 
 CAPABILITY = "signer-push"
+ASK_HEADER = "Signer-Visible"
+ANSWER_HEADER = "Signer-Visible-Before"
 COLLECTION = "/buckets/{bucket_id}/collections/{collection_id}"
 
 push = Service(
@@ -149,18 +155,49 @@ def push_records(request):
 def writes_visible_before(request):
     _, collection_uri = collection_of(request, "read")
     storage = request.registry.storage
+    answer = visible_before(storage, collection_uri)
+    if answer is None:
+        raise http_error(
+            httpexceptions.HTTPNotImplemented(),
+            errno=ERRORS.UNDEFINED,
+            message=f"{type(storage).__module__}: in-flight writes unknown",
+        )
+    return {"visible_before": answer}
+
+
+def visible_before(storage, collection_uri):
+    """Before when every write to the collection's records is visible; None where the storage cannot tell."""
     backend = type(storage).__module__
     if backend == "kinto.core.storage.postgresql":
-        return {"visible_before": postgresql_visible_before(storage, collection_uri)}
+        return postgresql_visible_before(storage, collection_uri)
     if backend == "kinto.core.storage.memory":
         # A write is stamped (after the newest stamp) and stored in one locked step: visible as stamped.
         newest = storage.resource_timestamp(resource_name="record", parent_id=collection_uri)
-        return {"visible_before": max(int(time.time() * 1000), newest + 1)}
-    raise http_error(
-        httpexceptions.HTTPNotImplemented(),
-        errno=ERRORS.UNDEFINED,
-        message=f"{backend}: in-flight writes unknown",
-    )
+        return max(int(time.time() * 1000), newest + 1)
+    return None
+
+
+def note_visible_before(event):
+    """For a records listing that asks (`Signer-Visible`), the answer of `signer-visible`, computed once the route
+    is known and before the view reads the records. Kept on the request until the response is known to be the
+    listing (only a caller allowed to read it learns anything)."""
+    request = event.request
+    route = request.matched_route
+    if (
+        request.method != "GET"
+        or route is None
+        or route.name != "record-plural"
+        or request.headers.get(ASK_HEADER) != "1"
+    ):
+        return
+    collection_uri = "/buckets/{bucket_id}/collections/{collection_id}".format(**request.matchdict)
+    request.signer_visible_before = visible_before(request.registry.storage, collection_uri)
+
+
+def add_visible_before(event):
+    answer = getattr(event.request, "signer_visible_before", None)
+    if answer is not None and event.response.status_code == 200:
+        event.response.headers[ANSWER_HEADER] = str(answer)
 
 
 def postgresql_visible_before(storage, collection_uri):
@@ -227,6 +264,9 @@ def includeme(config):
         CAPABILITY,
         description="Bulk writes of a collection's records in one transaction, and before when its writes are "
         "visible, for kinto-signer-rs.",
+        visible_in_listings=True,
     )
     config.add_cornice_service(push)
     config.add_cornice_service(visible)
+    config.add_subscriber(note_visible_before, ContextFound)
+    config.add_subscriber(add_visible_before, NewResponse)

@@ -26,6 +26,10 @@ const DEFAULT_BATCH_MAX_REQUESTS: usize = 25;
 /// The API capability of the plugin's endpoints (`deploy/kinto/kinto_signer_webhook/push.py`): bulk writes,
 /// and when every write is visible.
 const SIGNER_PUSH: &str = "signer-push";
+/// Asks a records listing to carry the plugin's `signer-visible` answer, computed before the records are read,
+/// in the response header `Signer-Visible-Before` (capability field `visible_in_listings`).
+const ASK_VISIBLE: &str = "signer-visible";
+const VISIBLE_BEFORE: &str = "signer-visible-before";
 
 /// One write inside a `/v1/batch` call, borrowing the record it writes (collections can be large).
 #[derive(Debug, Clone, PartialEq)]
@@ -343,20 +347,30 @@ impl KintoClient {
             self.url(&format!("{}/records", c.uri())),
             self.page_size
         );
-        // Asked before the first page: a write this listing misses commits after the answer, and was stamped
-        // after it.
-        let visible_before = self.writes_visible_before(c).await?;
+        // Known before the first page is read: a write this listing misses commits after the answer, and was
+        // stamped after it. Where the plugin can, it answers in the first page's response, before reading it.
+        let in_listing = self.features().await?.visible_in_listings;
+        let asked = if in_listing {
+            None
+        } else {
+            self.writes_visible_before(c).await?
+        };
         let mut records = Vec::new();
         let mut first_ts = None;
         let mut settled = 0;
         loop {
-            let (headers, body) = self
-                .send_bytes(Method::GET, url.clone(), None, HeaderMap::new())
-                .await?;
+            let mut ask = HeaderMap::new();
+            if in_listing && first_ts.is_none() {
+                ask.insert(ASK_VISIBLE, HeaderValue::from_static("1"));
+            }
+            let (headers, body) = self.send_bytes(Method::GET, url.clone(), None, ask).await?;
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert_with(|| {
-                settled = match visible_before {
+                let answered = headers
+                    .get(VISIBLE_BEFORE)
+                    .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
+                settled = match asked.or(answered) {
                     Some(visible) => ts.min(visible - 1).max(0),
                     None => self.settled(ts, &headers),
                 };
@@ -826,20 +840,23 @@ struct Page<'a> {
 struct Features {
     batch_max: usize,
     signer_push: bool,
+    visible_in_listings: bool,
 }
 
 impl Features {
     /// From the server's `GET /v1/` answer.
     fn of(info: &Value) -> Self {
+        let capability = format!("/capabilities/{SIGNER_PUSH}");
         Self {
             batch_max: info
                 .pointer("/settings/batch_max_requests")
                 .and_then(Value::as_u64)
                 .map_or(DEFAULT_BATCH_MAX_REQUESTS, |n| n.max(1) as usize),
-            signer_push: info
-                .get("capabilities")
-                .and_then(|c| c.get(SIGNER_PUSH))
-                .is_some(),
+            signer_push: info.pointer(&capability).is_some(),
+            visible_in_listings: info
+                .pointer(&format!("{capability}/visible_in_listings"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         }
     }
 }
@@ -995,18 +1012,23 @@ mod tests {
             Features::of(&plain),
             Features {
                 batch_max: 50,
-                signer_push: false
+                signer_push: false,
+                visible_in_listings: false,
+            }
+        );
+        let earlier_plugin =
+            json!({"settings": {}, "capabilities": {"signer-push": {"description": ""}}});
+        assert_eq!(
+            Features::of(&earlier_plugin),
+            Features {
+                batch_max: DEFAULT_BATCH_MAX_REQUESTS,
+                signer_push: true,
+                visible_in_listings: false,
             }
         );
         let with_plugin =
-            json!({"settings": {}, "capabilities": {"signer-push": {"description": ""}}});
-        assert_eq!(
-            Features::of(&with_plugin),
-            Features {
-                batch_max: DEFAULT_BATCH_MAX_REQUESTS,
-                signer_push: true
-            }
-        );
+            json!({"settings": {}, "capabilities": {"signer-push": {"visible_in_listings": true}}});
+        assert!(Features::of(&with_plugin).visible_in_listings);
     }
 
     #[test]
