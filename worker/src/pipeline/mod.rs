@@ -295,7 +295,7 @@ impl Pipeline {
         let reviewed_sign = action == JobKind::Sign && reviewed(cx);
         let preview_target = cx.resource.preview.as_ref().filter(|_| !reviewed_sign);
         let destination_target = (action == JobKind::Sign).then_some(&cx.resource.destination);
-        let (snapshot, mut preview_before, mut destination_before) = tokio::join!(
+        let (snapshot, preview_before, destination_before) = tokio::join!(
             self.listings.current(&self.source, source, |n| {
                 cx.report.update(|p| p.records_fetched = n)
             }),
@@ -335,21 +335,15 @@ impl Pipeline {
                 self.sign_target(cx, preview, &shown, Counts::default())
                     .await?,
             ),
-            (Some(preview), None) => Some(
-                self.publish(cx, preview, &snapshot, preview_before.take())
-                    .await?,
-            ),
+            (Some(preview), None) => {
+                Some(self.publish(cx, preview, &snapshot, preview_before).await?)
+            }
             (None, _) => None,
         };
         let destination = match action {
             JobKind::Sign => Some(
-                self.publish(
-                    cx,
-                    &cx.resource.destination,
-                    &snapshot,
-                    destination_before.take(),
-                )
-                .await?,
+                self.publish(cx, &cx.resource.destination, &snapshot, destination_before)
+                    .await?,
             ),
             _ => None,
         };
