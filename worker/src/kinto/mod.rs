@@ -367,8 +367,10 @@ impl KintoClient {
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert_with(|| {
-                let answered = headers
-                    .get(VISIBLE_BEFORE)
+                // Only an answer to our question counts.
+                let answered = in_listing
+                    .then(|| headers.get(VISIBLE_BEFORE))
+                    .flatten()
                     .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
                 settled = match asked.or(answered) {
                     Some(visible) => ts.min(visible - 1).max(0),
