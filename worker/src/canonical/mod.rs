@@ -4,6 +4,7 @@
 //! anywhere in a build would change it), output is pure ASCII, and every value a client could serialize
 //! differently is refused: floats, integers beyond ±2^53 and `-0`.
 
+mod listing;
 mod payload;
 mod record;
 mod text;
@@ -34,6 +35,8 @@ pub enum CanonicalError {
     NegativeZero { record_id: String, path: String },
     #[error("a record has no string `id`: {0}")]
     MissingId(String),
+    #[error("not a page of records (`{{\"data\": [...]}}`): {0}")]
+    NotAPage(String),
 }
 
 /// Canonical JSON of any value; `context` names the record in errors.

@@ -2,12 +2,13 @@
 //! costs about its serialized size in memory (a `serde_json::Value` tree of the same records is ~10× larger),
 //! comparing two records is comparing bytes, and signing a listing is joining strings.
 
-use super::text::{self, Members};
+use super::listing;
+use super::text::{self, MemberList, Members};
 use super::{
     sorted_entries, truncate, write_string, write_value, CanonicalError, Crumb, Owner,
     MAX_SAFE_INTEGER,
 };
-use serde_json::value::RawValue;
+use serde::de::{self, Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -19,9 +20,6 @@ use std::sync::Arc;
 const LAST_MODIFIED: &str = "last_modified";
 /// Also Kinto's (the collection schema version a record was validated against): set aside by diffs, signed.
 const SCHEMA: &str = "schema";
-
-/// From this many records, a page of a listing is parsed on two threads.
-const PARALLEL_ABOVE: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -75,7 +73,9 @@ impl Record {
             Ok(members)
         })();
         match written {
-            Ok(members) => Ok(assemble(members).expect("the record has a string id")),
+            Ok(members) => {
+                Ok(assemble(&members.values, members.entries).expect("the record has a string id"))
+            }
             Err(e) => {
                 map.remove(LAST_MODIFIED);
                 Ok(Record {
@@ -90,7 +90,7 @@ impl Record {
     /// The JSON text of a record (one item of a listing's `data`), canonical straight from the text; only a
     /// record canonical JSON refuses goes through a `Value`, to be reported precisely.
     pub fn from_json(json: &str) -> Result<Self, CanonicalError> {
-        if let Some(record) = text::members(json).and_then(assemble) {
+        if let Some(record) = text::members(json).and_then(|m| assemble(&m.values, m.entries)) {
             return Ok(record);
         }
         let value =
@@ -106,36 +106,34 @@ impl Record {
         }
     }
 
-    /// Records from their JSON texts (a page of a listing), in order; a large page on two threads. A record
-    /// with the same text as its namesake that `copied` finds holds that text instead of its own: a
-    /// destination just copied from its source then costs one copy of the records, not two, and as each record
-    /// is shared as soon as it is parsed, not even a page of them is held twice.
-    pub fn parse_all<'c>(
-        texts: &[&RawValue],
+    /// The records of a page of a listing (`{"data":[…]}` as Kinto sends it), in order, straight from its text
+    /// (`listing`: a large page on two threads). A record with the same text as its namesake that `copied`
+    /// finds holds that text instead of its own: a destination just copied from its source then costs one copy
+    /// of the records, not two, and as each record is shared as soon as it is parsed, not even a page of them
+    /// is held twice.
+    pub fn parse_page<'c>(
+        body: &str,
         copied: impl Fn(&str) -> Option<&'c Record> + Sync,
     ) -> Result<Vec<Self>, CanonicalError> {
-        let parse = |part: &[&RawValue]| -> Result<Vec<Self>, CanonicalError> {
-            part.iter()
-                .map(|text| {
-                    let mut record = Self::from_json(text.get())?;
-                    if let Some(original) = copied(record.id()) {
-                        record.share_text(original);
-                    }
-                    Ok(record)
-                })
-                .collect()
+        let each = |record: &mut Record| {
+            if let Some(original) = copied(record.id()) {
+                record.share_text(original);
+            }
         };
-        if texts.len() < PARALLEL_ABOVE {
-            return parse(texts);
+        if let Some(records) = listing::page_records(body, &each) {
+            return Ok(records);
         }
-        let (head, tail) = texts.split_at(texts.len() / 2);
-        let (head, tail) = std::thread::scope(|scope| {
-            let tail = scope.spawn(|| parse(tail));
-            (parse(head), tail.join().expect("parsing does not panic"))
-        });
-        let mut records = head?;
-        records.extend(tail?);
-        Ok(records)
+        // The slow way, record by record, to say which record is wrong and why.
+        let texts =
+            listing::page_texts(body).ok_or_else(|| CanonicalError::NotAPage(truncate(body)))?;
+        texts
+            .iter()
+            .map(|text| {
+                let mut record = Self::from_json(text.get())?;
+                each(&mut record);
+                Ok(record)
+            })
+            .collect()
     }
 
     pub fn id(&self) -> &str {
@@ -225,9 +223,8 @@ impl Record {
 
 /// A record from its top-level members (values already canonical): `None` without a string `id`. Only a
 /// timestamp that signs as itself is held apart; anything else in `last_modified` stays a field.
-fn assemble(mut members: Members<'_>) -> Option<Record> {
-    text::sort_members(&mut members.entries);
-    let Members { values, entries } = &members;
+fn assemble(values: &str, mut entries: MemberList<'_>) -> Option<Record> {
+    text::sort_members(&mut entries);
     let value = |key: &str| {
         entries
             .iter()
@@ -246,7 +243,7 @@ fn assemble(mut members: Members<'_>) -> Option<Record> {
         let mut last_modified_at = 0;
         let mut schema = None;
         json.push('{');
-        for (key, range) in entries {
+        for (key, range) in &entries {
             if key == LAST_MODIFIED && last_modified.is_some() {
                 continue;
             }
@@ -278,7 +275,25 @@ fn assemble(mut members: Members<'_>) -> Option<Record> {
     })
 }
 
+/// A record read straight off a listing's text by a deserializer standing on it (`listing`'s fast path):
+/// refused, for the slow path to explain, unless it is a record with a string id that canonical JSON takes.
+pub(super) struct Streamed(pub Record);
+
+impl<'de> Deserialize<'de> for Streamed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        VALUES.with_borrow_mut(|values| {
+            values.clear();
+            let entries = text::read_members(deserializer, values)?;
+            assemble(values, entries)
+                .map(Streamed)
+                .ok_or_else(|| de::Error::custom("a record needs a string id"))
+        })
+    }
+}
+
 thread_local! {
+    /// Where a streamed record's members are written before they are laid out in key order.
+    static VALUES: RefCell<String> = const { RefCell::new(String::new()) };
     /// Where a record's canonical JSON is laid out before it gets an allocation of its own, of its exact size:
     /// one buffer per thread rather than one per record (a page of a listing is thousands of records).
     static LAYOUT: RefCell<String> = const { RefCell::new(String::new()) };
@@ -423,34 +438,35 @@ mod tests {
     }
 
     #[test]
-    fn a_large_page_parses_the_same_on_two_threads() {
-        let texts: Vec<String> = (0..PARALLEL_ABOVE + 5)
-            .map(|i| json!({"id": format!("r{i}"), "n": i, "last_modified": i}).to_string())
-            .collect();
-        let raws: Vec<&RawValue> = texts
-            .iter()
-            .map(|t| serde_json::from_str(t).unwrap())
-            .collect();
-        let parsed = Record::parse_all(&raws, |_| None).unwrap();
-        let one_by_one: Vec<Record> = texts
-            .iter()
-            .map(|t| Record::from_json(t).unwrap())
-            .collect();
-        assert_eq!(parsed, one_by_one);
+    fn a_page_the_fast_path_refuses_is_read_record_by_record() {
+        let page = r#"{"data":[{"id":"a","v":1},{"id":"f","price":1.5}],"extra":true}"#;
+        let parsed = Record::parse_page(page, |_| None).unwrap();
+        assert_eq!(parsed[0], record(json!({"id":"a","v":1})));
+        assert!(
+            parsed[1].unsignable().is_some(),
+            "a float is kept to be reported"
+        );
+        assert_eq!(
+            Record::parse_page(r#"{"data":[{"v":1}]}"#, |_| None),
+            Err(CanonicalError::MissingId(r#"{"v":1}"#.into()))
+        );
+        for not_a_page in [r#"{"data":{"id":"a"}}"#, r#"[{"id":"a"}]"#, "{\"data\":["] {
+            assert!(
+                matches!(
+                    Record::parse_page(not_a_page, |_| None),
+                    Err(CanonicalError::NotAPage(_))
+                ),
+                "{not_a_page}"
+            );
+        }
     }
 
     #[test]
     fn a_page_shares_the_texts_of_the_records_it_was_copied_from() {
         let source = record(json!({"id":"a","v":1,"last_modified":1}));
-        let page = [
-            r#"{"id":"a","v":1,"last_modified":2}"#,
-            r#"{"id":"b","v":1,"last_modified":2}"#,
-        ];
-        let raws: Vec<&RawValue> = page
-            .iter()
-            .map(|t| serde_json::from_str(t).unwrap())
-            .collect();
-        let parsed = Record::parse_all(&raws, |id| (id == "a").then_some(&source)).unwrap();
+        let page =
+            r#"{"data":[{"id":"a","v":1,"last_modified":2},{"id":"b","v":1,"last_modified":2}]}"#;
+        let parsed = Record::parse_page(page, |id| (id == "a").then_some(&source)).unwrap();
         let text = |r: &Record| match &r.form {
             Form::Canonical { json, .. } => Arc::clone(json),
             _ => unreachable!(),

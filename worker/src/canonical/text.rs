@@ -12,20 +12,31 @@ use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 
-/// An object's members in text order: each key with the range of its canonical value in `values`.
+/// Each key of an object with the range of its canonical value in a buffer of values.
+pub(super) type MemberList<'k> = Vec<(Cow<'k, str>, Range<usize>)>;
+
+/// An object's members in text order, with the buffer their values are written in.
 #[derive(Default)]
 pub(super) struct Members<'k> {
     pub values: String,
-    pub entries: Vec<(Cow<'k, str>, Range<usize>)>,
+    pub entries: MemberList<'k>,
 }
 
 /// The members of the JSON object `json`, each value already canonical.
 pub(super) fn members(json: &str) -> Option<Members<'_>> {
     let mut values = String::with_capacity(json.len());
     let mut de = serde_json::Deserializer::from_str(json);
-    let entries = ObjectMembers(&mut values).deserialize(&mut de).ok()?;
+    let entries = read_members(&mut de, &mut values).ok()?;
     de.end().ok()?;
     Some(Members { values, entries })
+}
+
+/// The members of the object a deserializer stands on, each value written canonically at the end of `values`.
+pub(super) fn read_members<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    values: &mut String,
+) -> Result<MemberList<'de>, D::Error> {
+    ObjectMembers(values).deserialize(deserializer)
 }
 
 /// Refused by canonical JSON: the caller goes the slow way to say why.
@@ -38,7 +49,7 @@ fn refused<E: de::Error>() -> E {
 struct ObjectMembers<'o>(&'o mut String);
 
 impl<'de> DeserializeSeed<'de> for ObjectMembers<'_> {
-    type Value = Vec<(Cow<'de, str>, Range<usize>)>;
+    type Value = MemberList<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -46,7 +57,7 @@ impl<'de> DeserializeSeed<'de> for ObjectMembers<'_> {
 }
 
 impl<'de> Visitor<'de> for ObjectMembers<'_> {
-    type Value = Vec<(Cow<'de, str>, Range<usize>)>;
+    type Value = MemberList<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
@@ -170,7 +181,7 @@ impl<'de> Visitor<'de> for Canonical<'_> {
 /// `{"key":value,…}` in canonical key order, in place of the values `entries` range over, written back to back
 /// from `start` to the end of `out`. A repeated key keeps its last value, as a parsed map does. Laid out after
 /// the values, which are then cut out: the buffer is reused, nothing is allocated per object.
-fn write_sorted(out: &mut String, start: usize, mut entries: Vec<(Cow<'_, str>, Range<usize>)>) {
+fn write_sorted(out: &mut String, start: usize, mut entries: MemberList<'_>) {
     sort_members(&mut entries);
     let values_end = out.len();
     out.push('{');
@@ -187,7 +198,7 @@ fn write_sorted(out: &mut String, start: usize, mut entries: Vec<(Cow<'_, str>, 
 }
 
 /// Key order (code points, as canonicaljson-rs), the last of repeated keys kept.
-pub(super) fn sort_members(entries: &mut Vec<(Cow<'_, str>, Range<usize>)>) {
+pub(super) fn sort_members(entries: &mut MemberList<'_>) {
     if entries.is_sorted_by(|a, b| a.0 < b.0) {
         return;
     }

@@ -379,9 +379,9 @@ impl KintoClient {
                 ts
             });
             // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
-            let page: Page<'_> = serde_json::from_slice(&body)
-                .map_err(|_| invalid("GET", &url, "body has no `data` array"))?;
-            let parsed = Record::parse_all(&page.data, |id| copied.get(id).copied())
+            let body = std::str::from_utf8(&body)
+                .map_err(|_| invalid("GET", &url, "body is not UTF-8"))?;
+            let parsed = Record::parse_page(body, |id| copied.get(id).copied())
                 .map_err(|e| invalid("GET", &url, &e.to_string()))?;
             records.extend(parsed);
             on_page(records.len());
@@ -828,13 +828,6 @@ async fn read_body(mut response: reqwest::Response) -> reqwest::Result<bytes::By
         body.extend_from_slice(&chunk);
     }
     Ok(body.into())
-}
-
-/// A page of a records listing, each record still JSON text.
-#[derive(Deserialize)]
-struct Page<'a> {
-    #[serde(borrow)]
-    data: Vec<&'a RawValue>,
 }
 
 /// What the server offers: how many writes a batch takes, and whether the plugin's endpoints are there.
