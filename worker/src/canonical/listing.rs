@@ -23,7 +23,9 @@ pub(super) fn page_records(
     each: &(impl Fn(&mut Record) + Sync),
 ) -> Option<Vec<Record>> {
     let (start, end) = data_array(body.as_bytes())?;
-    let bytes = &body.as_bytes()[..end];
+    // The page up to its closing brace: the array and nothing but whitespace after it.
+    let text = &body[..end];
+    let bytes = text.as_bytes();
     let first = skip_whitespace(bytes, start + 1);
     if bytes.get(first) == Some(&b']') {
         return (skip_whitespace(bytes, first + 1) == end).then(Vec::new);
@@ -32,30 +34,24 @@ pub(super) fn page_records(
         .then(|| boundary_after(bytes, start + (end - start) / 2))
         .flatten();
     let Some(guess) = guess else {
-        return read(body, end, first, end, each)?.closed(bytes, end);
+        return read(text, first, end, each)?.closed(bytes);
     };
     let (head, tail) = std::thread::scope(|scope| {
-        let tail = scope.spawn(|| read(body, end, guess, end, each));
+        let tail = scope.spawn(|| read(text, guess, end, each));
         (
-            read(body, end, first, guess, each),
+            read(text, first, guess, each),
             tail.join().expect("parsing does not panic"),
         )
     });
     let mut head = head?;
-    match head.next {
-        Next::Record(at) if at == guess => {
-            let tail = tail?.closed(bytes, end)?;
-            head.records.extend(tail);
-            Some(head.records)
-        }
+    let rest = match head.next {
+        Next::Record(at) if at == guess => tail?,
         // The guess was not a boundary of the top-level array: the first thread goes on where it stands.
-        Next::Record(at) => {
-            let rest = read(body, end, at, end, each)?.closed(bytes, end)?;
-            head.records.extend(rest);
-            Some(head.records)
-        }
-        Next::Closed(_) => head.closed(bytes, end),
-    }
+        Next::Record(at) => read(text, at, end, each)?,
+        Next::Closed(_) => return head.closed(bytes),
+    };
+    head.records.extend(rest.closed(bytes)?);
+    Some(head.records)
 }
 
 /// The slow way: a page of any shape that has a `data` list, split into its records' texts.
@@ -124,25 +120,20 @@ enum Next {
 }
 
 impl Run {
-    /// The records, if the array closed right before the end of its text (whitespace aside).
-    fn closed(self, bytes: &[u8], end: usize) -> Option<Vec<Record>> {
+    /// The records, if the array closed right before the end of `bytes` (whitespace aside).
+    fn closed(self, bytes: &[u8]) -> Option<Vec<Record>> {
         match self.next {
-            Next::Closed(after) if skip_whitespace(bytes, after) == end => Some(self.records),
+            Next::Closed(after) if skip_whitespace(bytes, after) == bytes.len() => {
+                Some(self.records)
+            }
             _ => None,
         }
     }
 }
 
-/// Reads records from `from` (the start of one) in `body[..end]` until the array closes or the next record
-/// starts at or past `until`.
-fn read(
-    body: &str,
-    end: usize,
-    from: usize,
-    until: usize,
-    each: &impl Fn(&mut Record),
-) -> Option<Run> {
-    let text = &body[..end];
+/// Reads records of `text` from `from` (the start of one) until the array closes or the next record starts at
+/// or past `until`.
+fn read(text: &str, from: usize, until: usize, each: &impl Fn(&mut Record)) -> Option<Run> {
     let bytes = text.as_bytes();
     let mut records = Vec::with_capacity((until - from) / 256);
     let mut at = from;
