@@ -1,86 +1,222 @@
-//! A page of a Kinto listing, `{"data":[record, …]}`, turned into records straight from its text, a large page
-//! on two threads, without first splitting the page into its records' texts: that pass validated every byte of
-//! the page once more than the records' own parse does (14 ms of 59 for 50,000 records, on one thread).
+//! A page of a Kinto listing, `{"data":[record, …]}`, read into records as its bytes arrive: the page is never
+//! held whole (at 10,000 records it is 3 MB, as much again as the records it holds, and it was the larger part
+//! of a sign's peak memory). Bytes wait in a buffer until a batch of them is there; then every complete record
+//! of the batch is read straight from its text, and the bytes of an unfinished record wait for the next batch.
 //!
-//! The second thread starts at a guessed record boundary near the middle (a `,` between `}` and `{`, which may
-//! as well sit inside a string or a nested list); the first thread's parse proves or disproves the guess: only
-//! if it steps from a record of the top-level array exactly onto the guessed one are the two halves kept.
-//! Otherwise the first thread reads on alone. Anything this fast path does not take (a page of another shape, a
-//! record canonical JSON refuses, malformed text) answers `None`, and the caller reads the page the slow way,
-//! which says what is wrong.
+//! A batch is read on two threads: the second starts at a guessed record boundary near the middle (a `,`
+//! between `}` and `{`, which may as well sit inside a string or a nested list), and the first thread's reading
+//! proves or disproves the guess: only if it steps from a record of the top-level array exactly onto the
+//! guessed one is the second thread's work kept. Otherwise the first thread reads on alone.
+//!
+//! A record the fast path refuses (a float, an unsafe integer: kept to be reported when signed; no `id`: an
+//! error) is read again as a value of its own, which says precisely what is wrong with it.
 
 use super::record::{Record, Streamed};
-use serde::Deserialize;
+use super::{truncate, CanonicalError};
 use serde_json::value::RawValue;
 use serde_json::Deserializer;
 
-/// From this size, a page is parsed on two threads (about 4,000 records of Kinto's usual size).
-const PARALLEL_FROM_BYTES: usize = 1 << 20;
+/// How many bytes wait before they are read: a few hundred records, a few hundred microseconds of work.
+const BATCH_BYTES: usize = 256 << 10;
+/// From this size, a batch is read on two threads.
+const PARALLEL_FROM_BYTES: usize = 64 << 10;
 
-/// The records of a page, in order, `each` applied to every one as it is parsed.
-pub(super) fn page_records(
-    body: &str,
-    each: &(impl Fn(&mut Record) + Sync),
-) -> Option<Vec<Record>> {
-    let (start, end) = data_array(body.as_bytes())?;
-    // The page up to its closing brace: the array and nothing but whitespace after it.
-    let text = &body[..end];
-    let bytes = text.as_bytes();
-    let first = skip_whitespace(bytes, start + 1);
-    if bytes.get(first) == Some(&b']') {
-        return (skip_whitespace(bytes, first + 1) == end).then(Vec::new);
+/// Records of one page, read from its bytes as they are handed over. `copied` finds a record's namesake whose
+/// text it shares when they are the same (see `Record::share_text`).
+pub struct PageReader<C> {
+    /// Bytes not read yet: from the start of what is awaited (`stage`) on.
+    pending: Vec<u8>,
+    stage: Stage,
+    records: Vec<Record>,
+    /// `pending` is read once it holds this much: a batch, or twice an unfinished record (a record larger than a
+    /// batch is then read again a few times, not once per chunk).
+    read_at: usize,
+    copied: C,
+}
+
+/// What the page's text awaits next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// `{"data":[`.
+    Opening,
+    /// The first record, or the `]` of an empty page.
+    First,
+    /// A record (after a `,`).
+    Record,
+    /// A `,` or the `]` after a record.
+    Separator,
+    /// The `}` after the array.
+    Closing,
+    /// Nothing but whitespace.
+    Done,
+}
+
+impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
+    pub fn new(copied: C) -> Self {
+        Self {
+            pending: Vec::new(),
+            stage: Stage::Opening,
+            records: Vec::new(),
+            read_at: BATCH_BYTES,
+            copied,
+        }
     }
-    let guess = (end - start >= PARALLEL_FROM_BYTES)
-        .then(|| boundary_after(bytes, start + (end - start) / 2))
+
+    /// The next bytes of the page.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), CanonicalError> {
+        self.pending.extend_from_slice(bytes);
+        if self.pending.len() >= self.read_at {
+            self.advance(false)?;
+        }
+        Ok(())
+    }
+
+    /// The page's records, in order, once its last bytes were handed over.
+    pub fn finish(mut self) -> Result<Vec<Record>, CanonicalError> {
+        self.advance(true)?;
+        if self.stage != Stage::Done {
+            return Err(CanonicalError::NotAPage(format!(
+                "the page ends early: {}",
+                truncate(&String::from_utf8_lossy(&self.pending))
+            )));
+        }
+        Ok(self.records)
+    }
+
+    /// Reads what `pending` holds, up to its last complete record (to the end, `at_end`).
+    fn advance(&mut self, at_end: bool) -> Result<(), CanonicalError> {
+        let text = match std::str::from_utf8(&self.pending) {
+            Ok(text) => text,
+            // A character cut between two chunks: its first bytes wait for the rest.
+            Err(e) if e.error_len().is_none() && !at_end => {
+                std::str::from_utf8(&self.pending[..e.valid_up_to()]).expect("valid up to there")
+            }
+            Err(_) => return Err(CanonicalError::NotAPage("the body is not UTF-8".into())),
+        };
+        let copied = &self.copied;
+        let each = |record: &mut Record| {
+            if let Some(original) = copied(record.id()) {
+                record.share_text(original);
+            }
+        };
+        let (read, stage) = consume(text, self.stage, &mut self.records, &each)?;
+        self.stage = stage;
+        self.pending.drain(..read);
+        self.read_at = BATCH_BYTES.max(2 * self.pending.len());
+        Ok(())
+    }
+}
+
+/// Reads `text` from `stage` on, appending its records to `records`: how far it got, and what it awaits there.
+fn consume(
+    text: &str,
+    mut stage: Stage,
+    records: &mut Vec<Record>,
+    each: &(impl Fn(&mut Record) + Sync),
+) -> Result<(usize, Stage), CanonicalError> {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    loop {
+        at = skip_whitespace(bytes, at);
+        let next = bytes.get(at).copied();
+        match (stage, next) {
+            (Stage::Opening, _) => match opening(bytes, at)? {
+                Some(after) => (at, stage) = (after, Stage::First),
+                None => return Ok((at, stage)),
+            },
+            (Stage::First, Some(b']')) | (Stage::Separator, Some(b']')) => {
+                (at, stage) = (at + 1, Stage::Closing);
+            }
+            (Stage::Separator, Some(b',')) => (at, stage) = (at + 1, Stage::Record),
+            (Stage::First | Stage::Record, Some(_)) => {
+                let mut run = read_records(text, at, each)?;
+                if records.is_empty() {
+                    std::mem::swap(records, &mut run.records);
+                } else {
+                    records.append(&mut run.records);
+                }
+                match run.stop {
+                    Stop::Short(short_at, short_stage) => return Ok((short_at, short_stage)),
+                    Stop::Closed(after) => (at, stage) = (after, Stage::Closing),
+                    Stop::Before(_) => unreachable!("read to the end"),
+                }
+            }
+            (Stage::Closing, Some(b'}')) => (at, stage) = (at + 1, Stage::Done),
+            (_, None) => return Ok((at, stage)),
+            (_, Some(_)) => return Err(not_a_page(text, at)),
+        }
+    }
+}
+
+/// After `{"data":[` (whitespace allowed between), where the array's first item may start; `None` while the
+/// text so far could still be that opening.
+fn opening(bytes: &[u8], from: usize) -> Result<Option<usize>, CanonicalError> {
+    let mut at = from;
+    for token in [&b"{"[..], b"\"data\"", b":", b"["] {
+        at = skip_whitespace(bytes, at);
+        let seen = &bytes[at..bytes.len().min(at + token.len())];
+        if !token.starts_with(seen) {
+            return Err(CanonicalError::NotAPage(truncate(
+                &String::from_utf8_lossy(&bytes[from..]),
+            )));
+        }
+        if seen.len() < token.len() {
+            return Ok(None);
+        }
+        at += token.len();
+    }
+    Ok(Some(at))
+}
+
+fn not_a_page(text: &str, at: usize) -> CanonicalError {
+    CanonicalError::NotAPage(truncate(&text[at..]))
+}
+
+/// Records read from one place of the array to another, and where the reading stopped.
+struct Run {
+    records: Vec<Record>,
+    stop: Stop,
+}
+
+enum Stop {
+    /// At the start of a record, the first at or past where the reading was to stop.
+    Before(usize),
+    /// The text ends here, awaiting this.
+    Short(usize, Stage),
+    /// The array's closing bracket was read; the position after it.
+    Closed(usize),
+}
+
+/// The records of `text` from `from` (the start of one) to the end of the text or of the array, on two threads
+/// when there are many.
+fn read_records(
+    text: &str,
+    from: usize,
+    each: &(impl Fn(&mut Record) + Sync),
+) -> Result<Run, CanonicalError> {
+    let bytes = text.as_bytes();
+    let guess = (text.len() - from >= PARALLEL_FROM_BYTES)
+        .then(|| boundary_after(bytes, from + (text.len() - from) / 2))
         .flatten();
     let Some(guess) = guess else {
-        return read(text, first, end, each)?.closed(bytes);
+        return read(text, from, usize::MAX, each);
     };
-    let (head, tail) = std::thread::scope(|scope| {
-        let tail = scope.spawn(|| read(text, guess, end, each));
-        (
-            read(text, first, guess, each),
-            tail.join().expect("parsing does not panic"),
-        )
+    let mut tail = None;
+    let head = rayon::in_place_scope(|scope| {
+        scope.spawn(|_| tail = Some(read(text, guess, usize::MAX, each)));
+        read(text, from, guess, each)
     });
+    let tail = tail.expect("the scope ran it");
     let mut head = head?;
-    let rest = match head.next {
-        Next::Record(at) if at == guess => tail?,
+    let mut rest = match head.stop {
+        Stop::Before(at) if at == guess => tail?,
         // The guess was not a boundary of the top-level array: the first thread goes on where it stands.
-        Next::Record(at) => read(text, at, end, each)?,
-        Next::Closed(_) => return head.closed(bytes),
+        Stop::Before(at) => read(text, at, usize::MAX, each)?,
+        Stop::Short(..) | Stop::Closed(_) => return Ok(head),
     };
-    head.records.extend(rest.closed(bytes)?);
-    Some(head.records)
-}
-
-/// The slow way: a page of any shape that has a `data` list, split into its records' texts.
-pub(super) fn page_texts(body: &str) -> Option<Vec<&RawValue>> {
-    #[derive(Deserialize)]
-    struct Page<'a> {
-        #[serde(borrow)]
-        data: Vec<&'a RawValue>,
-    }
-    serde_json::from_str::<Page<'_>>(body)
-        .ok()
-        .map(|page| page.data)
-}
-
-/// Where `{"data": [` … `] }` has its array, as the byte range from its `[` to where the body's closing brace
-/// is (exclusive): Kinto writes a listing's page as this one member.
-fn data_array(body: &[u8]) -> Option<(usize, usize)> {
-    let mut at = skip_whitespace(body, 0);
-    for expected in [&b"{"[..], b"\"data\"", b":"] {
-        if !body[at..].starts_with(expected) {
-            return None;
-        }
-        at = skip_whitespace(body, at + expected.len());
-    }
-    let mut end = body.len();
-    while end > at && body[end - 1].is_ascii_whitespace() {
-        end -= 1;
-    }
-    (end > at && body[end - 1] == b'}' && body[at] == b'[').then_some((at, end - 1))
+    head.records.append(&mut rest.records);
+    head.stop = rest.stop;
+    Ok(head)
 }
 
 /// The start of the first record after `from` that follows a `},` (whitespace allowed around the comma).
@@ -106,60 +242,58 @@ fn skip_whitespace(bytes: &[u8], from: usize) -> usize {
         .count()
 }
 
-/// Records read from one place of the array to another, and what stands where the reading stopped.
-struct Run {
-    records: Vec<Record>,
-    next: Next,
-}
-
-enum Next {
-    /// The start of a record of the array, the first at or past where the reading was to stop.
-    Record(usize),
-    /// The array's closing bracket was read; the position after it.
-    Closed(usize),
-}
-
-impl Run {
-    /// The records, if the array closed right before the end of `bytes` (whitespace aside).
-    fn closed(self, bytes: &[u8]) -> Option<Vec<Record>> {
-        match self.next {
-            Next::Closed(after) if skip_whitespace(bytes, after) == bytes.len() => {
-                Some(self.records)
-            }
-            _ => None,
-        }
-    }
-}
-
-/// Reads records of `text` from `from` (the start of one) until the array closes or the next record starts at
-/// or past `until`.
-fn read(text: &str, from: usize, until: usize, each: &impl Fn(&mut Record)) -> Option<Run> {
+/// Reads records of `text` from `from` (the start of one) until the text ends, the array closes, or the next
+/// record starts at or past `until`.
+fn read(
+    text: &str,
+    from: usize,
+    until: usize,
+    each: &impl Fn(&mut Record),
+) -> Result<Run, CanonicalError> {
     let bytes = text.as_bytes();
-    let mut records = Vec::with_capacity((until - from) / 256);
+    let mut records = Vec::with_capacity((until.min(text.len()) - from) / 256);
     let mut at = from;
-    loop {
-        // A stream reads one value and says where it stopped: what a record needs to be read in place.
-        let mut stream = Deserializer::from_str(&text[at..]).into_iter::<Streamed>();
-        let Streamed(mut record) = stream.next()?.ok()?;
+    let stop = loop {
+        let Some((mut record, end)) = next_record(text, at)? else {
+            break Stop::Short(at, Stage::Record);
+        };
         each(&mut record);
         records.push(record);
-        at = skip_whitespace(bytes, at + stream.byte_offset());
+        at = skip_whitespace(bytes, end);
         match bytes.get(at) {
+            None => break Stop::Short(at, Stage::Separator),
             Some(b',') => at = skip_whitespace(bytes, at + 1),
-            Some(b']') => {
-                return Some(Run {
-                    records,
-                    next: Next::Closed(at + 1),
-                })
-            }
-            _ => return None,
+            Some(b']') => break Stop::Closed(at + 1),
+            Some(_) => return Err(not_a_page(text, at)),
         }
         if at >= until {
-            return Some(Run {
-                records,
-                next: Next::Record(at),
-            });
+            break Stop::Before(at);
         }
+    };
+    Ok(Run { records, stop })
+}
+
+/// The record whose text starts at `at`, and where its text ends; `None` if the text ends before it does.
+fn next_record(text: &str, at: usize) -> Result<Option<(Record, usize)>, CanonicalError> {
+    let rest = &text[at..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    // A stream reads one value and says where it stopped: what a record needs to be read in place.
+    let mut stream = Deserializer::from_str(rest).into_iter::<Streamed>();
+    match stream.next() {
+        Some(Ok(Streamed(record))) => return Ok(Some((record, at + stream.byte_offset()))),
+        Some(Err(e)) if e.is_eof() => return Ok(None),
+        _ => {}
+    }
+    let mut stream = Deserializer::from_str(rest).into_iter::<&RawValue>();
+    match stream.next() {
+        Some(Ok(raw)) => Ok(Some((
+            Record::from_json(raw.get())?,
+            at + stream.byte_offset(),
+        ))),
+        Some(Err(e)) if e.is_eof() => Ok(None),
+        _ => Err(not_a_page(text, at)),
     }
 }
 
@@ -172,8 +306,17 @@ mod tests {
         records.iter().map(Record::id).collect()
     }
 
-    fn fast(body: &str) -> Option<Vec<Record>> {
-        page_records(body, &|_: &mut Record| {})
+    /// The page handed over in chunks of `chunk` bytes.
+    fn read_in_chunks(body: &[u8], chunk: usize) -> Result<Vec<Record>, CanonicalError> {
+        let mut reader = PageReader::new(|_: &str| None);
+        for part in body.chunks(chunk) {
+            reader.feed(part)?;
+        }
+        reader.finish()
+    }
+
+    fn read_page(body: &str) -> Result<Vec<Record>, CanonicalError> {
+        read_in_chunks(body.as_bytes(), body.len().max(1))
     }
 
     /// Every record as `Record::from_json` makes it from its own text.
@@ -185,25 +328,35 @@ mod tests {
     }
 
     #[test]
-    fn a_small_page_is_its_records_in_order() {
+    fn a_small_page_is_its_records_in_order_however_its_bytes_arrive() {
         let records = vec![
-            json!({"id":"b","last_modified":2,"t":"é"}),
+            json!({"id":"b","last_modified":2,"t":"é ☃ 𝄞"}),
             json!({"id":"a","deleted":true,"last_modified":3}),
             json!({"id":"c","n":{"z":1,"a":[1,2]}}),
+            json!({"id":"f","price":1.5}),
         ];
         let body = json!({ "data": records }).to_string();
-        assert_eq!(fast(&body).unwrap(), one_by_one(&records));
         let spaced = format!(
-            " {{ \"data\" : [ {} ,\n {} , {} ] }}\n",
-            records[0], records[1], records[2]
+            " {{ \"data\" : [ {} ,\n {} , {}, {} ] }}\n",
+            records[0], records[1], records[2], records[3]
         );
-        assert_eq!(fast(&spaced).unwrap(), one_by_one(&records));
-        assert_eq!(fast(r#"{"data":[]}"#).unwrap(), vec![]);
-        assert_eq!(fast(r#"{"data": [ ] } "#).unwrap(), vec![]);
+        for page in [&body, &spaced] {
+            // One byte at a time cuts every token and every multi-byte character somewhere.
+            for chunk in [1, 2, 3, 7, 64, page.len()] {
+                let read = read_in_chunks(page.as_bytes(), chunk).unwrap();
+                assert_eq!(read, one_by_one(&records), "{chunk}-byte chunks of {page}");
+            }
+        }
+        assert!(
+            read_page(&body).unwrap()[3].unsignable().is_some(),
+            "a float is kept to be reported"
+        );
+        assert_eq!(read_page(r#"{"data":[]}"#).unwrap(), vec![]);
+        assert_eq!(read_page(" {\"data\": [ ] } \n").unwrap(), vec![]);
     }
 
     #[test]
-    fn anything_else_is_left_to_the_slow_path() {
+    fn anything_but_a_page_of_records_is_refused_with_where_it_went_wrong() {
         for body in [
             r#"{"data":[{"id":"a"}],"next":1}"#,
             r#"{"data":[{"id":"a"}]"#,
@@ -211,21 +364,39 @@ mod tests {
             r#"{"data":[{"id":"a"}{"id":"b"}]}"#,
             r#"{"data":[{"id":"a"}]]}"#,
             r#"{"data":[{"id":"a"}] x}"#,
-            r#"{"data":[1]}"#,
-            r#"{"data":[{"x":1}]}"#,
-            r#"{"data":[{"id":"f","n":1.5}]}"#,
-            r#"{"data":[{"id":"a","n":9007199254740993}]}"#,
             r#"{"data":{"id":"a"}}"#,
             r#"{"items":[{"id":"a"}]}"#,
             r#"[{"id":"a"}]"#,
             r#"{"data":[{"id":"a""#,
+            r#"{"data":["#,
             "",
         ] {
-            assert!(fast(body).is_none(), "{body}");
+            for chunk in [1, body.len().max(1)] {
+                assert!(
+                    matches!(
+                        read_in_chunks(body.as_bytes(), chunk),
+                        Err(CanonicalError::NotAPage(_))
+                    ),
+                    "{body}"
+                );
+            }
         }
+        assert_eq!(
+            read_page(r#"{"data":[{"id":"a"},{"v":1}]}"#),
+            Err(CanonicalError::MissingId(r#"{"v":1}"#.into()))
+        );
+        assert_eq!(
+            read_page(r#"{"data":[1]}"#),
+            Err(CanonicalError::MissingId("1".into()))
+        );
+        let not_utf8 = b"{\"data\":[{\"id\":\"\xff\"}]}";
+        assert_eq!(
+            read_in_chunks(not_utf8, not_utf8.len()),
+            Err(CanonicalError::NotAPage("the body is not UTF-8".into()))
+        );
     }
 
-    /// A page large enough for two threads, whose middle falls wherever `filler` puts it.
+    /// A page of several batches, whose batches' middles fall wherever `filler` puts them.
     fn large_page(filler: impl Fn(usize) -> serde_json::Value) -> (String, Vec<Record>) {
         let records: Vec<serde_json::Value> = (0..6000)
             .map(|i| {
@@ -233,14 +404,21 @@ mod tests {
             })
             .collect();
         let body = json!({ "data": records }).to_string();
-        assert!(body.len() > PARALLEL_FROM_BYTES);
+        assert!(body.len() > 4 * BATCH_BYTES);
         (body, one_by_one(&records))
     }
 
     #[test]
-    fn a_large_page_is_read_on_two_threads_from_a_boundary_the_first_thread_proves() {
+    fn a_large_page_is_read_in_batches_on_two_threads_from_boundaries_the_first_thread_proves() {
         let (body, expected) = large_page(|i| json!(format!("text {i} ").repeat(20)));
-        assert_eq!(fast(&body).unwrap(), expected);
+        // Whole (one batch), and in chunks as a socket hands them over (many batches, each cut mid-record).
+        for chunk in [body.len(), 16 << 10, 1000] {
+            assert_eq!(
+                read_in_chunks(body.as_bytes(), chunk).unwrap(),
+                expected,
+                "{chunk}"
+            );
+        }
     }
 
     #[test]
@@ -253,34 +431,64 @@ mod tests {
                 "list": [{"a": i}, {"b": i}, {"c": i}, {"d": i}, {"e": i}, {"f": i}],
             })
         });
-        let start = data_array(body.as_bytes()).unwrap().0;
+        let start = body.find('[').unwrap() + 1;
         let guess = boundary_after(body.as_bytes(), start + (body.len() - start) / 2).unwrap();
         assert!(
             !body[guess..].starts_with("{\"id\":\"r"),
             "the test's guess must be a decoy"
         );
-        assert_eq!(fast(&body).unwrap(), expected);
+        for chunk in [body.len(), 16 << 10] {
+            assert_eq!(read_in_chunks(body.as_bytes(), chunk).unwrap(), expected);
+        }
     }
 
     #[test]
-    fn each_record_is_handed_over_as_it_is_parsed() {
-        let (body, expected) = large_page(|i| json!(i));
-        let seen = std::sync::atomic::AtomicUsize::new(0);
-        let records = page_records(&body, &|_: &mut Record| {
-            seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        })
-        .unwrap();
-        assert_eq!(ids(&records), ids(&expected));
-        assert_eq!(seen.into_inner(), expected.len());
+    fn a_record_larger_than_a_batch_waits_for_all_its_bytes() {
+        let records = vec![
+            json!({"id": "a", "big": "☃".repeat(3 * BATCH_BYTES)}),
+            json!({"id": "b", "n": 1}),
+        ];
+        let body = json!({ "data": records }).to_string();
+        assert_eq!(
+            read_in_chunks(body.as_bytes(), 4096).unwrap(),
+            one_by_one(&records)
+        );
     }
 
     #[test]
-    fn a_bad_record_in_the_second_half_sends_the_page_to_the_slow_path() {
+    fn records_refused_by_the_fast_path_are_read_one_by_one_wherever_they_fall() {
         let (body, _) = large_page(|i| json!(i));
-        let bad = body.replace("\"n\":5900,", "\"n\":5900.5,");
-        assert_ne!(bad, body);
-        assert!(fast(&bad).is_none());
+        let with_float = body.replace("\"n\":5900,", "\"n\":5900.5,");
+        assert_ne!(with_float, body);
+        for chunk in [body.len(), 16 << 10] {
+            let read = read_in_chunks(with_float.as_bytes(), chunk).unwrap();
+            assert_eq!(read.len(), 6000);
+            let unsignable: Vec<&str> = read
+                .iter()
+                .filter(|r| r.unsignable().is_some())
+                .map(Record::id)
+                .collect();
+            assert_eq!(unsignable, ["r05900"]);
+        }
         let truncated = &body[..body.len() - 2];
-        assert!(fast(truncated).is_none());
+        assert!(matches!(
+            read_page(truncated),
+            Err(CanonicalError::NotAPage(_))
+        ));
+    }
+
+    #[test]
+    fn every_record_is_offered_its_namesake_as_it_is_read() {
+        let (body, expected) = large_page(|i| json!(i));
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let mut reader = PageReader::new(|_: &str| {
+            asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            None
+        });
+        for part in body.as_bytes().chunks(16 << 10) {
+            reader.feed(part).unwrap();
+        }
+        assert_eq!(ids(&reader.finish().unwrap()), ids(&expected));
+        assert_eq!(asked.into_inner(), expected.len());
     }
 }

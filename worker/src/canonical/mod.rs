@@ -9,6 +9,7 @@ mod payload;
 mod record;
 mod text;
 
+pub use listing::PageReader;
 pub use payload::{ensure_signable, SignedPayload};
 pub use record::Record;
 

@@ -2,7 +2,6 @@
 //! costs about its serialized size in memory (a `serde_json::Value` tree of the same records is ~10× larger),
 //! comparing two records is comparing bytes, and signing a listing is joining strings.
 
-use super::listing;
 use super::text::{self, MemberList, Members};
 use super::{
     sorted_entries, truncate, write_string, write_value, CanonicalError, Crumb, Owner,
@@ -106,36 +105,6 @@ impl Record {
         }
     }
 
-    /// The records of a page of a listing (`{"data":[…]}` as Kinto sends it), in order, straight from its text
-    /// (`listing`: a large page on two threads). A record with the same text as its namesake that `copied`
-    /// finds holds that text instead of its own: a destination just copied from its source then costs one copy
-    /// of the records, not two, and as each record is shared as soon as it is parsed, not even a page of them
-    /// is held twice.
-    pub fn parse_page<'c>(
-        body: &str,
-        copied: impl Fn(&str) -> Option<&'c Record> + Sync,
-    ) -> Result<Vec<Self>, CanonicalError> {
-        let each = |record: &mut Record| {
-            if let Some(original) = copied(record.id()) {
-                record.share_text(original);
-            }
-        };
-        if let Some(records) = listing::page_records(body, &each) {
-            return Ok(records);
-        }
-        // The slow way, record by record, to say which record is wrong and why.
-        let texts =
-            listing::page_texts(body).ok_or_else(|| CanonicalError::NotAPage(truncate(body)))?;
-        texts
-            .iter()
-            .map(|text| {
-                let mut record = Self::from_json(text.get())?;
-                each(&mut record);
-                Ok(record)
-            })
-            .collect()
-    }
-
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -178,7 +147,7 @@ impl Record {
     }
 
     /// Holds the text of `other` instead of its own when both are the same bytes.
-    fn share_text(&mut self, other: &Record) {
+    pub(super) fn share_text(&mut self, other: &Record) {
         if let (Form::Canonical { json, .. }, Form::Canonical { json: theirs, .. }) =
             (&mut self.form, &other.form)
         {
@@ -438,35 +407,13 @@ mod tests {
     }
 
     #[test]
-    fn a_page_the_fast_path_refuses_is_read_record_by_record() {
-        let page = r#"{"data":[{"id":"a","v":1},{"id":"f","price":1.5}],"extra":true}"#;
-        let parsed = Record::parse_page(page, |_| None).unwrap();
-        assert_eq!(parsed[0], record(json!({"id":"a","v":1})));
-        assert!(
-            parsed[1].unsignable().is_some(),
-            "a float is kept to be reported"
-        );
-        assert_eq!(
-            Record::parse_page(r#"{"data":[{"v":1}]}"#, |_| None),
-            Err(CanonicalError::MissingId(r#"{"v":1}"#.into()))
-        );
-        for not_a_page in [r#"{"data":{"id":"a"}}"#, r#"[{"id":"a"}]"#, "{\"data\":["] {
-            assert!(
-                matches!(
-                    Record::parse_page(not_a_page, |_| None),
-                    Err(CanonicalError::NotAPage(_))
-                ),
-                "{not_a_page}"
-            );
-        }
-    }
-
-    #[test]
     fn a_page_shares_the_texts_of_the_records_it_was_copied_from() {
         let source = record(json!({"id":"a","v":1,"last_modified":1}));
         let page =
             r#"{"data":[{"id":"a","v":1,"last_modified":2},{"id":"b","v":1,"last_modified":2}]}"#;
-        let parsed = Record::parse_page(page, |id| (id == "a").then_some(&source)).unwrap();
+        let mut reader = super::super::PageReader::new(|id: &str| (id == "a").then_some(&source));
+        reader.feed(page.as_bytes()).unwrap();
+        let parsed = reader.finish().unwrap();
         let text = |r: &Record| match &r.form {
             Form::Canonical { json, .. } => Arc::clone(json),
             _ => unreachable!(),

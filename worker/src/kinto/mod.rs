@@ -7,7 +7,7 @@ mod listing;
 
 pub use error::KintoError;
 
-use crate::canonical::Record;
+use crate::canonical::{PageReader, Record};
 use crate::config::{CollectionRef, ServerSettings};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
@@ -162,9 +162,15 @@ impl KintoClient {
 
     /// Whether the server answers `GET /v1/` now (one try, no retries: for health checks).
     pub async fn ping(&self) -> bool {
-        self.send_once(Method::GET, &self.url("/"), None, HeaderMap::new())
-            .await
-            .is_ok()
+        self.send_once(
+            Method::GET,
+            &self.url("/"),
+            None,
+            HeaderMap::new(),
+            Whole::default(),
+        )
+        .await
+        .is_ok()
     }
 
     /// What the server offers, from `GET /v1/` (once; concurrent first calls may both ask).
@@ -363,7 +369,12 @@ impl KintoClient {
             if in_listing && first_ts.is_none() {
                 ask.insert(ASK_VISIBLE, HeaderValue::from_static("1"));
             }
-            let (headers, body) = self.send_bytes(Method::GET, url.clone(), None, ask).await?;
+            // Each record goes from its JSON text to its canonical form as the page's bytes arrive: neither the
+            // page's text nor a tree of it is ever held whole.
+            let read_page = || PageReader::new(|id: &str| copied.get(id).copied());
+            let (headers, page) = self
+                .send_reading(Method::GET, url.clone(), None, ask, read_page)
+                .await?;
             let ts =
                 etag(&headers).ok_or_else(|| invalid("GET", &url, "no ETag on a records list"))?;
             let first = *first_ts.get_or_insert_with(|| {
@@ -378,12 +389,11 @@ impl KintoClient {
                 };
                 ts
             });
-            // Each record goes from its JSON text to its canonical form: no tree of the whole page is built.
-            let body = std::str::from_utf8(&body)
-                .map_err(|_| invalid("GET", &url, "body is not UTF-8"))?;
-            let parsed = Record::parse_page(body, |id| copied.get(id).copied())
-                .map_err(|e| invalid("GET", &url, &e.to_string()))?;
-            records.extend(parsed);
+            if records.is_empty() {
+                records = page;
+            } else {
+                records.extend(page);
+            }
             on_page(records.len());
             match headers.get("next-page").and_then(|v| v.to_str().ok()) {
                 Some(next) => url = next.to_owned(),
@@ -554,11 +564,12 @@ impl KintoClient {
         let mut done = 0;
         for part in writes.chunks(self.bulk_push_size) {
             let (_, body) = self
-                .send_bytes(
+                .send_reading(
                     Method::POST,
                     url.clone(),
                     Some(push_body(part)),
                     HeaderMap::new(),
+                    Whole::default,
                 )
                 .await?;
             let puts = part
@@ -636,11 +647,12 @@ impl KintoClient {
         let batch = serde_json::to_vec(&Batch { requests }).expect("a batch serializes");
         let batch = bytes::Bytes::from(batch);
         let (_, body) = self
-            .send_bytes(
+            .send_reading(
                 Method::POST,
                 self.url("/batch"),
                 Some(batch),
                 HeaderMap::new(),
+                Whole::default,
             )
             .await?;
         let body: Value = serde_json::from_slice(&body)
@@ -721,7 +733,7 @@ impl KintoClient {
             .map(|b| bytes::Bytes::from(serde_json::to_vec(&b).expect("a JSON value serializes")));
         let is_head = method == Method::HEAD;
         let (headers, bytes) = self
-            .send_bytes(method.clone(), url.clone(), body, headers)
+            .send_reading(method.clone(), url.clone(), body, headers, Whole::default)
             .await?;
         if is_head {
             return Ok((headers, Value::Null));
@@ -731,16 +743,18 @@ impl KintoClient {
         Ok((headers, json))
     }
 
-    /// `send` with a JSON body already serialized (shared, not copied, by every attempt), answering the success
-    /// body as it came.
-    async fn send_bytes(
+    /// `send` with a JSON body already serialized (shared, not copied, by every attempt), handing the success
+    /// body to a reader `read` makes afresh for every attempt.
+    async fn send_reading<R: BodyReader>(
         &self,
         method: Method,
         url: String,
         body: Option<bytes::Bytes>,
         headers: HeaderMap,
-    ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
-        let attempt = || self.send_once(method.clone(), &url, body.clone(), headers.clone());
+        read: impl Fn() -> R,
+    ) -> Result<(HeaderMap, R::Output), KintoError> {
+        let attempt =
+            || self.send_once(method.clone(), &url, body.clone(), headers.clone(), read());
         attempt
             .retry(self.retry)
             .when(KintoError::is_retryable_in_place)
@@ -749,13 +763,14 @@ impl KintoClient {
             .await
     }
 
-    async fn send_once(
+    async fn send_once<R: BodyReader>(
         &self,
         method: Method,
         url: &str,
         body: Option<bytes::Bytes>,
         headers: HeaderMap,
-    ) -> Result<(HeaderMap, bytes::Bytes), KintoError> {
+        reader: R,
+    ) -> Result<(HeaderMap, R::Output), KintoError> {
         let wait = self
             .backoff_until
             .lock()
@@ -793,10 +808,17 @@ impl KintoClient {
         if let Some(seconds) = header_seconds(&headers, "backoff") {
             *self.backoff_until.lock().expect("backoff lock") = Some(Instant::now() + seconds);
         }
-        let bytes = read_body(response).await.map_err(network)?;
+        let failed = |e| match e {
+            BodyError::Network(source) => network(source),
+            BodyError::Invalid(why) => invalid(method.as_str(), url, &why),
+        };
         if status.is_success() {
-            return Ok((headers, bytes));
+            let body = read_body(response, reader).await.map_err(failed)?;
+            return Ok((headers, body));
         }
+        let bytes = read_body(response, Whole::default())
+            .await
+            .map_err(failed)?;
         let json: Option<Value> = serde_json::from_slice(&bytes).ok();
         let field = |name: &str| json.as_ref().and_then(|j| j.get(name).cloned());
         Err(KintoError::Status {
@@ -816,18 +838,65 @@ impl KintoClient {
 /// Most of a body buffer allocated up front from `Content-Length`, which a server could overstate.
 const PREALLOCATE_AT_MOST: u64 = 64 << 20;
 
-/// The body, each chunk copied into one buffer as it arrives and then released: `Response::bytes` gathers every
-/// chunk before copying them into one buffer, holding a page of a listing twice at its peak.
-async fn read_body(mut response: reqwest::Response) -> reqwest::Result<bytes::Bytes> {
-    let expected = response
-        .content_length()
-        .unwrap_or(0)
-        .min(PREALLOCATE_AT_MOST);
-    let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await? {
-        body.extend_from_slice(&chunk);
+/// Where a response's body goes, chunk by chunk as it arrives.
+trait BodyReader {
+    type Output;
+    /// The body's announced size (`Content-Length`), before its first chunk.
+    fn expect(&mut self, _bytes: u64) {}
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String>;
+    fn finish(self) -> Result<Self::Output, String>;
+}
+
+/// The body as it came, in one buffer (`Response::bytes` gathers every chunk before copying them into one
+/// buffer, holding the body twice at its peak).
+#[derive(Default)]
+struct Whole(Vec<u8>);
+
+impl BodyReader for Whole {
+    type Output = bytes::Bytes;
+
+    fn expect(&mut self, bytes: u64) {
+        self.0
+            .reserve(usize::try_from(bytes.min(PREALLOCATE_AT_MOST)).unwrap_or(0));
     }
-    Ok(body.into())
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.0.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<bytes::Bytes, String> {
+        Ok(self.0.into())
+    }
+}
+
+/// A listing's page, read into records as it arrives.
+impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> BodyReader for PageReader<C> {
+    type Output = Vec<Record>;
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        PageReader::feed(self, chunk).map_err(|e| e.to_string())
+    }
+
+    fn finish(self) -> Result<Vec<Record>, String> {
+        PageReader::finish(self).map_err(|e| e.to_string())
+    }
+}
+
+enum BodyError {
+    Network(reqwest::Error),
+    Invalid(String),
+}
+
+async fn read_body<R: BodyReader>(
+    mut response: reqwest::Response,
+    mut reader: R,
+) -> Result<R::Output, BodyError> {
+    reader.expect(response.content_length().unwrap_or(0));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Network)? {
+        reader.feed(&chunk).map_err(BodyError::Invalid)?;
+    }
+    reader.finish().map_err(BodyError::Invalid)
 }
 
 /// What the server offers: how many writes a batch takes, and whether the plugin's endpoints are there.
