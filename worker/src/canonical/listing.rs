@@ -120,7 +120,7 @@ fn consume(
         at = skip_whitespace(bytes, at);
         let next = bytes.get(at).copied();
         match (stage, next) {
-            (Stage::Opening, _) => match opening(bytes, at)? {
+            (Stage::Opening, _) => match opening(text, at)? {
                 Some(after) => (at, stage) = (after, Stage::First),
                 None => return Ok((at, stage)),
             },
@@ -150,15 +150,14 @@ fn consume(
 
 /// After `{"data":[` (whitespace allowed between), where the array's first item may start; `None` while the
 /// text so far could still be that opening.
-fn opening(bytes: &[u8], from: usize) -> Result<Option<usize>, CanonicalError> {
+fn opening(text: &str, from: usize) -> Result<Option<usize>, CanonicalError> {
+    let bytes = text.as_bytes();
     let mut at = from;
     for token in [&b"{"[..], b"\"data\"", b":", b"["] {
         at = skip_whitespace(bytes, at);
         let seen = &bytes[at..bytes.len().min(at + token.len())];
         if !token.starts_with(seen) {
-            return Err(CanonicalError::NotAPage(truncate(
-                &String::from_utf8_lossy(&bytes[from..]),
-            )));
+            return Err(not_a_page(text, from));
         }
         if seen.len() < token.len() {
             return Ok(None);

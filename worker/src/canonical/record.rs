@@ -411,7 +411,8 @@ mod tests {
         let source = record(json!({"id":"a","v":1,"last_modified":1}));
         let page =
             r#"{"data":[{"id":"a","v":1,"last_modified":2},{"id":"b","v":1,"last_modified":2}]}"#;
-        let mut reader = super::super::PageReader::new(|id: &str| (id == "a").then_some(&source));
+        let mut reader =
+            crate::canonical::PageReader::new(|id: &str| (id == "a").then_some(&source));
         reader.feed(page.as_bytes()).unwrap();
         let parsed = reader.finish().unwrap();
         let text = |r: &Record| match &r.form {
