@@ -22,7 +22,6 @@ const SCHEMA: &str = "schema";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    id: Box<str>,
     last_modified: Option<i64>,
     form: Form,
 }
@@ -30,19 +29,28 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 enum Form {
     /// `deleted: true`: what `_since` lists for a deleted record. Never signed, never compared.
-    Tombstone,
+    Tombstone(Box<str>),
     /// Canonical JSON of the record without `last_modified`; the byte offset where `,"last_modified":…` goes back
     /// in (after the last key that sorts before it); the `schema` member with the comma before it, so that
     /// cutting it out leaves the canonical JSON of the record without it. Every record has an `id`, which sorts
     /// before both: neither is ever the first member.
     Canonical {
         json: Arc<str>,
+        id: Id,
         last_modified_at: u32,
         schema: Option<Range<u32>>,
     },
     /// Holds a value clients would serialize differently (a float, an unsafe integer): kept as parsed, to be
     /// reported when signed and written back as it was when copied.
-    Unsignable(Box<(Map<String, Value>, CanonicalError)>),
+    Unsignable(Box<(Box<str>, Map<String, Value>, CanonicalError)>),
+}
+
+/// A canonical record's id: where it stands in its JSON when it needs no escape there (Kinto's ids never do),
+/// else a copy. A listing of 10,000 records then holds 10,000 allocations fewer.
+#[derive(Debug, Clone, PartialEq)]
+enum Id {
+    InJson(Range<u32>),
+    Own(Box<str>),
 }
 
 impl Record {
@@ -78,9 +86,8 @@ impl Record {
             Err(e) => {
                 map.remove(LAST_MODIFIED);
                 Ok(Record {
-                    id,
                     last_modified: None,
-                    form: Form::Unsignable(Box::new((map, e))),
+                    form: Form::Unsignable(Box::new((id, map, e))),
                 })
             }
         }
@@ -99,24 +106,30 @@ impl Record {
 
     fn tombstone(id: Box<str>) -> Self {
         Record {
-            id,
             last_modified: None,
-            form: Form::Tombstone,
+            form: Form::Tombstone(id),
         }
     }
 
     pub fn id(&self) -> &str {
-        &self.id
+        match &self.form {
+            Form::Tombstone(id) => id,
+            Form::Canonical { json, id, .. } => match id {
+                Id::InJson(at) => &json[at.start as usize..at.end as usize],
+                Id::Own(id) => id,
+            },
+            Form::Unsignable(held) => &held.0,
+        }
     }
 
     pub fn is_tombstone(&self) -> bool {
-        matches!(self.form, Form::Tombstone)
+        matches!(self.form, Form::Tombstone(_))
     }
 
     /// Why clients could not verify this record, if they could not.
     pub fn unsignable(&self) -> Option<&CanonicalError> {
         match &self.form {
-            Form::Unsignable(held) => Some(&held.1),
+            Form::Unsignable(held) => Some(&held.2),
             _ => None,
         }
     }
@@ -125,9 +138,9 @@ impl Record {
     /// for a tombstone.
     pub fn body(&self) -> Option<Cow<'_, str>> {
         match &self.form {
-            Form::Tombstone => None,
+            Form::Tombstone(_) => None,
             Form::Canonical { json, .. } => Some(Cow::Borrowed(json)),
-            Form::Unsignable(held) => Some(Cow::Owned(Value::Object(held.0.clone()).to_string())),
+            Form::Unsignable(held) => Some(Cow::Owned(Value::Object(held.1.clone()).to_string())),
         }
     }
 
@@ -200,10 +213,22 @@ fn assemble(values: &str, mut entries: MemberList<'_>) -> Option<Record> {
             .find(|(k, _)| k == key)
             .map(|(_, r)| &values[r.clone()])
     };
-    let id: Box<str> = serde_json::from_str::<String>(value("id")?).ok()?.into();
+    let id_text = value("id")?;
+    // Canonical text: a string without a backslash is its quotes around the id itself.
+    let plain = id_text.len() >= 2 && id_text.starts_with('"') && !id_text.contains('\\');
+    let own_id = || {
+        serde_json::from_str::<String>(id_text)
+            .ok()
+            .map(Box::<str>::from)
+    };
     if value("deleted") == Some("true") {
-        return Some(Record::tombstone(id));
+        return Some(Record::tombstone(own_id()?));
     }
+    let mut id = if plain {
+        None
+    } else {
+        Some(Id::Own(own_id()?))
+    };
     let last_modified = value(LAST_MODIFIED)
         .and_then(|t| t.parse::<i64>().ok())
         .filter(|t| t.unsigned_abs() <= MAX_SAFE_INTEGER);
@@ -223,6 +248,11 @@ fn assemble(values: &str, mut entries: MemberList<'_>) -> Option<Record> {
             write_string(json, key);
             json.push(':');
             json.push_str(&values[range.clone()]);
+            if key == "id" && id.is_none() {
+                id = Some(Id::InJson(
+                    offset(json.len() - id_text.len() + 1)..offset(json.len() - 1),
+                ));
+            }
             if key == SCHEMA {
                 schema = Some(offset(start)..offset(json.len()));
             }
@@ -234,10 +264,10 @@ fn assemble(values: &str, mut entries: MemberList<'_>) -> Option<Record> {
         (Arc::<str>::from(json.as_str()), last_modified_at, schema)
     });
     Some(Record {
-        id,
         last_modified,
         form: Form::Canonical {
             json,
+            id: id.expect("the id is among the members"),
             last_modified_at,
             schema,
         },
@@ -286,6 +316,29 @@ mod tests {
         let mut out = Vec::new();
         record(value).write_signed(&mut |piece| out.extend_from_slice(piece));
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_id_is_read_back_as_it_was_written_whether_or_not_its_json_escapes_it() {
+        for id in [
+            "a",
+            "ab-12_Z",
+            "é\u{1F600}",
+            "quote\"back\\slash",
+            "\u{1}",
+            "",
+        ] {
+            let from_text =
+                Record::from_json(&json!({"aa":1,"id":id,"z":[id],"last_modified":7}).to_string());
+            for r in [record(json!({"id": id, "title": id})), from_text.unwrap()] {
+                assert_eq!(r.id(), id);
+                assert_eq!(r.clone().id(), id);
+            }
+        }
+        let tombstone = record(json!({"id":"gone-é","deleted":true}));
+        assert!(tombstone.is_tombstone());
+        assert_eq!(tombstone.id(), "gone-é");
+        assert_eq!(record(json!({"id":"f","x":1.5})).id(), "f");
     }
 
     #[test]
