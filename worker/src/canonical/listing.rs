@@ -1,7 +1,9 @@
 //! A page of a Kinto listing, `{"data":[record, …]}`, read into records as its bytes arrive: the page is never
 //! held whole (at 10,000 records it is 3 MB, as much again as the records it holds, and it was the larger part
-//! of a sign's peak memory). Bytes wait in a buffer until a batch of them is there; then every complete record
-//! of the batch is read straight from its text, and the bytes of an unfinished record wait for the next batch.
+//! of a sign's peak memory). Small chunks wait in a buffer until a batch of them is there; then every complete
+//! record of the batch is read straight from its text, and the bytes of an unfinished record wait for the next
+//! batch. A large chunk is read where it lies, once its first bytes completed the record in wait: the buffer
+//! holds a batch at most, never a copy of every chunk.
 //!
 //! A batch is read on two threads: the second starts at a guessed record boundary near the middle (a `,`
 //! between `}` and `{`, which may as well sit inside a string or a nested list), and the first thread's reading
@@ -18,6 +20,11 @@ use serde_json::Deserializer;
 
 /// How many bytes wait before they are read: a few hundred records, a few hundred microseconds of work.
 const BATCH_BYTES: usize = 256 << 10;
+/// An announced size is a hint, not a promise: no more room than this is reserved on its word.
+const MAX_RECORDS_RESERVED: usize = 1 << 20;
+/// How much of a large chunk completes the record in wait before the rest is read in place: more than a
+/// record, a fraction of a chunk (hyper hands over up to 408 KiB at a time).
+const BRIDGE_BYTES: usize = 64 << 10;
 /// From this size, a batch is read on two threads.
 const PARALLEL_FROM_BYTES: usize = 64 << 10;
 
@@ -31,6 +38,11 @@ pub struct PageReader<C> {
     /// `pending` is read once it holds this much: a batch, or twice an unfinished record (a record larger than a
     /// batch is then read again a few times, not once per chunk).
     read_at: usize,
+    /// The page's size as announced, and how much of it was read: once a batch tells how large its records
+    /// are, `records` is sized for the whole page at once. Grown by doubling instead, a page's vector would
+    /// hold half again its records' worth of empty slots, and twice that while it moves.
+    announced: Option<usize>,
+    read_bytes: usize,
     copied: C,
 }
 
@@ -58,13 +70,39 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
             stage: Stage::Opening,
             records: Vec::new(),
             read_at: BATCH_BYTES,
+            announced: None,
+            read_bytes: 0,
             copied,
         }
     }
 
+    /// The page's size, when its response announced it (`Content-Length`), before its first bytes.
+    pub fn expect(&mut self, bytes: usize) {
+        self.announced = Some(bytes);
+    }
+
     /// The next bytes of the page.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), CanonicalError> {
-        self.pending.extend_from_slice(bytes);
+        let bridge = BRIDGE_BYTES.min(bytes.len());
+        if bytes.len() > bridge && self.pending.len() + bytes.len() >= self.read_at {
+            // A large chunk is read where it lies, once what waits is complete: with the chunk's first bytes
+            // appended, reading what waits leaves only the chunk's own bytes unread, unless a record longer
+            // than the bridge is still in wait.
+            self.pending.extend_from_slice(&bytes[..bridge]);
+            self.advance(false)?;
+            let waiting = self.pending.len();
+            if waiting <= bridge {
+                let from = bridge - waiting;
+                let read = self.read_from(&bytes[from..], false)?;
+                self.pending.clear();
+                self.pending.extend_from_slice(&bytes[from + read..]);
+                self.read_at = BATCH_BYTES.max(2 * self.pending.len());
+                return Ok(());
+            }
+            self.pending.extend_from_slice(&bytes[bridge..]);
+        } else {
+            self.pending.extend_from_slice(bytes);
+        }
         if self.pending.len() >= self.read_at {
             self.advance(false)?;
         }
@@ -80,16 +118,28 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
                 truncate(&String::from_utf8_lossy(&self.pending))
             )));
         }
+        self.records.shrink_to_fit();
         Ok(self.records)
     }
 
     /// Reads what `pending` holds, up to its last complete record (to the end, `at_end`).
     fn advance(&mut self, at_end: bool) -> Result<(), CanonicalError> {
-        let text = match std::str::from_utf8(&self.pending) {
+        let pending = std::mem::take(&mut self.pending);
+        let read = self.read_from(&pending, at_end);
+        self.pending = pending;
+        self.pending.drain(..read?);
+        self.read_at = BATCH_BYTES.max(2 * self.pending.len());
+        Ok(())
+    }
+
+    /// Reads `bytes` (what follows all that was read) up to its last complete record, or to its end (`at_end`):
+    /// how many of them that took.
+    fn read_from(&mut self, bytes: &[u8], at_end: bool) -> Result<usize, CanonicalError> {
+        let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             // A character cut between two chunks: its first bytes wait for the rest.
             Err(e) if e.error_len().is_none() && !at_end => {
-                std::str::from_utf8(&self.pending[..e.valid_up_to()]).expect("valid up to there")
+                std::str::from_utf8(&bytes[..e.valid_up_to()]).expect("valid up to there")
             }
             Err(_) => return Err(CanonicalError::NotAPage("the body is not UTF-8".into())),
         };
@@ -99,11 +149,32 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
                 record.share_text(original);
             }
         };
+        let had = self.records.len();
         let (read, stage) = consume(text, self.stage, &mut self.records, &each)?;
         self.stage = stage;
-        self.pending.drain(..read);
-        self.read_at = BATCH_BYTES.max(2 * self.pending.len());
-        Ok(())
+        self.read_bytes += read;
+        if had == 0 && !at_end {
+            self.size_records();
+        }
+        Ok(read)
+    }
+}
+
+impl<C> PageReader<C> {
+    /// Room for the page's records, estimated from the first batch's (with a little to spare, since records
+    /// differ in size): what is left over is given back when the page is read.
+    fn size_records(&mut self) {
+        let (Some(announced), read, n) = (self.announced, self.read_bytes, self.records.len())
+        else {
+            return;
+        };
+        if n == 0 || read == 0 {
+            return;
+        }
+        let estimate =
+            (announced.saturating_sub(read) as f64 / read as f64 * n as f64 * 1.03) as usize;
+        self.records
+            .reserve_exact(estimate.min(MAX_RECORDS_RESERVED));
     }
 }
 
@@ -421,6 +492,30 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_page_gets_room_for_its_records_after_its_first_batch_and_no_more_once_read() {
+        let (body, expected) = large_page(|i| json!(i));
+        let mut reader = PageReader::new(|_: &str| None);
+        reader.expect(body.len());
+        let mut parts = body.as_bytes().chunks(16 << 10);
+        while reader.records.is_empty() {
+            reader.feed(parts.next().unwrap()).unwrap();
+        }
+        let room = reader.records.capacity();
+        assert!(
+            (expected.len()..expected.len() * 11 / 10).contains(&room),
+            "room for {room} records, {} on the page",
+            expected.len()
+        );
+        for part in parts {
+            reader.feed(part).unwrap();
+            assert_eq!(reader.records.capacity(), room, "never grown again");
+        }
+        let records = reader.finish().unwrap();
+        assert_eq!(records, expected);
+        assert_eq!(records.capacity(), records.len());
+    }
+
+    #[test]
     fn a_guess_inside_a_string_or_a_nested_list_is_disproved_and_the_page_read_right() {
         // Every record holds what looks like a boundary: inside a string, and between objects of a nested
         // list. Wherever the middle falls, the first candidate after it is one of these decoys.
@@ -448,10 +543,57 @@ mod tests {
             json!({"id": "b", "n": 1}),
         ];
         let body = json!({ "data": records }).to_string();
-        assert_eq!(
-            read_in_chunks(body.as_bytes(), 4096).unwrap(),
-            one_by_one(&records)
-        );
+        // Small chunks gather; large ones find a record longer than their bridge in wait.
+        for chunk in [4096, BRIDGE_BYTES + 1, 300_007] {
+            assert_eq!(
+                read_in_chunks(body.as_bytes(), chunk).unwrap(),
+                one_by_one(&records),
+                "{chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_chunks_are_read_where_they_lie_whatever_falls_at_their_edges() {
+        // Three-byte characters everywhere: chunk edges cut records, strings and characters alike.
+        let (body, expected) = large_page(|i| json!(format!("☃{i}é").repeat(30)));
+        let hyper_like = |mut at: usize| {
+            let mut sizes = vec![];
+            let mut chunk = 8 << 10;
+            while at < body.len() {
+                sizes.push(chunk);
+                at += chunk;
+                chunk = (2 * chunk).min(8192 + 4096 * 100);
+            }
+            sizes
+        };
+        let schedules = [
+            hyper_like(0),
+            vec![BRIDGE_BYTES + 1; body.len() / BRIDGE_BYTES + 1],
+            vec![100_003; body.len() / 100_003 + 1],
+            vec![
+                BATCH_BYTES - 1,
+                7,
+                BRIDGE_BYTES,
+                3 * BATCH_BYTES + 5,
+                1,
+                body.len(),
+            ],
+        ];
+        for sizes in schedules {
+            let mut reader = PageReader::new(|_: &str| None);
+            let mut at = 0;
+            for size in &sizes {
+                let end = body.len().min(at + size);
+                reader.feed(&body.as_bytes()[at..end]).unwrap();
+                assert!(
+                    reader.pending.len() < BATCH_BYTES + BRIDGE_BYTES,
+                    "what waits is less than a batch and a bridge"
+                );
+                at = end;
+            }
+            assert_eq!(reader.finish().unwrap(), expected, "{sizes:?}");
+        }
     }
 
     #[test]

@@ -879,6 +879,10 @@ impl BodyReader for Whole {
 impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> BodyReader for PageReader<C> {
     type Output = Vec<Record>;
 
+    fn expect(&mut self, bytes: u64) {
+        PageReader::expect(self, usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+
     fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
         PageReader::feed(self, chunk).map_err(|e| e.to_string())
     }
