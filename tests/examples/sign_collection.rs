@@ -373,7 +373,7 @@ async fn main() {
                 String::new()
             };
             println!(
-                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.0} MiB ({:.0}) | {} / {} |{batch_only}",
+                "| {backend:?} | {records} | {payload_mib:.1} MiB | {} / {} | {} / {} | {} | {} / {} | {} | {:.0} MiB / {:.1} MiB (idle {:.1}: +{:.1}, {:.2}× the payload) | {} / {} |{batch_only}",
                 ms(reference.trigger),
                 ms(ours.trigger),
                 s(reference.signed),
@@ -385,6 +385,8 @@ async fn main() {
                 reference.memory_mib,
                 ours.memory_mib,
                 ours.idle_mib,
+                ours.memory_mib - ours.idle_mib,
+                (ours.memory_mib - ours.idle_mib) / payload_mib,
                 complete(&reference, records),
                 complete(&ours, records),
             );
