@@ -79,6 +79,9 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
     /// The page's size, when its response announced it (`Content-Length`), before its first bytes.
     pub fn expect(&mut self, bytes: usize) {
         self.announced = Some(bytes);
+        // All that ever waits: a batch and a bridge (unless a record is larger), without doubling past it.
+        self.pending
+            .reserve_exact(bytes.min(BATCH_BYTES + BRIDGE_BYTES));
     }
 
     /// The next bytes of the page.
@@ -118,7 +121,11 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
                 truncate(&String::from_utf8_lossy(&self.pending))
             )));
         }
-        self.records.shrink_to_fit();
+        // Slack beyond the estimate's margin is returned (a page read without an announced size has grown by
+        // doubling); a shrink may move the vector, so a few percent are not worth one.
+        if self.records.capacity() - self.records.len() > self.records.len() / 16 {
+            self.records.shrink_to_fit();
+        }
         Ok(self.records)
     }
 
@@ -162,7 +169,7 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> PageReader<C> {
 
 impl<C> PageReader<C> {
     /// Room for the page's records, estimated from the first batch's (with a little to spare, since records
-    /// differ in size): what is left over is given back when the page is read.
+    /// differ in size).
     fn size_records(&mut self) {
         let (Some(announced), read, n) = (self.announced, self.read_bytes, self.records.len())
         else {
@@ -492,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn an_announced_page_gets_room_for_its_records_after_its_first_batch_and_no_more_once_read() {
+    fn an_announced_page_gets_room_for_its_records_after_its_first_batch_and_never_grows() {
         let (body, expected) = large_page(|i| json!(i));
         let mut reader = PageReader::new(|_: &str| None);
         reader.expect(body.len());
@@ -509,10 +516,20 @@ mod tests {
         for part in parts {
             reader.feed(part).unwrap();
             assert_eq!(reader.records.capacity(), room, "never grown again");
+            assert_eq!(reader.pending.capacity(), BATCH_BYTES + BRIDGE_BYTES);
         }
         let records = reader.finish().unwrap();
         assert_eq!(records, expected);
-        assert_eq!(records.capacity(), records.len());
+        assert_eq!(
+            records.capacity(),
+            room,
+            "a close estimate is kept as it is"
+        );
+        let unannounced = read_in_chunks(body.as_bytes(), 16 << 10).unwrap();
+        assert!(
+            unannounced.capacity() <= unannounced.len() * 17 / 16,
+            "doubling's slack is returned"
+        );
     }
 
     #[test]
