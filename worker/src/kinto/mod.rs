@@ -901,7 +901,10 @@ async fn read_body<R: BodyReader>(
     mut response: reqwest::Response,
     mut reader: R,
 ) -> Result<R::Output, BodyError> {
-    reader.expect(response.content_length().unwrap_or(0));
+    // An unknown size (a chunked or decompressed body) is not announced as an empty one.
+    if let Some(bytes) = response.content_length() {
+        reader.expect(bytes);
+    }
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Network)? {
         reader.feed(&chunk).map_err(BodyError::Invalid)?;
     }
