@@ -55,6 +55,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    signer_worker::allocator::tune();
     init_logging(cli.json_logs);
     let config = cli.config.as_deref();
     let result = match cli.command {

@@ -147,6 +147,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn main() {
+    // The allocator as the worker sets it: its large buffers are mapped and unmapped, not kept on the heap.
+    signer_worker::allocator::tune();
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("sizes are integers"))

@@ -1,6 +1,7 @@
 //! The job engine of the Kinto signing service: a job store, the signing pipeline and a pool of workers.
 
 pub mod acl;
+pub mod allocator;
 pub mod canonical;
 pub mod config;
 pub mod dispatch;

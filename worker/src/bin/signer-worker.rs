@@ -26,6 +26,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    signer_worker::allocator::tune();
     init_logging(cli.json_logs);
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
