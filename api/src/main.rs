@@ -55,8 +55,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    signer_worker::allocator::tune();
     init_logging(cli.json_logs);
+    // After logging, which reports a setting malloc refuses.
+    signer_worker::allocator::tune();
     let config = cli.config.as_deref();
     let result = match cli.command {
         Command::Serve { listen, workers } => commands::serve::serve(config, listen, workers).await,

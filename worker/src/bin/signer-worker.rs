@@ -26,8 +26,9 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    signer_worker::allocator::tune();
     init_logging(cli.json_logs);
+    // After logging, which reports a setting malloc refuses.
+    signer_worker::allocator::tune();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fatal(&e),
