@@ -230,16 +230,12 @@ fn write_string(out: &mut String, s: &str) {
             '\u{0c}' => out.push_str("\\f"),
             _ => {
                 let mut units = [0u16; 2];
+                // Pushed digit by digit: checking the six bytes as UTF-8 cost more than the rest of the escape.
                 for unit in c.encode_utf16(&mut units) {
-                    let escaped = [
-                        b'\\',
-                        b'u',
-                        HEX[usize::from(*unit >> 12)],
-                        HEX[usize::from((*unit >> 8) & 0xf)],
-                        HEX[usize::from((*unit >> 4) & 0xf)],
-                        HEX[usize::from(*unit & 0xf)],
-                    ];
-                    out.push_str(std::str::from_utf8(&escaped).expect("ASCII"));
+                    out.push_str("\\u");
+                    for shift in [12, 8, 4, 0] {
+                        out.push(char::from(HEX[usize::from((*unit >> shift) & 0xf)]));
+                    }
                 }
             }
         }
