@@ -204,13 +204,15 @@ async fn ours_burn(jobs: usize, processes: usize, claim_ahead: usize) -> f64 {
     let db = TestDb::create().await;
     drop(open(&db.url, 1).await);
     let mut conn = db.connect().await;
+    // Ids as the store makes them (UUIDv7, in creation order).
+    let ids: Vec<uuid::Uuid> = (0..jobs).map(|_| uuid::Uuid::now_v7()).collect();
     sqlx::query(
         "INSERT INTO jobs (id, resource, destination, kind, state, max_attempts, trigger, requested_by)
-         SELECT gen_random_uuid(), '/buckets/src/collections/c' || i, '/buckets/dst/collections/c' || i,
+         SELECT id, '/buckets/src/collections/c' || i, '/buckets/dst/collections/c' || i,
                 'sign', 'queued', 3, 'api', 'bench'
-         FROM generate_series(1, $1) AS i",
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS j(id, i)",
     )
-    .bind(jobs as i64)
+    .bind(&ids)
     .execute(&mut conn)
     .await
     .unwrap();

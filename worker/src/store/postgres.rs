@@ -544,7 +544,7 @@ impl PgStore {
                 SELECT pg_notify($14, id::text) FROM inserted)
              SELECT inserted.*, (SELECT count(*) FROM wake) AS woken FROM inserted",
         )
-        .bind(Uuid::new_v4())
+        .bind(super::new_job_id())
         .bind(&new.resource)
         .bind(&new.destination)
         .bind(&new.preview)

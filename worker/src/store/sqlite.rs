@@ -174,7 +174,7 @@ impl JobStore for SqliteStore {
              ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
              RETURNING *",
         )
-        .bind(Uuid::new_v4().to_string())
+        .bind(super::new_job_id().to_string())
         .bind(&new.resource)
         .bind(&new.destination)
         .bind(&new.preview)
