@@ -21,7 +21,14 @@ for round in $(seq "${1:-3}"); do
             psql_q -d "$db" ${RANDOM_IDS:+-v random_ids=1} >/dev/null
         [[ $variant == narrow-* ]] && psql_q -d "$db" -f "$here/narrow-queue.sql"
         psql_q -d "$db" -c ANALYZE
-        script=$(for _ in $(seq 40); do cat "$here/$variant.sql"; done)
+        round_sql=$(case $variant in
+            ours) cat "$here/ours.sql" ;;
+            ours-one-history-row) sed '/^-- history:claim/,/^-- end/d' "$here/ours.sql" ;;
+            ours-no-history) sed '/^-- history:/,/^-- end/d' "$here/ours.sql" ;;
+            narrow-queue-and-record) cat "$here/narrow-claim.sql" "$here/narrow-outcome-and-record.sql" ;;
+            narrow-queue-only) cat "$here/narrow-claim.sql" "$here/narrow-outcome-only.sql" ;;
+        esac)
+        script=$(for _ in $(seq 40); do echo "$round_sql"; done)
         start=$(date +%s.%N)
         psql_q -d "$db" <<<"$script" >/dev/null
         end=$(date +%s.%N)

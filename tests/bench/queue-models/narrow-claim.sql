@@ -1,4 +1,4 @@
--- The floor: a narrow queue table claimed and deleted, no job record, no history (Graphile Worker's model).
+-- One claim of 500 jobs on a narrow queue table (narrow-queue.sql): the lease is taken there, the job record only read.
 WITH candidates AS (
     SELECT id, destination, priority, run_at, created_at FROM job_queue q
     WHERE worker_id IS NULL AND run_at <= now()
@@ -11,5 +11,4 @@ WITH candidates AS (
  claimed AS (
     UPDATE job_queue SET attempt = attempt + 1, worker_id = 'w', lease_expires_at = now() + make_interval(secs => 60)
     FROM next WHERE job_queue.id = next.id RETURNING job_queue.*)
-SELECT * FROM claimed \g /dev/null
-DELETE FROM job_queue WHERE worker_id = 'w' RETURNING id \g /dev/null
+SELECT j.*, c.attempt, c.worker_id, c.lease_expires_at FROM claimed c JOIN jobs j USING (id) ORDER BY c.priority DESC, c.run_at, c.created_at \g /dev/null
