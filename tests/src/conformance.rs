@@ -39,6 +39,11 @@ pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
     let again = store.enqueue(new_job("a", "a", 0)).await.unwrap();
     assert!(!a.coalesced && again.coalesced);
     assert_eq!(again.job.id, a.job.id);
+    // Ids in creation order (UUIDv7): the primary key's index stays local under a burst.
+    assert!([a.job.id, b.job.id, c.job.id]
+        .iter()
+        .all(|id| id.get_version_num() == 7));
+    assert!(a.job.id < b.job.id && b.job.id < c.job.id);
     let order: Vec<_> = [
         store.claim("w", LONG).await.unwrap().unwrap().id,
         store.claim("w", LONG).await.unwrap().unwrap().id,
