@@ -1,4 +1,6 @@
 -- One round: claim 500 jobs as PgStore::claim_many does, then record their outcomes as record_completions does.
+-- A copy of those statements (worker/src/store/postgres.rs, as of ca10843) with their parameters written in: a
+-- change there is to be made here too, or this measures the old queue.
 -- run.sh cuts the marked history out for its variants without it.
 WITH candidates AS (
     SELECT id, destination, priority, run_at, created_at FROM jobs j
