@@ -1,6 +1,6 @@
 //! The signed payload, read from a listing page as its bytes arrive, is byte for byte what canonicaljson-rs
 //! (kinto-signer's serializer, in the test venv) makes of the same records: on records built to be awkward
-//! (`tests/python/canonical_cases.py`), from pages encoded two ways, cut into chunks at random places.
+//! (`tests/python/canonical_cases.py`), from pages encoded three ways, cut into chunks at random places.
 
 use signer_e2e::records::Lcg;
 use signer_e2e::service::TempDir;
@@ -61,7 +61,7 @@ fn awkward_records_serialize_as_canonicaljson_rs_does_however_the_page_arrives()
             "canonical_cases.py failed for seed {seed}"
         );
         let theirs = std::fs::read_to_string(dir.0.join("payload.json")).unwrap();
-        for name in ["page-ascii.json", "page-utf8.json"] {
+        for name in ["page-ascii.json", "page-kinto.json", "page-utf8.json"] {
             let page = std::fs::read(dir.0.join(name)).unwrap();
             let schedules = [
                 ("one chunk", None),

@@ -466,6 +466,10 @@ mod tests {
             read_page(r#"{"data":[1]}"#),
             Err(CanonicalError::MissingId("1".into()))
         );
+        assert!(matches!(
+            read_page(r#"{"data":[{"id":"a"},{"id":"b","t":"\ud800"}]}"#),
+            Err(CanonicalError::Unreadable { record, .. }) if record == r#"{"id":"b","t":"\ud800"}"#
+        ));
         let not_utf8 = b"{\"data\":[{\"id\":\"\xff\"}]}";
         assert_eq!(
             read_in_chunks(not_utf8, not_utf8.len()),

@@ -36,6 +36,10 @@ pub enum CanonicalError {
     NegativeZero { record_id: String, path: String },
     #[error("a record has no string `id`: {0}")]
     MissingId(String),
+    /// Text that is not a JSON value a `String` can hold, a lone UTF-16 surrogate escape (`"\ud800"`) say:
+    /// Kinto refuses those on input, so only a server that is not Kinto, or a broken proxy, sends one.
+    #[error("a record is not readable JSON ({reason}): {record}")]
+    Unreadable { record: String, reason: String },
     #[error("not a page of records (`{{\"data\": [...]}}`): {0}")]
     NotAPage(String),
 }

@@ -99,8 +99,10 @@ impl Record {
         if let Some(record) = text::members(json).and_then(|m| assemble(&m.values, m.entries)) {
             return Ok(record);
         }
-        let value =
-            serde_json::from_str(json).map_err(|_| CanonicalError::MissingId(truncate(json)))?;
+        let value = serde_json::from_str(json).map_err(|e| CanonicalError::Unreadable {
+            record: truncate(json),
+            reason: e.to_string(),
+        })?;
         Self::from_value(value)
     }
 
@@ -422,11 +424,34 @@ mod tests {
 
     #[test]
     fn a_record_needs_a_string_id() {
-        for text in [r#"{"x":1}"#, r#"{"id":3}"#, "[1]", "not json"] {
+        for text in [r#"{"x":1}"#, r#"{"id":3}"#, "[1]"] {
             assert!(
                 matches!(Record::from_json(text), Err(CanonicalError::MissingId(_))),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn text_that_is_not_json_is_refused_as_unreadable_not_as_a_missing_id() {
+        for (text, reason) in [
+            (
+                r#"{"id":"a","t":"x\ud800y"}"#,
+                "unexpected end of hex escape",
+            ),
+            (r#"{"id":"a","t":"\udc00"}"#, "lone leading surrogate"),
+            ("not json", "expected ident"),
+        ] {
+            match Record::from_json(text) {
+                Err(CanonicalError::Unreadable {
+                    record,
+                    reason: why,
+                }) => {
+                    assert_eq!(record, text);
+                    assert!(why.contains(reason), "{text}: {why}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
         }
     }
 
