@@ -8,9 +8,8 @@ and backslashes, U+2028/U+2029, the last BMP code points before and after the su
 Usage: canonical_cases.py SEED RECORDS TIMESTAMP OUTDIR
 Writes, in OUTDIR, one listing page (`{"data": [...]}`) per way a server may encode it (`page-ascii.json`:
 everything non-ASCII escaped, Python's default separators; `page-kinto.json`: compact, escapes in upper case, as
-Kinto sends it; `page-utf8.json`: raw UTF-8, indented) and
-`payload.json`: canonicaljson-rs's bytes for the signed payload, as kinto-signer builds it (tombstones dropped,
-sorted by id, `{"data": ..., "last_modified": "<timestamp>"}`).
+Kinto sends it; `page-utf8.json`: raw UTF-8, indented) and `payload.json`: canonicaljson-rs's bytes for the signed
+payload, as kinto-signer builds it (tombstones dropped, sorted by id, `{"data": ..., "last_modified": "<ts>"}`).
 """
 
 import json
@@ -89,9 +88,8 @@ def main():
     seed, count, timestamp, outdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     rng = random.Random(seed)
     records = [record(rng, n) for n in range(count)]
-    ascii = json.dumps({"data": records})
     pages = {
-        "page-ascii.json": ascii.encode("ascii"),
+        "page-ascii.json": json.dumps({"data": records}).encode("ascii"),
         "page-kinto.json": kinto_style(json.dumps({"data": records}, separators=(",", ":"))).encode("ascii"),
         "page-utf8.json": json.dumps({"data": records}, ensure_ascii=False, indent=1).encode("utf-8"),
     }

@@ -46,6 +46,15 @@ fn first_difference(ours: &str, theirs: &str) -> String {
     )
 }
 
+/// Chunk sizes: the page in one piece, then drawn at random up to 16 bytes, up to 96 KiB (less than a batch), up to
+/// 700 KiB (several batches at once).
+const SCHEDULES: [(&str, Option<usize>); 4] = [
+    ("one chunk", None),
+    ("1 to 16 bytes", Some(16)),
+    ("1 byte to 96 KiB", Some(96 << 10)),
+    ("1 byte to 700 KiB", Some(700 << 10)),
+];
+
 #[test]
 fn awkward_records_serialize_as_canonicaljson_rs_does_however_the_page_arrives() {
     for seed in [1, 2, 3] {
@@ -63,13 +72,7 @@ fn awkward_records_serialize_as_canonicaljson_rs_does_however_the_page_arrives()
         let theirs = std::fs::read_to_string(dir.0.join("payload.json")).unwrap();
         for name in ["page-ascii.json", "page-kinto.json", "page-utf8.json"] {
             let page = std::fs::read(dir.0.join(name)).unwrap();
-            let schedules = [
-                ("one chunk", None),
-                ("1 to 16 bytes", Some(16)),
-                ("1 byte to 96 KiB", Some(96 << 10)),
-                ("1 byte to 700 KiB", Some(700 << 10)),
-            ];
-            for (schedule, largest) in schedules {
+            for (schedule, largest) in SCHEDULES {
                 let ours = our_payload(&page, largest, seed);
                 assert!(
                     ours == theirs,
