@@ -87,3 +87,32 @@ async fn no_database_url_means_the_embedded_store_in_the_data_directory() {
         other
     );
 }
+
+/// Pooled connections are not pinged before every statement (see `CHECK_IDLE_AFTER` in the store), but one that
+/// sat idle is: backends terminated while the pool was idle are replaced, not handed out dead.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_died_while_idle_are_replaced_before_use() {
+    use signer_worker::store::JobStore as _;
+    let db = TestDb::create().await;
+    let store = PgStore::connect(&db.url, 2).await.unwrap();
+    // Both pooled connections in use at once, so both are open when the backends go.
+    let (a, b) = tokio::join!(store.stats(), store.stats());
+    a.unwrap();
+    b.unwrap();
+    let mut admin = db.connect().await;
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(terminated, [true, true], "the pool's two backends");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    for _ in 0..3 {
+        store
+            .stats()
+            .await
+            .expect("a dead idle connection is replaced");
+    }
+}

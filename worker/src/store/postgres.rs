@@ -13,6 +13,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+/// A pooled connection unused for this long is pinged before it is handed out (and replaced if dead), as HikariCP
+/// does (`aliveBypassWindowMs`, 500 ms). sqlx's default pings on every acquire: a round trip more for every
+/// statement, which under load only ever finds the connection alive. One that died within this window of its
+/// last use (a terminated backend; a restart takes longer, 2.4 s here) fails its next statement, which callers
+/// already handle as the store being briefly unavailable (the API answers 503, workers retry).
+const CHECK_IDLE_AFTER: Duration = Duration::from_millis(500);
+
 /// The channel workers `LISTEN` on; the payload is the job id.
 pub const NOTIFY_CHANNEL: &str = "signer_jobs";
 
@@ -76,6 +83,15 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= CHECK_IDLE_AFTER {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(unreachable)?;
