@@ -2,10 +2,9 @@
 //! a fresh Postgres database, no workers (the API's own cost: parse, authorize, one transaction that writes the
 //! job, its first history row and the `NOTIFY`, the 202). Every request names a new collection of a bucket
 //! rule, so each one inserts a job (the costlier path; repeated triggers of one collection coalesce), which the
-//! run checks against the `jobs` table after each row. Runs at
-//! 2, 8 and 32 connections as fast as they go, then paced near the 500 requests/s (wrk cannot hold a
-//! rate, but its `delay` hook makes each connection wait between requests): requests per second and latency
-//! percentiles, as wrk measures them.
+//! run checks against the `jobs` table after each row. Runs at 2, 8 and 32 connections as fast as they go, then
+//! paced near the 500 requests/s (wrk cannot hold a rate, but its `delay` hook makes each connection wait
+//! between requests): requests per second and latency percentiles, as wrk measures them.
 //!
 //! Usage: cargo run --release -p signer_e2e --example api_load -- [SECONDS] (default 10)
 
@@ -39,9 +38,10 @@ end
     lua
 }
 
-/// The paced row: this many connections, each waiting this long after a response before its next request
-/// (10 × one per 19 ms and the answer's time: ~460 requests/s here, as near 500 as wrk's whole milliseconds go).
-const PACED: (u32, u32) = (10, 19);
+/// Each row's connections, and the milliseconds each waits after a response before its next request when paced:
+/// the last row is 10 × one per 19 ms and the answer's time, ~460 requests/s here (as near 500 as wrk's whole
+/// milliseconds go).
+const ROWS: [(u32, Option<u32>); 4] = [(2, None), (8, None), (32, None), (10, Some(19))];
 
 /// wrk's `--latency` distribution line, in milliseconds (`50%    1.23ms`).
 fn percentile(report: &str, label: &str) -> f64 {
@@ -80,18 +80,13 @@ async fn main() {
         "[feed]\nenabled = false\n",
     );
     let api = Api::start(&setup, 0).await;
-    let (paced_connections, pause_ms) = PACED;
     println!(
         "`POST /v1/jobs` for {seconds} s per row, each request a new job, wrk -t2 (loopback):\n"
     );
     println!("| connections | pace | requests/s | median | p90 | p99 | errors |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
     let mut jobs = 0;
-    let flat_out = [2, 8, 32].map(|c| (c, None));
-    let rows = flat_out
-        .into_iter()
-        .chain([(paced_connections, Some(pause_ms))]);
-    for (row, (connections, pause)) in rows.enumerate() {
+    for (row, (connections, pause)) in ROWS.into_iter().enumerate() {
         let script_file = setup.dir.0.join(format!("row{row}.lua"));
         std::fs::write(&script_file, script(row, pause)).unwrap();
         let pace = match pause {
