@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 use signer_e2e::autograph::AutographServer;
 use signer_e2e::db::TestDb;
-use signer_e2e::kinto::{KintoAdmin, KintoServer};
+use signer_e2e::kinto::{KintoAdmin, KintoServer, SIGNER};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{verify_x5u, Api, Setup};
 use signer_e2e::{by_id_without_timestamps, eventually, free_port, FAST_QUEUE};
@@ -114,6 +114,22 @@ impl Stack {
 
     async fn source(&self) -> Value {
         self.editor.collection("ws", "cfr").await.expect("source")
+    }
+
+    /// Asserts that the `n`th job was refused at its first attempt for `reason`, with the source's status put back
+    /// to `status` and nothing published.
+    async fn refused(&self, n: usize, reason: &str, status: &str) {
+        let job = self.nth_job(n).await;
+        assert_eq!(job["data"]["state"], "failed", "{job}");
+        assert_eq!(job["data"]["attempt"], 1, "a refusal is not retried: {job}");
+        let error = job["data"]["last_error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error}");
+        assert!(job["history"].to_string().contains("refused"), "{job}");
+        assert_eq!(self.source().await["status"], status);
+        assert!(
+            self.editor.collection("main", "cfr").await.is_none(),
+            "the destination was never created"
+        );
     }
 
     fn verified(&self, bucket: &str, records: usize) -> Value {
@@ -245,49 +261,20 @@ async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_pub
 
     // Straight from work-in-progress to to-sign, although review is enabled.
     s.set_status(&s.reviewer, "to-sign").await;
-    let early = s.nth_job(1).await;
-    assert_eq!(early["data"]["state"], "failed", "{early}");
-    let error = early["data"]["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("to-sign from \"work-in-progress\""),
-        "{error}"
-    );
-    assert_eq!(early["data"]["attempt"], 1, "a refusal is not retried");
-    assert!(early["history"].to_string().contains("refused"));
-    assert_eq!(s.source().await["status"], "work-in-progress");
+    s.refused(1, "to-sign from \"work-in-progress\"", "work-in-progress")
+        .await;
 
     s.set_status(&s.editor, "to-review").await;
     assert_eq!(s.nth_job(2).await["data"]["state"], "succeeded");
 
     // The editor who asked for the review cannot approve it.
     s.set_status(&s.editor, "to-sign").await;
-    let own = s.nth_job(3).await;
-    assert_eq!(own["data"]["state"], "failed");
-    assert!(
-        own["data"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("last editor cannot review"),
-        "{own}"
-    );
-    assert_eq!(s.source().await["status"], "to-review");
+    s.refused(3, "last editor cannot review", "to-review").await;
 
     // Nor can someone outside the reviewers group.
     s.set_status(&s.outsider, "to-sign").await;
-    let outsider = s.nth_job(4).await;
-    assert_eq!(outsider["data"]["state"], "failed");
-    assert!(
-        outsider["data"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("not in the cfr-reviewers group"),
-        "{outsider}"
-    );
-    assert_eq!(s.source().await["status"], "to-review");
-    assert!(
-        s.editor.collection("main", "cfr").await.is_none(),
-        "the destination was never created"
-    );
+    s.refused(4, "not in the cfr-reviewers group", "to-review")
+        .await;
     assert_eq!(
         s.jobs().await.len(),
         4,
@@ -305,17 +292,27 @@ async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_pub
         .await;
     assert_eq!(s.source().await["status"], "work-in-progress");
     s.set_status(&s.reviewer, "to-sign").await;
-    let stale = s.nth_job(5).await;
-    assert_eq!(stale["data"]["state"], "failed", "{stale}");
-    assert!(
-        stale["data"]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("to-sign from \"work-in-progress\""),
-        "{stale}"
-    );
-    assert_eq!(s.source().await["status"], "work-in-progress");
-    assert!(s.editor.collection("main", "cfr").await.is_none());
+    s.refused(5, "to-sign from \"work-in-progress\"", "work-in-progress")
+        .await;
+
+    // A review whose preview is gone by the time it is approved: nothing was shown, so nothing is approved.
+    s.set_status(&s.editor, "to-review").await;
+    assert_eq!(s.nth_job(6).await["data"]["state"], "succeeded");
+    s.editor
+        .as_user(SIGNER.0, SIGNER.1)
+        .ok(
+            reqwest::Method::DELETE,
+            "/buckets/ws-preview/collections/cfr",
+            None,
+        )
+        .await;
+    s.set_status(&s.reviewer, "to-sign").await;
+    s.refused(
+        7,
+        "the preview /buckets/ws-preview/collections/cfr does not exist",
+        "work-in-progress",
+    )
+    .await;
 
     // Unsigned or forged webhook calls are refused.
     let (status, _, body) = s

@@ -315,7 +315,21 @@ impl Pipeline {
         // already holds the snapshot: it is only signed again.
         let mut reviewed_preview = None;
         if let (JobKind::Sign, true, Some(preview)) = (action, reviewed(cx), &cx.resource.preview) {
-            let shown = self.destination.list_records(preview, |_| {}).await?;
+            let shown = match self.destination.list_records(preview, |_| {}).await {
+                Ok(shown) => shown,
+                // Nothing was shown to the reviewers (the preview was deleted, or the review job never ran):
+                // Kinto's bare 404 would say nothing of what to do next.
+                Err(KintoError::Status { status: 404, .. }) => {
+                    let reason = format!(
+                        "the preview {} does not exist, so there is nothing the reviewers approved: request a review again",
+                        preview.uri()
+                    );
+                    return Err(self
+                        .refuse(cx, reason, workflow::WORK_IN_PROGRESS.into())
+                        .await);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let diff = diff_records(&snapshot.records, &shown.records);
             if !diff.writes.is_empty() {
                 let reason = format!(
