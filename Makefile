@@ -92,3 +92,4 @@ bench: venv reference-venv bench-tools
 	cargo run --release --locked -p signer_e2e --example sign_collection -- postgresql 100000
 	cargo run --release --locked -p signer_e2e --example sign_collection -- memory without-plugin 1000 10000
 	cargo run --release --locked -p signer_e2e --example scale_out -- 200
+	cargo run --release --locked -p signer_e2e --example scale_out -- 100 100

@@ -1,9 +1,9 @@
 //! `make bench` (scale-out part): jobs per second with 1, 2 and 4 `signer-worker` processes, with Postgres and
-//! with RabbitMQ dispatch, on no-op-sized collections (empty: the cost is the queue and Kinto round trips, not
-//! the data); and how long after a worker's SIGKILL its job runs elsewhere. Real Kinto (memory backend), real
-//! Postgres and RabbitMQ on this machine. Medians of three runs.
+//! with RabbitMQ dispatch, on no-op-sized collections (empty by default: the cost is the queue and Kinto round
+//! trips, not the data) or collections of RECORDS records; and how long after a worker's SIGKILL its job runs
+//! elsewhere. Real Kinto (memory backend), real Postgres and RabbitMQ on this machine. Medians of three runs.
 //!
-//! Usage: cargo run --release -p signer_e2e --example scale_out -- [JOBS] (default 200)
+//! Usage: cargo run --release -p signer_e2e --example scale_out -- [JOBS [RECORDS]] (default 200 0)
 
 use serde_json::json;
 use signer_e2e::db::TestDb;
@@ -32,10 +32,10 @@ fn queue_table(rabbit: Option<&str>, lease_seconds: u64) -> String {
     )
 }
 
-/// `jobs` empty collections on a fresh Kinto (the memory backend slows down as it fills), all queued before any
-/// worker starts; then `workers` processes drain them. Returns jobs per second, first claim to last success
-/// (process start-up excluded).
-async fn drain(jobs: usize, workers: usize, rabbit: bool, run: usize) -> f64 {
+/// `jobs` collections of `records` records on a fresh Kinto (the memory backend slows down as it fills), all
+/// queued before any worker starts; then `workers` processes drain them. Returns jobs per second, first claim
+/// to last success (process start-up excluded).
+async fn drain(jobs: usize, records: usize, workers: usize, rabbit: bool, run: usize) -> f64 {
     let kinto = KintoServer::start().await;
     let bucket = format!("b{}", uuid::Uuid::new_v4().simple());
     let editor = kinto.editor();
@@ -56,6 +56,12 @@ async fn drain(jobs: usize, workers: usize, rabbit: bool, run: usize) -> f64 {
                 "/batch",
                 Some(json!({"requests": chunk})),
             )
+            .await;
+    }
+    let content = sample_records(records, 1);
+    for i in 0..jobs {
+        editor
+            .put_records(&bucket, &format!("c{i}"), &content)
             .await;
     }
     let db = TestDb::create().await;
@@ -175,10 +181,16 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let jobs: usize = std::env::args()
-        .nth(1)
-        .map_or(200, |a| a.parse().expect("JOBS is a number"));
-    println!("Jobs per second, {jobs} empty collections queued, then drained by N worker processes x {CONCURRENCY} (median of {RUNS}):\n");
+    let arg = |n: usize, default: usize, name: &str| {
+        std::env::args()
+            .nth(n)
+            .map_or(default, |a| a.parse().expect(name))
+    };
+    let (jobs, records) = (
+        arg(1, 200, "JOBS is a number"),
+        arg(2, 0, "RECORDS is a number"),
+    );
+    println!("Jobs per second, {jobs} collections of {records} records queued, then drained by N worker processes x {CONCURRENCY} (median of {RUNS}):\n");
     println!("| dispatch | 1 process | 2 processes | 4 processes | 4 vs 1 |");
     println!("|---|---|---|---|---|");
     for rabbit in [false, true] {
@@ -186,7 +198,7 @@ async fn main() {
         for workers in [1, 2, 4] {
             let mut runs = Vec::new();
             for run in 0..RUNS {
-                runs.push(drain(jobs, workers, rabbit, run).await);
+                runs.push(drain(jobs, records, workers, rabbit, run).await);
             }
             rates.push(median(runs));
         }
