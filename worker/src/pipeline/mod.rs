@@ -319,7 +319,7 @@ impl Pipeline {
                 Ok(shown) => shown,
                 // Nothing was shown to the reviewers (the preview was deleted, or the review job never ran):
                 // Kinto's bare 404 would say nothing of what to do next.
-                Err(KintoError::Status { status: 404, .. }) => {
+                Err(e) if e.status() == Some(404) => {
                     let reason = format!(
                         "the preview {} does not exist, so there is nothing the reviewers approved: request a review again",
                         preview.uri()
