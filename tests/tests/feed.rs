@@ -61,10 +61,12 @@ async fn without_a_webhook_one_leader_among_three_workers_finds_to_sign() {
     editor
         .patch_collection("ws", "a", json!({"status": "to-sign"}))
         .await;
-    eventually(30, "ws/a signed by the feed's job", || async {
-        (editor.collection("ws", "a").await?["status"] == "signed").then_some(())
-    })
-    .await;
+    // The worker marks the source signed before it records the job as succeeded: wait for the job.
+    first_job_in_state(&api, "/buckets/ws/collections/a", "succeeded").await;
+    assert_eq!(
+        editor.collection("ws", "a").await.unwrap()["status"],
+        "signed"
+    );
     setup.assert_verifies(&kinto.url, "main", "a", 15);
     let (_, jobs) = api.get("/v1/jobs?resource=/buckets/ws/collections/a").await;
     let jobs = jobs["data"].as_array().unwrap();
@@ -219,19 +221,13 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     reviewer
         .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
         .await;
-    eventually(30, "the stale approval refused", || async {
-        let source = editor.collection("ws", "cfr").await?;
-        (source["status"] == "work-in-progress").then_some(())
-    })
-    .await;
-    let (_, jobs) = api
-        .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
-        .await;
-    let refused = &jobs["data"][0];
+    // The worker puts the source back to work-in-progress before it records the job as failed: wait for the job.
+    let refused = first_job_in_state(&api, "/buckets/ws/collections/cfr", "failed").await;
     assert_eq!(
-        (&refused["state"], &refused["trigger"]),
-        (&json!("failed"), &json!("feed"))
+        editor.collection("ws", "cfr").await.unwrap()["status"],
+        "work-in-progress"
     );
+    assert_eq!(refused["trigger"], "feed", "{refused}");
     assert!(
         refused["last_error"].as_str().unwrap().contains(
             "the source changed since the review was requested (0 created, 1 updated, 0 deleted)"
@@ -261,4 +257,15 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     assert_eq!(source["last_review_by"], reviewer_id.as_str());
     assert_eq!(source["last_signature_by"], reviewer_id.as_str());
     setup.assert_verifies(&kinto.url, "main", "cfr", 6);
+}
+
+/// Feed jobs have no id the test knows: find the resource's newest job once it reaches `state`.
+async fn first_job_in_state(api: &Api, resource: &str, state: &str) -> serde_json::Value {
+    eventually(30, &format!("a {state} job for {resource}"), || async {
+        let (_, jobs) = api
+            .get(&format!("/v1/jobs?resource={resource}&state={state}"))
+            .await;
+        jobs["data"].as_array()?.first().cloned()
+    })
+    .await
 }
