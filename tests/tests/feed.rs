@@ -62,7 +62,7 @@ async fn without_a_webhook_one_leader_among_three_workers_finds_to_sign() {
         .patch_collection("ws", "a", json!({"status": "to-sign"}))
         .await;
     // The worker marks the source signed before it records the job as succeeded: wait for the job.
-    first_job_in_state(&api, "/buckets/ws/collections/a", "succeeded").await;
+    newest_job_in_state(&api, "/buckets/ws/collections/a", "succeeded").await;
     assert_eq!(
         editor.collection("ws", "a").await.unwrap()["status"],
         "signed"
@@ -222,7 +222,7 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
         .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
         .await;
     // The worker puts the source back to work-in-progress before it records the job as failed: wait for the job.
-    let refused = first_job_in_state(&api, "/buckets/ws/collections/cfr", "failed").await;
+    let refused = newest_job_in_state(&api, "/buckets/ws/collections/cfr", "failed").await;
     assert_eq!(
         editor.collection("ws", "cfr").await.unwrap()["status"],
         "work-in-progress"
@@ -260,7 +260,7 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
 }
 
 /// Feed jobs have no id the test knows: find the resource's newest job once it reaches `state`.
-async fn first_job_in_state(api: &Api, resource: &str, state: &str) -> serde_json::Value {
+async fn newest_job_in_state(api: &Api, resource: &str, state: &str) -> serde_json::Value {
     eventually(30, &format!("a {state} job for {resource}"), || async {
         let (_, jobs) = api
             .get(&format!("/v1/jobs?resource={resource}&state={state}"))
