@@ -5,7 +5,7 @@ PY    := python3
 # Every optional scheme is built and tested (kmsauth brings the AWS SDK).
 FEATURES := --features signer_api/kmsauth
 
-.PHONY: help venv reference-venv tools bench-tools build test lint fmt run demo bench clean
+.PHONY: help venv reference-venv tools bench-tools build plugin-test test lint fmt run demo bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
@@ -46,7 +46,11 @@ tools:
 build:
 	cargo build --workspace --all-targets --locked $(FEATURES)
 
-test: venv reference-venv tools build
+# The Kinto plugin's own tests (deploy/kinto/tests: its pure workflow rules); the end-to-end tests run it in Kinto.
+plugin-test: venv
+	cd deploy/kinto && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+
+test: venv reference-venv tools build plugin-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --locked --no-fail-fast $(FEATURES); \
 	else \

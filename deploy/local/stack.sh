@@ -38,8 +38,14 @@ webhook_secret = "$WEBHOOK_SECRET"
 [feed]
 interval_seconds = 5
 TOML
-    # Kinto with the listener plugin posting collection changes to the API's webhook.
-    sed "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection record\nkinto.event_listeners.signer.buckets = main-workspace|" \
+    # Kinto with the listener plugin posting collection changes to the API's webhook, and the review workflow's
+    # rules decided in Kinto (signoff), the service known by its Basic-auth user id.
+    local signer_id
+    signer_id=basicauth:$(.venv/bin/python -c 'import hashlib, hmac, re, sys
+secret = re.search(r"^kinto.userid_hmac_secret = (.*)$", open(sys.argv[1]).read(), re.M).group(1)
+print(hmac.new(secret.encode(), b"signer:signer", hashlib.sha256).hexdigest())' deploy/kinto/kinto.ini)
+    sed -e "s|^kinto.includes = kinto_signer_webhook.push\$|kinto.includes = kinto_signer_webhook.push kinto_signer_webhook.signoff\nkinto.signer.resources = /buckets/main-workspace -> /buckets/main\nkinto.signer.service_userid = $signer_id|" \
+        -e "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection record\nkinto.event_listeners.signer.buckets = main-workspace|" \
         deploy/kinto/kinto.ini > "$LOCAL_DIR/kinto.ini"
     PYTHONPATH=deploy/kinto .venv/bin/kinto start --ini "$LOCAL_DIR/kinto.ini" --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
     KINTO_PID=$!

@@ -8,22 +8,19 @@ request. Calls are signed with HMAC-SHA256 (`X-Signer-Timestamp`, `X-Signer-Sign
 `<timestamp>.<body>`) when a secret is set. A call that fails is logged and dropped: the service's change feed
 finds the collection anyway.
 
-With `buckets` set, it also keeps kinto-signer's edit tracking, inside the editor's own transaction: a record
-created, changed or deleted in those (source) buckets sets the collection's `status` to `work-in-progress` (unless
-a request to the signer is pending) and `last_edit_by`/`last_edit_date`. The service's own writes (its User-Agent
-starts with `kinto-signer-rs/`) are not edits.
+The review workflow's rules (who may change a status, edit tracking, floats, protected collections) are decided
+in Kinto's transaction by `signoff` (`kinto.includes = kinto_signer_webhook.signoff`): a change this listener
+announces has been accepted.
 
 Settings (prefix `kinto.event_listeners.<name>.`):
   use = kinto_signer_webhook
   url = http://127.0.0.1:8000/v1/webhooks/kinto
   hmac_secret = <shared with the service's api.webhook_secret>   (optional)
-  buckets = main-workspace security-state-staging               (source buckets; all buckets when empty,
-                                                                 and then edits are not tracked)
+  buckets = main-workspace security-state-staging               (source buckets; all buckets when empty)
   timeout_seconds = 2
   resources = collection record                                 (Kinto's own filter)
 """
 
-import datetime
 import hashlib
 import hmac
 import json
@@ -34,17 +31,12 @@ import time
 import urllib.request
 
 import transaction
-from kinto.core.storage.exceptions import ObjectNotFoundError
 from pyramid.settings import aslist
 
 logger = logging.getLogger(__name__)
 
 # Calls waiting for the sender thread; beyond this they are dropped (the feed is the safety net).
 QUEUE_SIZE = 1000
-# Requests the signing service makes (rollbacks write source records): not edits.
-SERVICE_AGENT = "kinto-signer-rs/"
-# Statuses waiting for the signer: an edit does not cancel them (the job decides with what it finds).
-PENDING = ("to-sign", "to-resign", "to-rollback")
 
 
 def signature(secret, timestamp, body):
@@ -65,9 +57,6 @@ class Listener:
         payload = event.payload
         if self.buckets and payload.get("bucket_id") not in self.buckets:
             return
-        if payload.get("resource_name") == "record" and self.buckets:
-            self.track_edit(event)
-            return
         if payload.get("resource_name") != "collection":
             return
         body = dict(payload)
@@ -77,26 +66,6 @@ class Listener:
         data = json.dumps(body, default=str).encode()
         # Only what committed is announced: a rolled-back request must not trigger a signature.
         transaction.get().addAfterCommitHook(self._enqueue, args=(data,))
-
-    def track_edit(self, event):
-        request = event.request
-        if request.headers.get("User-Agent", "").startswith(SERVICE_AGENT):
-            return
-        payload = event.payload
-        storage = request.registry.storage
-        parent_id = f"/buckets/{payload['bucket_id']}"
-        try:
-            collection = storage.get(resource_name="collection", parent_id=parent_id,
-                                     object_id=payload["collection_id"])
-        except ObjectNotFoundError:
-            return
-        if collection.get("status") not in PENDING:
-            collection["status"] = "work-in-progress"
-        collection["last_edit_by"] = payload["user_id"]
-        collection["last_edit_date"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        collection.pop("last_modified", None)
-        storage.update(resource_name="collection", parent_id=parent_id, object_id=payload["collection_id"],
-                       obj=collection)
 
     def _enqueue(self, committed, data):
         if not committed:
