@@ -108,6 +108,29 @@ pub fn webhook_settings(webhook_url: &str, secret: &str, buckets: &str) -> Strin
     )
 }
 
+/// The secret `deploy/kinto/kinto.ini` gives Kinto to derive Basic-auth user ids.
+const USERID_HMAC_SECRET: &str = "5c0d5c6e0e1c4e7ab0a3d6a6f2a1b9e8-test-only";
+
+/// The principal Kinto gives a Basic-auth user (`basicauth:<HMAC-SHA256 of user:password>`), known before the
+/// server starts, so that its settings can name it.
+pub fn basicauth_userid(user: &str, password: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(USERID_HMAC_SECRET.as_bytes())
+        .expect("any key length");
+    mac.update(format!("{user}:{password}").as_bytes());
+    format!("basicauth:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The `[app:main]` lines of the plugin's review workflow (`signoff`): Remote Settings' rules decided in Kinto for
+/// `resources` (kinto-signer syntax), the signing service known by its principal (the `SIGNER` user).
+pub fn signoff_settings(resources: &str, to_review_enabled: bool) -> String {
+    format!(
+        "kinto.includes = kinto_signer_webhook.signoff\nkinto.signer.resources = {resources}\n\
+         kinto.signer.to_review_enabled = {to_review_enabled}\nkinto.signer.service_userid = {}\n",
+        basicauth_userid(SIGNER.0, SIGNER.1)
+    )
+}
+
 /// The `[app:main]` lines that make kinto-signer 8.1.1 sign `resources` with a local ECDSA key pair.
 pub fn reference_signer_settings(resources: &str, private_key: &Path, public_key: &Path) -> String {
     format!(
@@ -274,9 +297,14 @@ impl KintoServer {
     }
 
     pub fn editor(&self) -> KintoAdmin {
+        Self::admin(&self.url)
+    }
+
+    /// The `EDITOR` user's client for the Kinto at `url`.
+    pub fn admin(url: &str) -> KintoAdmin {
         KintoAdmin {
             http: reqwest::Client::new(),
-            url: self.url.clone(),
+            url: url.to_owned(),
             auth: EDITOR,
         }
     }

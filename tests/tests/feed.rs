@@ -4,7 +4,7 @@
 use serde_json::json;
 use signer_e2e::autograph::AutographServer;
 use signer_e2e::db::TestDb;
-use signer_e2e::kinto::KintoServer;
+use signer_e2e::kinto::{signoff_settings, KintoAdmin, KintoServer};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{verify_x5u, Api, Process, Setup};
 use signer_e2e::{eventually, FAST_QUEUE};
@@ -167,12 +167,10 @@ async fn destinations_are_re_signed_before_the_certificate_expires_once_per_cert
     assert_eq!(resigns, 1, "{jobs}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_history() {
-    let db = TestDb::create().await;
-    let dir = signer_e2e::service::TempDir::new("kinto-history");
-    let kinto =
-        KintoServer::start_with_settings(&dir.0, "kinto.includes = kinto.plugins.history\n").await;
+const REVIEWED: &str = "/buckets/ws -> /buckets/ws-preview -> /buckets/main";
+
+/// `ws/cfr` with 6 records; the editor edits and asks for reviews, the reviewer approves.
+async fn reviewed_source(kinto: &KintoServer) -> (KintoAdmin, KintoAdmin, String, String) {
     let editor = kinto.editor();
     let reviewer = editor.as_user("reviewer", "reviewer-pw");
     let (editor_id, reviewer_id) = (editor.principal().await, reviewer.principal().await);
@@ -190,10 +188,24 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     editor
         .put_group("ws", "cfr-reviewers", std::slice::from_ref(&reviewer_id))
         .await;
+    (editor, reviewer, editor_id, reviewer_id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_history() {
+    let db = TestDb::create().await;
+    let dir = signer_e2e::service::TempDir::new("kinto-history");
+    let kinto = KintoServer::start_with_settings(
+        &dir.0,
+        &("kinto.includes = kinto.plugins.history\n".to_owned()
+            + &signoff_settings(REVIEWED, true)),
+    )
+    .await;
+    let (editor, reviewer, editor_id, reviewer_id) = reviewed_source(&kinto).await;
     let setup = Setup::new(
         &db.url,
         &kinto.url,
-        "/buckets/ws -> /buckets/ws-preview -> /buckets/main",
+        REVIEWED,
         &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
     );
     let api = Api::start(&setup, 1).await;
@@ -201,15 +213,21 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     editor
         .patch_collection("ws", "cfr", json!({"status": "to-review"}))
         .await;
-    eventually(30, "the review request handled by the feed", || async {
-        let source = editor.collection("ws", "cfr").await?;
-        (source["last_review_request_by"] == editor_id.as_str()).then_some(())
-    })
-    .await;
+    assert_eq!(
+        editor.collection("ws", "cfr").await.unwrap()["last_review_request_by"],
+        editor_id.as_str(),
+        "who asked is written with the request"
+    );
+    let review = newest_job_in_state(&api, "/buckets/ws/collections/cfr", "succeeded").await;
+    assert_eq!(
+        (&review["trigger"], &review["result"]["action"]),
+        (&json!("feed"), &json!("review")),
+        "{review}"
+    );
     setup.assert_verifies(&kinto.url, "ws-preview", "cfr", 6);
 
-    // Without the listener plugin nothing tracks edits in Kinto: the approval itself notices that the source no
-    // longer equals the preview the reviewers saw.
+    // An edit after the review request puts the collection back to work in progress, in Kinto's transaction: the
+    // approval is refused on the spot and nothing reaches the service.
     editor
         .patch_record(
             "ws",
@@ -218,21 +236,16 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
             json!({"title": "after the review request"}),
         )
         .await;
-    reviewer
-        .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
+    let (status, body) = reviewer
+        .request(
+            reqwest::Method::PATCH,
+            "/buckets/ws/collections/cfr",
+            Some(json!({"data": {"status": "to-sign"}})),
+        )
         .await;
-    // The worker puts the source back to work-in-progress before it records the job as failed: wait for the job.
-    let refused = newest_job_in_state(&api, "/buckets/ws/collections/cfr", "failed").await;
     assert_eq!(
-        editor.collection("ws", "cfr").await.unwrap()["status"],
-        "work-in-progress"
-    );
-    assert_eq!(refused["trigger"], "feed", "{refused}");
-    assert!(
-        refused["last_error"].as_str().unwrap().contains(
-            "the source changed since the review was requested (0 created, 1 updated, 0 deleted)"
-        ),
-        "{refused}"
+        (status, body["message"].as_str()),
+        (400, Some("Collection not under review"))
     );
     assert!(editor.collection("main", "cfr").await.is_none());
 
@@ -257,6 +270,39 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     assert_eq!(source["last_review_by"], reviewer_id.as_str());
     assert_eq!(source["last_signature_by"], reviewer_id.as_str());
     setup.assert_verifies(&kinto.url, "main", "cfr", 6);
+    let (_, jobs) = api
+        .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+        .await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 3, "{jobs}");
+}
+
+/// Review enabled, but Kinto does not decide the workflow (no `signoff`): a status change there was answered 200
+/// whoever made it, so the service does not carry it out, and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_review_enabled_resource_needs_kinto_to_decide_the_workflow() {
+    let db = TestDb::create().await;
+    let kinto = KintoServer::start().await;
+    let (editor, reviewer, _, _) = reviewed_source(&kinto).await;
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        REVIEWED,
+        &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
+    );
+    let api = Api::start(&setup, 1).await;
+    reviewer
+        .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
+        .await;
+    let failed = newest_job_in_state(&api, "/buckets/ws/collections/cfr", "failed").await;
+    assert_eq!(failed["attempt"], 1, "not retried: {failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains(
+            "Kinto does not decide its review workflow: add kinto_signer_webhook.signoff"
+        ),
+        "{failed}"
+    );
+    assert!(editor.collection("main", "cfr").await.is_none());
+    assert!(editor.collection("ws-preview", "cfr").await.is_none());
 }
 
 /// Feed jobs have no id the test knows: find the resource's newest job once it reaches `state`.

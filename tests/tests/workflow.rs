@@ -1,20 +1,35 @@
-//! The review workflow end to end, as Remote Settings runs it: a real Kinto with the listener plugin of
-//! `deploy/kinto` posting signed webhook calls, the Autograph test server signing with two key ids, and every
-//! published signature checked by the independent Python verifier against the keys of its own `x5u` chain.
+//! The review workflow end to end, as Remote Settings runs it: a real Kinto (memory and PostgreSQL backends) with
+//! the plugin of `deploy/kinto` deciding every status change in the editor's own request (`signoff`) and posting
+//! signed webhook calls, the Autograph test server signing with two key ids, and every published signature
+//! checked by the independent Python verifier against the keys of its own `x5u` chain. Where kinto-signer 8.1.1
+//! has a behaviour, the same steps run against it on the same kind of Kinto and must get the same answers.
 
+use reqwest::Method;
 use serde_json::{json, Value};
 use signer_e2e::autograph::AutographServer;
 use signer_e2e::db::TestDb;
-use signer_e2e::kinto::{KintoAdmin, KintoServer, SIGNER};
+use signer_e2e::kinto::{
+    reference_signer_settings, signoff_settings, webhook_settings, Install, KintoAdmin,
+    KintoServer, Storage, SIGNER,
+};
 use signer_e2e::records::sample_records;
-use signer_e2e::service::{verify_x5u, Api, Setup};
+use signer_e2e::service::{verify_x5u, Api, Setup, TempDir};
 use signer_e2e::{by_id_without_timestamps, eventually, free_port, FAST_QUEUE};
 
 const SECRET: &str = "webhook-test-secret";
 const SOURCE: &str = "/buckets/ws/collections/cfr";
+const RESOURCES: &str = "/buckets/ws -> /buckets/ws-preview -> /buckets/main";
+
+/// Kinto's backend for a stack: the memory backend does not roll back a refused request, PostgreSQL does.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Memory,
+    Postgres,
+}
 
 struct Stack {
     _db: TestDb,
+    _kinto_db: Option<TestDb>,
     kinto: KintoServer,
     autograph: AutographServer,
     _setup: Setup,
@@ -26,22 +41,11 @@ struct Stack {
     reviewer_id: String,
 }
 
-/// ws → ws-preview → main, review enabled, signed by Autograph with two key ids, events by the listener plugin.
-async fn stack(records: usize) -> Stack {
-    let db = TestDb::create().await;
-    let autograph = AutographServer::start(&["remote-settings", "remote-settings-2026"]).await;
-    let api_port = free_port();
-    let dir = signer_e2e::service::TempDir::new("kinto-webhook");
-    let kinto = KintoServer::start_with_webhook(
-        &dir.0,
-        &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
-        SECRET,
-        "ws",
-    )
-    .await;
-    let editor = kinto.editor();
+/// `ws/cfr` holding `records` records, its editors and reviewers groups: the editor is in both (as often), the
+/// reviewer only reviews, the outsider is in neither.
+async fn source_with_groups(kinto_url: &str, records: usize) -> (KintoAdmin, String, String) {
+    let editor = KintoServer::admin(kinto_url);
     let reviewer = editor.as_user("reviewer", "reviewer-pw");
-    let outsider = editor.as_user("eve", "eve-pw");
     let (editor_id, reviewer_id) = (editor.principal().await, reviewer.principal().await);
     editor
         .create_source(
@@ -54,7 +58,6 @@ async fn stack(records: usize) -> Stack {
     editor
         .put_group("ws", "cfr-editors", std::slice::from_ref(&editor_id))
         .await;
-    // The editor reviews too (as often), so only "not your own review request" stops them approving it.
     editor
         .put_group(
             "ws",
@@ -62,10 +65,34 @@ async fn stack(records: usize) -> Stack {
             &[reviewer_id.clone(), editor_id.clone()],
         )
         .await;
+    (editor, editor_id, reviewer_id)
+}
+
+/// ws → ws-preview → main, review enabled and decided in Kinto, signed by Autograph with two key ids, events by
+/// the listener plugin.
+async fn stack(records: usize, backend: Backend) -> Stack {
+    let db = TestDb::create().await;
+    let kinto_db = match backend {
+        Backend::Memory => None,
+        Backend::Postgres => Some(TestDb::create().await),
+    };
+    let storage = kinto_db
+        .as_ref()
+        .map_or(Storage::Memory, |db| Storage::Postgres(db.url.clone()));
+    let autograph = AutographServer::start(&["remote-settings", "remote-settings-2026"]).await;
+    let api_port = free_port();
+    let dir = TempDir::new("kinto-webhook");
+    let settings = webhook_settings(
+        &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
+        SECRET,
+        "ws",
+    ) + &signoff_settings(RESOURCES, true);
+    let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, &settings).await;
+    let (editor, editor_id, reviewer_id) = source_with_groups(&kinto.url, records).await;
     let setup = Setup::new(
         &db.url,
         &kinto.url,
-        "/buckets/ws -> /buckets/ws-preview -> /buckets/main",
+        RESOURCES,
         &format!(
             "to_review_enabled = true\nsigner_backend = \"autograph\"\n{}{FAST_QUEUE}[api]\nwebhook_secret = \"{SECRET}\"\n[feed]\nenabled = false\n",
             autograph.settings()
@@ -75,16 +102,35 @@ async fn stack(records: usize) -> Stack {
     drop(dir);
     Stack {
         _db: db,
+        _kinto_db: kinto_db,
         kinto,
         autograph,
         _setup: setup,
-        api,
+        reviewer: editor.as_user("reviewer", "reviewer-pw"),
+        outsider: editor.as_user("eve", "eve-pw"),
         editor,
-        reviewer,
-        outsider,
+        api,
         editor_id,
         reviewer_id,
     }
+}
+
+/// What a Kinto answers to a change of `ws/cfr`: the status code and, for a refusal, its message.
+async fn change(who: &KintoAdmin, data: Value) -> (u16, Option<String>) {
+    let (status, body) = who
+        .request(
+            Method::PATCH,
+            "/buckets/ws/collections/cfr",
+            Some(json!({"data": data})),
+        )
+        .await;
+    (status, body["message"].as_str().map(str::to_owned))
+}
+
+/// The collection's data without its timestamp (the memory backend stamps the restored object anew).
+fn without_timestamp(mut collection: Value) -> Value {
+    collection.as_object_mut().unwrap().remove("last_modified");
+    collection
 }
 
 impl Stack {
@@ -116,19 +162,15 @@ impl Stack {
         self.editor.collection("ws", "cfr").await.expect("source")
     }
 
-    /// Asserts that the `n`th job was refused at its first attempt for `reason`, with the source's status put back
-    /// to `status` and nothing published.
-    async fn refused(&self, n: usize, reason: &str, status: &str) {
-        let job = self.nth_job(n).await;
-        assert_eq!(job["data"]["state"], "failed", "{job}");
-        assert_eq!(job["data"]["attempt"], 1, "a refusal is not retried: {job}");
-        let error = job["data"]["last_error"].as_str().unwrap();
-        assert!(error.contains(reason), "{error}");
-        assert!(job["history"].to_string().contains("refused"), "{job}");
-        assert_eq!(self.source().await["status"], status);
-        assert!(
-            self.editor.collection("main", "cfr").await.is_none(),
-            "the destination was never created"
+    /// Asserts Kinto refuses `data` from `who` with `code` and `message`, and that the source is as it was.
+    async fn refused(&self, who: &KintoAdmin, data: Value, code: u16, message: &str) {
+        let before = without_timestamp(self.source().await);
+        let answer = change(who, data.clone()).await;
+        assert_eq!(answer, (code, Some(message.to_owned())), "{data}");
+        assert_eq!(
+            without_timestamp(self.source().await),
+            before,
+            "a refused change leaves the source as it was: {data}"
         );
     }
 
@@ -142,7 +184,7 @@ impl Stack {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn review_approve_rollback_and_resign_through_kinto_events() {
-    let s = stack(20).await;
+    let s = stack(20, Backend::Memory).await;
 
     // Editor asks for a review: the preview is published and signed, the destination is not touched.
     s.set_status(&s.editor, "to-review").await;
@@ -255,77 +297,390 @@ async fn review_approve_rollback_and_resign_through_kinto_events() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn approvals_from_the_wrong_people_or_state_are_refused_and_nothing_is_published() {
-    let s = stack(5).await;
+/// Every rule of Remote Settings' workflow, answered on the PATCH itself with kinto-remote-settings' code and
+/// message; a refused change leaves the source as it was and queues nothing.
+async fn refusals_are_answered_on_the_request(backend: Backend) {
+    let s = stack(5, backend).await;
+    let (editor, reviewer, outsider) = (&s.editor, &s.reviewer, &s.outsider);
+    let tracking = |field: &str| {
+        format!(
+            "Cannot change <TRACKING_FIELDS.{}: '{field}'>",
+            field.to_uppercase()
+        )
+    };
 
-    // Straight from work-in-progress to to-sign, although review is enabled.
-    s.set_status(&s.reviewer, "to-sign").await;
-    s.refused(1, "to-sign from \"work-in-progress\"", "work-in-progress")
+    s.refused(
+        reviewer,
+        json!({"status": "to-sign"}),
+        400,
+        "Collection not under review",
+    )
+    .await;
+    s.refused(
+        outsider,
+        json!({"status": "to-review"}),
+        403,
+        "Not in cfr-editors group",
+    )
+    .await;
+    s.refused(
+        editor,
+        json!({"status": "signed"}),
+        400,
+        "Cannot set status to 'signed'",
+    )
+    .await;
+    s.refused(
+        editor,
+        json!({"status": "bogus"}),
+        400,
+        "Invalid status 'bogus'",
+    )
+    .await;
+    s.refused(editor, json!({"status": null}), 400, "Cannot remove status")
         .await;
-
-    s.set_status(&s.editor, "to-review").await;
-    assert_eq!(s.nth_job(2).await["data"]["state"], "succeeded");
-
-    // The editor who asked for the review cannot approve it.
-    s.set_status(&s.editor, "to-sign").await;
-    s.refused(3, "last editor cannot review", "to-review").await;
-
-    // Nor can someone outside the reviewers group.
-    s.set_status(&s.outsider, "to-sign").await;
-    s.refused(4, "not in the cfr-reviewers group", "to-review")
+    s.refused(
+        editor,
+        json!({"last_edit_by": "account:someone-else"}),
+        400,
+        &tracking("last_edit_by"),
+    )
+    .await;
+    let float = json!({"data": {"id": "rec-float", "details": {"ratio": [1, 2.5]}}});
+    let (status, body) = editor
+        .request(
+            Method::PUT,
+            "/buckets/ws/collections/cfr/records/rec-float",
+            Some(float),
+        )
         .await;
     assert_eq!(
-        s.jobs().await.len(),
-        4,
-        "putting the status back asks for nothing"
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("field contains float value (tip: use integer or string), 'details.ratio.1'")
+        ),
+        "floats are refused at write time: {body}"
     );
 
-    // Edits after the review request put the collection back to work-in-progress, so approving is refused.
-    s.editor
-        .patch_record(
-            "ws",
-            "cfr",
-            "rec-00000",
-            json!({"title": "changed after review"}),
-        )
-        .await;
-    assert_eq!(s.source().await["status"], "work-in-progress");
-    s.set_status(&s.reviewer, "to-sign").await;
-    s.refused(5, "to-sign from \"work-in-progress\"", "work-in-progress")
-        .await;
-
-    // A review whose preview is gone by the time it is approved: nothing was shown, so nothing is approved.
-    s.set_status(&s.editor, "to-review").await;
-    assert_eq!(s.nth_job(6).await["data"]["state"], "succeeded");
-    s.editor
-        .as_user(SIGNER.0, SIGNER.1)
-        .ok(
-            reqwest::Method::DELETE,
-            "/buckets/ws-preview/collections/cfr",
-            None,
-        )
-        .await;
-    s.set_status(&s.reviewer, "to-sign").await;
+    // Accepted: who asked is recorded in the same transaction, so the answers below do not depend on timing.
+    s.set_status(editor, "to-review").await;
+    assert_eq!(s.source().await["last_review_request_by"], s.editor_id);
+    // The requester cannot approve their own request, not even by naming someone else as the requester (the
+    // four-eyes bypass); a reviewer cannot rewrite who asked; an outsider cannot approve.
     s.refused(
-        7,
-        "the preview /buckets/ws-preview/collections/cfr does not exist",
-        "work-in-progress",
+        editor,
+        json!({"status": "to-sign"}),
+        403,
+        "Last editor cannot review",
+    )
+    .await;
+    s.refused(
+        editor,
+        json!({"status": "to-sign", "last_review_request_by": s.reviewer_id}),
+        403,
+        "Last editor cannot review",
+    )
+    .await;
+    s.refused(
+        reviewer,
+        json!({"status": "to-sign", "last_review_request_by": "account:someone-else"}),
+        400,
+        &tracking("last_review_request_by"),
+    )
+    .await;
+    s.refused(
+        outsider,
+        json!({"status": "to-sign"}),
+        403,
+        "Not in cfr-reviewers group",
+    )
+    .await;
+    let review = s.nth_job(1).await;
+    assert_eq!(review["data"]["state"], "succeeded", "{review}");
+    s.verified("ws-preview", 5);
+
+    s.set_status(reviewer, "to-sign").await;
+    let sign = s.nth_job(2).await;
+    assert_eq!(sign["data"]["state"], "succeeded", "{sign}");
+    s.verified("main", 5);
+    let source = s.source().await;
+    assert_eq!(
+        (&source["status"], &source["last_review_by"]),
+        (&json!("signed"), &json!(s.reviewer_id))
+    );
+    s.refused(
+        reviewer,
+        json!({"status": "to-sign"}),
+        400,
+        "Collection already signed",
+    )
+    .await;
+    s.refused(
+        editor,
+        json!({"status": "to-rollback"}),
+        400,
+        "Collection has no work-in-progress",
+    )
+    .await;
+    // A destination or preview in use cannot be deleted, even by the service's own user who created it. (Only
+    // where Kinto can roll back: the memory backend has deleted the collection by the time the refusal comes, as
+    // with kinto-signer.)
+    let signer = editor.as_user(SIGNER.0, SIGNER.1);
+    let rolls_back = backend == Backend::Postgres;
+    for bucket in ["main", "ws-preview"].into_iter().filter(|_| rolls_back) {
+        let (status, body) = signer
+            .request(
+                Method::DELETE,
+                &format!("/buckets/{bucket}/collections/cfr"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (403, Some("Collection is in use.")),
+            "{bucket}: {body}"
+        );
+    }
+    s.verified("main", 5);
+    assert_eq!(
+        s.jobs().await.len(),
+        2,
+        "refused changes queue nothing: only the review and its approval ran"
+    );
+    let _ = &s.autograph;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_answered_on_the_request_memory() {
+    refusals_are_answered_on_the_request(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_answered_on_the_request_postgresql() {
+    refusals_are_answered_on_the_request(Backend::Postgres).await;
+}
+
+/// What kinto-http's `request_review()` then `approve_changes()` do, and Mozilla's release scripts after them:
+/// the approval follows the request at once, before the review's job has run. Every round must end with the
+/// preview and the destination signed over the new records.
+#[tokio::test(flavor = "multi_thread")]
+async fn back_to_back_review_then_approval_is_signed_every_time() {
+    const ROUNDS: usize = 8;
+    let s = stack(10, Backend::Postgres).await;
+    for round in 0..ROUNDS {
+        s.editor
+            .put_records(
+                "ws",
+                "cfr",
+                &[json!({"id": format!("round-{round}"), "title": "new"})],
+            )
+            .await;
+        assert_eq!(s.source().await["status"], "work-in-progress");
+        assert_eq!(
+            change(&s.editor, json!({"status": "to-review"})).await,
+            (200, None)
+        );
+        assert_eq!(
+            change(&s.reviewer, json!({"status": "to-sign"})).await,
+            (200, None)
+        );
+        eventually(60, &format!("round {round} signed"), || async {
+            (s.source().await["status"] == "signed").then_some(())
+        })
+        .await;
+        let expected = 10 + round + 1;
+        s.verified("main", expected);
+        s.verified("ws-preview", expected);
+        assert_eq!(
+            by_id_without_timestamps(&s.editor.records("main", "cfr").await),
+            by_id_without_timestamps(&s.editor.records("ws", "cfr").await),
+            "round {round}"
+        );
+    }
+    let jobs = s.jobs().await;
+    for job in &jobs {
+        let id = job["id"].as_str().unwrap();
+        let job = s.api.wait_final(id, 60).await;
+        let data = &job["data"];
+        let gave_way = data["result"]["skipped"]
+            .as_str()
+            .is_some_and(|why| why.contains("superseded"))
+            || job["history"]
+                .to_string()
+                .contains("superseded by queued job");
+        match (data["kind"].as_str(), data["state"].as_str()) {
+            (Some("sign"), Some("succeeded")) => {}
+            (Some("review"), Some("succeeded" | "cancelled"))
+                if gave_way || data["result"]["action"] == "review" => {}
+            _ => panic!(
+                "each approval succeeded; a review either ran or gave way to its approval: {job}"
+            ),
+        }
+    }
+    assert!(jobs.iter().filter(|j| j["kind"] == "sign").count() == ROUNDS);
+}
+
+/// One user in both groups asks for a review and approves it at the same instant, many times: Kinto takes the
+/// two requests one after the other, and the approval is refused whichever commits first (not under review yet,
+/// or approved by the last editor). Nothing is ever published.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_requester_never_approves_their_own_review_even_at_once() {
+    const ROUNDS: usize = 20;
+    let s = stack(3, Backend::Postgres).await;
+    for round in 0..ROUNDS {
+        let (review, approval) = tokio::join!(
+            change(&s.editor, json!({"status": "to-review"})),
+            change(&s.editor, json!({"status": "to-sign"})),
+        );
+        assert_eq!(review, (200, None), "round {round}");
+        assert!(
+            matches!(
+                &approval,
+                (400, Some(m)) if m == "Collection not under review"
+            ) || matches!(&approval, (403, Some(m)) if m == "Last editor cannot review"),
+            "round {round}: {approval:?}"
+        );
+        // Declined, ready for the next round.
+        assert_eq!(
+            change(&s.editor, json!({"status": "work-in-progress"})).await,
+            (200, None)
+        );
+    }
+    assert!(
+        s.editor.collection("main", "cfr").await.is_none(),
+        "nothing was published"
+    );
+    assert!(
+        s.jobs().await.iter().all(|j| j["kind"] == "review"),
+        "no approval was queued"
+    );
+}
+
+/// The same steps against kinto-signer 8.1.1 (signing in Kinto) and against Kinto with our plugin and the
+/// service, both on PostgreSQL: every answer is the same status code and message, except the float refusal,
+/// whose wording kinto-remote-settings changed since 8.1.1 (we follow kinto-remote-settings).
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_match_kinto_signer_side_by_side() {
+    let (db, ours_db, reference_db) = (
+        TestDb::create().await,
+        TestDb::create().await,
+        TestDb::create().await,
+    );
+    let dir = TempDir::new("side-by-side");
+    let api_port = free_port();
+    let ours = KintoServer::launch(
+        &dir.0,
+        Install::Ours,
+        &Storage::Postgres(ours_db.url.clone()),
+        &(webhook_settings(
+            &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
+            SECRET,
+            "ws",
+        ) + &signoff_settings(RESOURCES, true)),
+    )
+    .await;
+    let setup = Setup::new(
+        &db.url,
+        &ours.url,
+        RESOURCES,
+        &format!("to_review_enabled = true\n{FAST_QUEUE}[api]\nwebhook_secret = \"{SECRET}\"\n[feed]\nenabled = false\n"),
+    );
+    let _api = Api::start_on(&setup, 2, api_port).await;
+    let reference = KintoServer::launch(
+        &dir.0,
+        Install::Reference,
+        &Storage::Postgres(reference_db.url.clone()),
+        &(reference_signer_settings(RESOURCES, &setup.private_key, &setup.public_key)
+            + "kinto.signer.to_review_enabled = true\nkinto.signer.group_check_enabled = true\n\
+               kinto.signer.editors_group = {collection_id}-editors\n\
+               kinto.signer.reviewers_group = {collection_id}-reviewers\n"),
     )
     .await;
 
-    // Unsigned or forged webhook calls are refused.
-    let (status, _, body) = s
-        .api
-        .post(
-            "/v1/webhooks/kinto",
-            &json!({"action": "update"}).to_string(),
-        )
-        .await;
-    assert_eq!((status, &body["errno"]), (401, &json!(104)), "{body}");
-    assert!(body["message"]
-        .as_str()
-        .unwrap()
-        .contains("x-signer-timestamp"));
-    let _ = &s.autograph;
+    let mut answers = Vec::new();
+    for kinto in [&ours, &reference] {
+        // Preview and destination buckets anyone may write, so that deleting one meets the workflow's rule and
+        // not Kinto's permissions (kinto-signer creates them as its own user).
+        for bucket in ["ws-preview", "main"] {
+            KintoServer::admin(&kinto.url)
+                .ok(
+                    Method::PUT,
+                    &format!("/buckets/{bucket}"),
+                    Some(json!({"permissions": {"write": ["system.Authenticated"]}})),
+                )
+                .await;
+        }
+        let (editor, _, reviewer_id) = source_with_groups(&kinto.url, 4).await;
+        let reviewer = editor.as_user("reviewer", "reviewer-pw");
+        let outsider = editor.as_user("eve", "eve-pw");
+        let settled = || async {
+            eventually(60, "the status to settle", || async {
+                let status = editor.collection("ws", "cfr").await.unwrap()["status"].clone();
+                (!matches!(
+                    status.as_str(),
+                    Some("to-sign" | "to-resign" | "to-rollback")
+                ))
+                .then_some(())
+            })
+            .await
+        };
+        let steps: Vec<(&KintoAdmin, Value)> = vec![
+            (&reviewer, json!({"status": "to-sign"})),
+            (&outsider, json!({"status": "to-review"})),
+            (&editor, json!({"status": "signed"})),
+            (&editor, json!({"status": "bogus"})),
+            (&editor, json!({"status": null})),
+            (&editor, json!({"last_signature_by": "account:x"})),
+            (&editor, json!({"status": "to-review"})),
+            (&editor, json!({"status": "to-sign"})),
+            (
+                &editor,
+                json!({"status": "to-sign", "last_review_request_by": reviewer_id}),
+            ),
+            (
+                &reviewer,
+                json!({"status": "to-sign", "last_review_request_by": "account:x"}),
+            ),
+            (&outsider, json!({"status": "to-sign"})),
+            (&reviewer, json!({"status": "to-sign"})),
+            (&reviewer, json!({"status": "to-sign"})),
+            (&editor, json!({"status": "to-rollback"})),
+            (&editor, json!({"status": "to-resign"})),
+        ];
+        let mut mine = Vec::new();
+        for (who, data) in steps {
+            mine.push((data.clone(), change(who, data).await));
+            settled().await;
+        }
+        let (status, _) = editor
+            .request(
+                Method::PUT,
+                "/buckets/ws/collections/cfr/records/rec-float",
+                Some(json!({"data": {"n": 1.5}})),
+            )
+            .await;
+        mine.push((json!("a float"), (status, None)));
+        let (status, body) = editor
+            .request(Method::DELETE, "/buckets/main/collections/cfr", None)
+            .await;
+        mine.push((
+            json!("delete the destination"),
+            (status, body["message"].as_str().map(str::to_owned)),
+        ));
+        answers.push(mine);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "ours (left) and kinto-signer 8.1.1 (right)"
+    );
+    assert!(
+        answers[0]
+            .iter()
+            .filter(|(_, (status, _))| *status >= 400)
+            .count()
+            >= 12,
+        "the steps exercise the refusals: {:?}",
+        answers[0]
+    );
 }

@@ -182,6 +182,12 @@ impl KintoClient {
         Ok(features)
     }
 
+    /// Whether the server decides Remote Settings' review workflow itself (the `signer` capability of the plugin
+    /// of `deploy/kinto`, or kinto-remote-settings'): then a status change it relays was accepted by its rules.
+    pub async fn decides_signoff(&self) -> Result<bool, KintoError> {
+        Ok(self.features().await?.signoff)
+    }
+
     /// The collection object, or `None` when it does not exist.
     pub async fn get_collection(
         &self,
@@ -917,6 +923,7 @@ struct Features {
     batch_max: usize,
     signer_push: bool,
     visible_in_listings: bool,
+    signoff: bool,
 }
 
 impl Features {
@@ -933,6 +940,7 @@ impl Features {
                 .pointer(&format!("{capability}/visible_in_listings"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            signoff: info.pointer("/capabilities/signer").is_some(),
         }
     }
 }
@@ -1090,6 +1098,7 @@ mod tests {
                 batch_max: 50,
                 signer_push: false,
                 visible_in_listings: false,
+                signoff: false,
             }
         );
         let earlier_plugin =
@@ -1100,11 +1109,15 @@ mod tests {
                 batch_max: DEFAULT_BATCH_MAX_REQUESTS,
                 signer_push: true,
                 visible_in_listings: false,
+                signoff: false,
             }
         );
         let with_plugin =
             json!({"settings": {}, "capabilities": {"signer-push": {"visible_in_listings": true}}});
         assert!(Features::of(&with_plugin).visible_in_listings);
+        let deciding =
+            json!({"settings": {}, "capabilities": {"signer": {"group_check_enabled": true}}});
+        assert!(Features::of(&deciding).signoff);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use listings::Listings;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::sync::Arc;
-use workflow::{Plan, ReviewFacts};
+use workflow::Plan;
 
 /// Copied from the source collection metadata onto what we publish, so clients see the same schema and display.
 const PUBLISHED_FIELDS: [&str; 5] = ["schema", "sort", "displayFields", "attachment", "flags"];
@@ -48,6 +48,14 @@ pub enum PipelineError {
         before: i64,
         after: i64,
     },
+    #[error("source {uri} changed after its request was read (collection timestamp {before} then {after}): the request is looked at again")]
+    SourceMoved {
+        uri: String,
+        before: i64,
+        after: i64,
+    },
+    #[error("{0} has review enabled, but Kinto does not decide its review workflow: add kinto_signer_webhook.signoff to Kinto's kinto.includes (a status change checked by nobody is not carried out)")]
+    NeedsSignoff(String),
     #[error("refused: {reason}; source status set back to {restored:?}")]
     Refused {
         reason: String,
@@ -62,7 +70,7 @@ impl PipelineError {
         match self {
             PipelineError::Kinto(e) => e.is_transient(),
             PipelineError::Signing(e) => e.is_transient(),
-            PipelineError::SourceChanged { .. } => true,
+            PipelineError::SourceChanged { .. } | PipelineError::SourceMoved { .. } => true,
             _ => false,
         }
     }
@@ -193,7 +201,7 @@ impl Pipeline {
         };
         tracing::info!(%action, status = ?cx.status(), "running");
         self.check_permission(&cx, action).await?;
-        self.check_review(&cx, action).await?;
+        self.require_signoff(&cx).await?;
         // Learn that the signer works before anything is written anywhere.
         signer.probe(report).await?;
         match action {
@@ -233,35 +241,36 @@ impl Pipeline {
         Err(self.refuse(cx, reason, restored).await)
     }
 
-    /// On a review-enabled resource, a status change by webhook or feed must come from the right people; a
-    /// refusal puts the source's previous status back and fails the job with the reason.
-    async fn check_review(&self, cx: &Context<'_>, action: JobKind) -> Result<(), PipelineError> {
-        let group = match action {
-            JobKind::Sign => &cx.policy.reviewers_group,
-            JobKind::Review => &cx.policy.editors_group,
-            _ => return Ok(()),
-        };
-        if !reviewed(cx) {
+    /// On a review-enabled resource, a status change relayed from Kinto is carried out only if Kinto decided it
+    /// (the plugin's `signer` capability): the service has no way to refuse a request once Kinto answered 200.
+    async fn require_signoff(&self, cx: &Context<'_>) -> Result<(), PipelineError> {
+        if reviewed(cx) && !self.source.decides_signoff().await? {
+            return Err(PipelineError::NeedsSignoff(cx.resource.source.uri()));
+        }
+        Ok(())
+    }
+
+    /// A relayed request is carried out on the source as it was when Kinto accepted it: a change to the collection
+    /// since the job read it (an edit puts it back to work in progress) is looked at again on the next attempt.
+    /// Called after the source's records were read and before anything is written, so an edit cannot slip
+    /// between an approval and what is published under it.
+    async fn ensure_unmoved(&self, cx: &Context<'_>) -> Result<(), PipelineError> {
+        if cx.job.trigger == Trigger::Api {
             return Ok(());
         }
-        let source = &cx.resource.source;
-        let members = self.source.group_members(&source.bucket, group).await?;
-        let facts = ReviewFacts {
-            requester: &cx.job.requested_by,
-            previous_status: cx.job.previous_status.as_deref(),
-            last_review_request_by: cx
-                .metadata
-                .data
-                .get("last_review_request_by")
-                .and_then(Value::as_str),
-            in_group: members.is_some_and(|m| workflow::is_member(&m, &cx.job.requested_by)),
-            group,
-        };
-        let Some(reason) = workflow::refusal(action, &facts) else {
+        let now = self
+            .source
+            .get_collection(&cx.resource.source)
+            .await?
+            .map_or(0, |m| m.last_modified);
+        if now == cx.metadata.last_modified {
             return Ok(());
-        };
-        let restored = workflow::status_after_refusal(action, facts.previous_status);
-        Err(self.refuse(cx, reason, restored).await)
+        }
+        Err(PipelineError::SourceMoved {
+            uri: cx.resource.source.uri(),
+            before: cx.metadata.last_modified,
+            after: now,
+        })
     }
 
     /// Puts the source's status back to `restored` and says why the job will not go ahead.
@@ -292,14 +301,12 @@ impl Pipeline {
         cx.report.enter("snapshot", source);
         // The targets' kept listings are refreshed while the source is read: both are reads, and a re-sign is
         // mostly such round trips. Nothing is written before the snapshot is known to be signable.
-        let reviewed_sign = action == JobKind::Sign && reviewed(cx);
-        let preview_target = cx.resource.preview.as_ref().filter(|_| !reviewed_sign);
         let destination_target = (action == JobKind::Sign).then_some(&cx.resource.destination);
         let (snapshot, preview_before, destination_before) = tokio::join!(
             self.listings.current(&self.source, source, |n| {
                 cx.report.update(|p| p.records_fetched = n)
             }),
-            self.refresh_kept(preview_target),
+            self.refresh_kept(cx.resource.preview.as_ref()),
             self.refresh_kept(destination_target),
         );
         let snapshot = snapshot?;
@@ -310,49 +317,13 @@ impl Pipeline {
         );
         // Refuse unsignable data before anything is written anywhere.
         canonical::ensure_signable(&snapshot.records)?;
-        // An approval covers what the reviewers saw in the preview: edits made since the review request need a
-        // new one (kinto-signer gets there by setting `work-in-progress` on every edit). A preview that passes
-        // already holds the snapshot: it is only signed again.
-        let mut reviewed_preview = None;
-        if let (JobKind::Sign, true, Some(preview)) = (action, reviewed(cx), &cx.resource.preview) {
-            let shown = match self.destination.list_records(preview, |_| {}).await {
-                Ok(shown) => shown,
-                // Nothing was shown to the reviewers (the preview was deleted, or the review job never ran):
-                // Kinto's bare 404 would say nothing of what to do next.
-                Err(e) if e.status() == Some(404) => {
-                    let reason = format!(
-                        "the preview {} does not exist, so there is nothing the reviewers approved: request a review again",
-                        preview.uri()
-                    );
-                    return Err(self
-                        .refuse(cx, reason, workflow::WORK_IN_PROGRESS.into())
-                        .await);
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let diff = diff_records(&snapshot.records, &shown.records);
-            if !diff.writes.is_empty() {
-                let reason = format!(
-                    "the source changed since the review was requested ({} created, {} updated, {} deleted): request a review again",
-                    diff.created, diff.updated, diff.deleted
-                );
-                return Err(self
-                    .refuse(cx, reason, workflow::WORK_IN_PROGRESS.into())
-                    .await);
-            }
-            drop(diff);
-            reviewed_preview = Some(shown);
-        }
+        // Kinto accepted an approval only for a collection under review, and any edit since would have put it
+        // back to work in progress: an unmoved source holds what the reviewers were shown.
+        self.ensure_unmoved(cx).await?;
 
-        let preview = match (&cx.resource.preview, reviewed_preview) {
-            (Some(preview), Some(shown)) => Some(
-                self.sign_target(cx, preview, &shown, Counts::default())
-                    .await?,
-            ),
-            (Some(preview), None) => {
-                Some(self.publish(cx, preview, &snapshot, preview_before).await?)
-            }
-            (None, _) => None,
+        let preview = match &cx.resource.preview {
+            Some(preview) => Some(self.publish(cx, preview, &snapshot, preview_before).await?),
+            None => None,
         };
         let destination = match action {
             JobKind::Sign => Some(
@@ -416,6 +387,7 @@ impl Pipeline {
         let source = &cx.resource.source;
         cx.report.enter("rollback", source);
         let current = self.source.list_records(source, |_| {}).await?;
+        self.ensure_unmoved(cx).await?;
         let diff = diff_records(&published.records, &current.records);
         let counts = Counts::of(&diff);
         self.source.apply(source, &diff.writes, |_| {}).await?;
@@ -466,6 +438,9 @@ impl Pipeline {
             cx.status(),
             cx.job.previous_status.as_deref(),
         );
+        if fields.is_empty() {
+            return Ok(cx.metadata.clone());
+        }
         Ok(self
             .source
             .patch_collection(

@@ -1,5 +1,6 @@
-//! kinto-signer's review workflow as pure decisions (spec §3.2): which action a job performs given the source's
-//! status when it runs, who may ask for it, and what the source's tracking fields become.
+//! What a job carries out, as pure decisions. Whether a status change is allowed is decided inside Kinto by the
+//! plugin of `deploy/kinto` (`signoff`, in the editor's own request); a job only carries out an accepted change,
+//! while the source still asks for it, and writes what the change leads to.
 
 use crate::job::{JobKind, Trigger};
 use serde_json::{json, Map, Value};
@@ -26,64 +27,20 @@ pub enum Plan {
     Skip(String),
 }
 
-/// An API call is an operator's explicit request: it runs as asked. A webhook or feed job acts on the status the
-/// source has *now* (the status it was queued for may have been superseded, or already handled by another
-/// job); with a resting status only a re-sign still makes sense (the certificate schedule asks for those).
+/// An API call is an operator's explicit request: it runs as asked. A webhook or feed job carries out the change
+/// it was queued for while the source still asks for it: a later change (an edit put the collection back to
+/// work in progress, a reviewer approved the review being requested) supersedes it, and the job that change
+/// queued carries that out. A re-sign always runs: it moves no records, and the certificate schedule asks for
+/// them whatever the status.
 pub fn plan(trigger: Trigger, kind: JobKind, status: Option<&str>) -> Plan {
-    if trigger == Trigger::Api {
+    let asked = status.and_then(kind_for_status);
+    if trigger == Trigger::Api || kind == JobKind::Resign || asked == Some(kind) {
         return Plan::Run(kind);
     }
-    match status.and_then(kind_for_status) {
-        Some(asked) => Plan::Run(asked),
-        None if kind == JobKind::Resign => Plan::Run(JobKind::Resign),
-        None => Plan::Skip(format!(
-            "source status is {}: nothing to do",
-            status.map_or("unset".to_owned(), |s| format!("{s:?}"))
-        )),
-    }
-}
-
-/// Who is asking, and what the source says about the review so far.
-pub struct ReviewFacts<'a> {
-    pub requester: &'a str,
-    /// The status before the one that asked, when the trigger knew it.
-    pub previous_status: Option<&'a str>,
-    pub last_review_request_by: Option<&'a str>,
-    /// Whether the requester is in the group this action needs (editors for a review, reviewers for a sign).
-    pub in_group: bool,
-    pub group: &'a str,
-}
-
-/// Why a review-enabled resource refuses this action, or `None` when it may go ahead (kinto-signer's
-/// `check_collection_status` rules).
-pub fn refusal(action: JobKind, facts: &ReviewFacts<'_>) -> Option<String> {
-    let who = facts.requester;
-    match action {
-        JobKind::Review if !facts.in_group => Some(format!(
-            "{who} is not in the {} group: cannot request a review",
-            facts.group
-        )),
-        JobKind::Sign => {
-            if let Some(previous) = facts.previous_status.filter(|p| *p != TO_REVIEW) {
-                return Some(format!(
-                    "to-sign from {previous:?}: review is enabled, so changes must be in to-review first"
-                ));
-            }
-            if !facts.in_group {
-                return Some(format!(
-                    "{who} is not in the {} group: cannot approve",
-                    facts.group
-                ));
-            }
-            if facts.last_review_request_by == Some(who) {
-                return Some(format!(
-                    "{who} requested the review: the last editor cannot review"
-                ));
-            }
-            None
-        }
-        _ => None,
-    }
+    Plan::Skip(format!(
+        "superseded: the source status is now {}",
+        status.map_or("unset".to_owned(), |s| format!("{s:?}"))
+    ))
 }
 
 /// The status a refused request puts back: the one before it, else the one that asks nothing.
@@ -93,15 +50,6 @@ pub fn status_after_refusal(action: JobKind, previous: Option<&str>) -> String {
         (JobKind::Sign, None) => TO_REVIEW.to_owned(),
         (_, None) => WORK_IN_PROGRESS.to_owned(),
     }
-}
-
-/// Whether a principal is among a Kinto group's members (`system.Authenticated` admits any named user).
-pub fn is_member(members: &[Value], principal: &str) -> bool {
-    members.iter().filter_map(Value::as_str).any(|m| {
-        m == principal
-            || m == "system.Everyone"
-            || (m == "system.Authenticated" && !principal.is_empty())
-    })
 }
 
 /// What a successful action writes on the source metadata (status and kinto-signer's tracking fields).
@@ -127,10 +75,8 @@ pub fn source_update(
             set("last_signature_by", requester);
             set("last_signature_date", now);
         }
-        JobKind::Review => {
-            set("last_review_request_by", requester);
-            set("last_review_request_date", now);
-        }
+        // Who asked for the review was written with the request, in Kinto's transaction.
+        JobKind::Review => {}
         JobKind::Resign => {
             // A re-sign asked through the status gives the status back; a scheduled one leaves it alone.
             if status_now == Some("to-resign") {
@@ -155,16 +101,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn webhook_and_feed_jobs_follow_the_current_status_api_jobs_run_as_asked() {
+    fn a_status_change_is_carried_out_while_the_source_still_asks_for_it() {
         use JobKind::*;
         assert_eq!(
             plan(Trigger::Webhook, Sign, Some("to-sign")),
             Plan::Run(Sign)
         );
-        assert_eq!(
-            plan(Trigger::Feed, Review, Some("to-sign")),
-            Plan::Run(Sign)
+        // A review request followed by its approval: the review's job gives way to the approval's.
+        assert!(
+            matches!(plan(Trigger::Feed, Review, Some("to-sign")), Plan::Skip(r) if r.contains("superseded") && r.contains("\"to-sign\""))
         );
+        // An edit after the approval put the collection back to work in progress: nothing reviewed to publish.
+        assert!(matches!(
+            plan(Trigger::Webhook, Sign, Some("work-in-progress")),
+            Plan::Skip(_)
+        ));
         assert!(
             matches!(plan(Trigger::Webhook, Sign, Some("signed")), Plan::Skip(r) if r.contains("\"signed\""))
         );
@@ -176,100 +127,26 @@ mod tests {
             Plan::Run(Resign)
         );
         assert_eq!(
+            plan(Trigger::Feed, Resign, Some("to-review")),
+            Plan::Run(Resign)
+        );
+        assert_eq!(
             plan(Trigger::Api, Sign, Some("work-in-progress")),
             Plan::Run(Sign)
         );
     }
 
-    fn facts<'a>(
-        requester: &'a str,
-        previous: Option<&'a str>,
-        last: Option<&'a str>,
-        in_group: bool,
-    ) -> ReviewFacts<'a> {
-        ReviewFacts {
-            requester,
-            previous_status: previous,
-            last_review_request_by: last,
-            in_group,
-            group: "cfr-reviewers",
-        }
-    }
-
     #[test]
-    fn approvals_need_a_review_request_another_user_and_a_reviewer() {
-        use JobKind::*;
+    fn a_refused_request_puts_back_the_status_before_it() {
         assert_eq!(
-            refusal(
-                Sign,
-                &facts(
-                    "account:bob",
-                    Some("to-review"),
-                    Some("account:alice"),
-                    true
-                )
-            ),
-            None
-        );
-        assert_eq!(
-            refusal(
-                Sign,
-                &facts("account:bob", None, Some("account:alice"), true)
-            ),
-            None
-        );
-        let own = refusal(
-            Sign,
-            &facts(
-                "account:alice",
-                Some("to-review"),
-                Some("account:alice"),
-                true,
-            ),
-        )
-        .unwrap();
-        assert!(own.contains("last editor cannot review"), "{own}");
-        let outsider = refusal(
-            Sign,
-            &facts(
-                "account:eve",
-                Some("to-review"),
-                Some("account:alice"),
-                false,
-            ),
-        )
-        .unwrap();
-        assert!(
-            outsider.contains("not in the cfr-reviewers group"),
-            "{outsider}"
-        );
-        let early = refusal(
-            Sign,
-            &facts("account:bob", Some("work-in-progress"), None, true),
-        )
-        .unwrap();
-        assert!(
-            early.contains("to-sign from \"work-in-progress\""),
-            "{early}"
-        );
-        assert!(refusal(Review, &facts("account:eve", None, None, false)).is_some());
-        assert_eq!(
-            refusal(Resign, &facts("account:eve", None, None, false)),
-            None
-        );
-        assert_eq!(
-            status_after_refusal(Sign, Some("work-in-progress")),
+            status_after_refusal(JobKind::Sign, Some("work-in-progress")),
             "work-in-progress"
         );
-        assert_eq!(status_after_refusal(Sign, None), "to-review");
-    }
-
-    #[test]
-    fn membership_by_principal_or_system_principals() {
-        let members = [json!("account:alice"), json!("ldap:bob")];
-        assert!(is_member(&members, "ldap:bob"));
-        assert!(!is_member(&members, "account:eve"));
-        assert!(is_member(&[json!("system.Authenticated")], "account:eve"));
+        assert_eq!(status_after_refusal(JobKind::Sign, None), "to-review");
+        assert_eq!(
+            status_after_refusal(JobKind::Rollback, None),
+            "work-in-progress"
+        );
     }
 
     #[test]
@@ -282,9 +159,7 @@ mod tests {
         assert_eq!(sign["last_signature_date"], now);
         let resign = source_update(Sign, "account:bob", now, Some("to-sign"), Some("signed"));
         assert!(!resign.contains_key("last_review_by"));
-        let review = source_update(Review, "account:alice", now, Some("to-review"), None);
-        assert!(!review.contains_key("status"));
-        assert_eq!(review["last_review_request_by"], "account:alice");
+        assert!(source_update(Review, "account:alice", now, Some("to-review"), None).is_empty());
         let restored = source_update(Resign, "p", now, Some("to-resign"), Some("to-review"));
         assert_eq!(restored["status"], "to-review");
         let scheduled = source_update(Resign, "p", now, Some("signed"), None);
