@@ -74,6 +74,41 @@ pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
     assert!(store.list(&mine("someone else")).await.unwrap().is_empty());
 }
 
+/// The attack of issue "Close the trust boundary": an operator's API job is queued, a Kinto user's status change
+/// coalesces onto it. The job must then run as that user's request (checked as one), never as the operator's.
+pub async fn a_coalesced_request_brings_its_own_authority<S: JobStore>(store: &S) {
+    let operator = store.enqueue(new_job("a", "a", 0)).await.unwrap();
+    let mut change = new_job("a", "a", 0);
+    change.kind = JobKind::Rollback;
+    change.trigger = Trigger::Webhook;
+    change.requested_by = "account:nobody".into();
+    change.previous_status = Some("work-in-progress".into());
+    let joined = store.enqueue(change.clone()).await.unwrap();
+    assert!(joined.coalesced);
+    assert_eq!(joined.job.id, operator.job.id);
+    let job = store.get(operator.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.kind, job.trigger, job.requested_by.as_str()),
+        (JobKind::Rollback, Trigger::Webhook, "account:nobody"),
+        "kind, trigger and requester are rewritten together"
+    );
+    // The same change relayed again (the webhook, then the feed) changes nothing more.
+    let mut relayed = change.clone();
+    relayed.trigger = Trigger::Feed;
+    store.enqueue(relayed).await.unwrap();
+    assert_eq!(
+        store.get(operator.job.id).await.unwrap().unwrap().trigger,
+        Trigger::Feed
+    );
+    // An operator's call coalescing onto it takes it back under the operator's authority.
+    store.enqueue(new_job("a", "a", 0)).await.unwrap();
+    let job = store.get(operator.job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.kind, job.trigger, job.requested_by.as_str()),
+        (JobKind::Sign, Trigger::Api, "test")
+    );
+}
+
 pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S) {
     // Two resources publishing to one destination (a misconfiguration the store still survives).
     store.enqueue(new_job("one", "shared", 0)).await.unwrap();

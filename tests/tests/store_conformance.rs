@@ -36,6 +36,7 @@ macro_rules! conformance {
 
 conformance!(
     enqueue_coalesces_and_claims_follow_priority_then_age,
+    a_coalesced_request_brings_its_own_authority,
     a_destination_has_one_running_job,
     an_expired_lease_is_rescued_and_the_late_worker_cannot_write,
     retries_wait_their_delay_and_stop_at_max_attempts,

@@ -178,15 +178,19 @@ impl NewJob {
 
     /// Whether this request rewrites the queued job it coalesces onto. The latest status change is what the
     /// collection asks for now; a re-sign is the weakest request (every other kind signs too, or will be
-    /// followed by one), so it never rewrites another kind.
+    /// followed by one), so it never rewrites another kind. A rewrite takes the whole request: kind, requester
+    /// and trigger together, so the job runs under the authority of whoever asked for what it now does (an
+    /// operator's API call is not checked again; a Kinto user's status change is).
     pub fn rewrites(&self, queued: &Job) -> bool {
         self.kind != JobKind::Resign
             && (
                 self.kind,
+                self.trigger,
                 self.requested_by.as_str(),
                 self.previous_status.as_deref(),
             ) != (
                 queued.kind,
+                queued.trigger,
                 queued.requested_by.as_str(),
                 queued.previous_status.as_deref(),
             )

@@ -226,12 +226,13 @@ impl JobStore for PgStore {
                 let mut detail = detail;
                 if new.rewrites(&job) {
                     let row = sqlx::query(
-                        "UPDATE jobs SET kind = $2, requested_by = $3, previous_status = $4 WHERE id = $1 RETURNING *",
+                        "UPDATE jobs SET kind = $2, requested_by = $3, previous_status = $4, trigger = $5 WHERE id = $1 RETURNING *",
                     )
                     .bind(job.id)
                     .bind(new.kind.as_str())
                     .bind(&new.requested_by)
                     .bind(&new.previous_status)
+                    .bind(new.trigger.as_str())
                     .fetch_one(&mut *tx)
                     .await?;
                     job = job_from_row(&row)?;
