@@ -4,7 +4,7 @@ use super::{Message, SignatureMetadata, Signer, SigningError, MODE_P384ECDSA};
 use crate::report::Report;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use p384::ecdsa::signature::hazmat::PrehashSigner as _;
+use p384::ecdsa::signature::hazmat::RandomizedPrehashSigner as _;
 use p384::ecdsa::{Signature, SigningKey};
 use p384::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use std::path::Path;
@@ -49,11 +49,13 @@ impl LocalEcdsaSigner {
         p384::PublicKey::from(self.key.verifying_key())
     }
 
-    /// Deterministic (RFC 6979) r||s base64url signature of the message with this digest.
+    /// r||s base64url signature of the message with this digest. The nonce is RFC 6979's with fresh randomness
+    /// mixed in (hedged): a re-sign gives a new value, as kinto-signer and Autograph do, and a weak random source
+    /// alone cannot reveal the key.
     pub fn sign_digest(&self, digest: &[u8; 48]) -> String {
         let signature: Signature = self
             .key
-            .sign_prehash(digest)
+            .sign_prehash_with_rng(&mut rand::rngs::OsRng, digest)
             .expect("a 48-byte prehash is always accepted by P-384");
         URL_SAFE_NO_PAD.encode(signature.to_bytes())
     }
@@ -111,6 +113,21 @@ mod tests {
         }
     }
 
+    /// The spec's vector (deterministic RFC 6979) verifies with the test key; ours, hedged, verifies too and is
+    /// new at each signature.
+    fn assert_spec_signature_verifies(payload: &[u8], spec: &str) {
+        let signer = test_signer();
+        let digest = message_digest(payload);
+        verify(&signer.public_key(), &digest, spec).unwrap();
+        let (ours, again) = (signer.sign_digest(&digest), signer.sign_digest(&digest));
+        verify(&signer.public_key(), &digest, &ours).unwrap();
+        assert_ne!(
+            ours, again,
+            "hedged nonces: a re-sign gives a new signature"
+        );
+        assert_ne!(ours, spec);
+    }
+
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -122,9 +139,9 @@ mod tests {
             hex(&message_digest(payload)),
             "a9826c053c69b15613e4886f4a5958f7ba357318d4f39516848b074ca2d48a5ef8b71358474ea0ed141e1734d41404b8"
         );
-        assert_eq!(
-            test_signer().sign_digest(&message_digest(payload)),
-            "B_op06vhrNMYQgziGVGD-5DIu0ShAbfZlnSRY9xQnSC0BxfqFZB4Us8LqziyxRkMOoWo9gm4DRJiO3RWOqsyUeMFsaQ07E70IucDvAA4BEjNyCbzcxlGE_XuACUHVACE"
+        assert_spec_signature_verifies(
+            payload,
+            "B_op06vhrNMYQgziGVGD-5DIu0ShAbfZlnSRY9xQnSC0BxfqFZB4Us8LqziyxRkMOoWo9gm4DRJiO3RWOqsyUeMFsaQ07E70IucDvAA4BEjNyCbzcxlGE_XuACUHVACE",
         );
     }
 
@@ -135,9 +152,9 @@ mod tests {
             hex(&message_digest(payload)),
             "26034fe3b891da19cd877d06f0e7e9c0c3737fdf49013865f9bab5cfbc098207b5f9ae316714be3e842cc8619689767d"
         );
-        assert_eq!(
-            test_signer().sign_digest(&message_digest(payload)),
-            "JtFh5czor3HXn5G1uzxUCUiZGNjV0siwfYyWHzqnCr56ijHJTDjBVZpDlszw47RiHZR0aB3wnIO1eO9XCBF-6p8zsbVdyzbpYUZz1sizHz0L8vxpqA5kosumtTrltmRC"
+        assert_spec_signature_verifies(
+            payload,
+            "JtFh5czor3HXn5G1uzxUCUiZGNjV0siwfYyWHzqnCr56ijHJTDjBVZpDlszw47RiHZR0aB3wnIO1eO9XCBF-6p8zsbVdyzbpYUZz1sizHz0L8vxpqA5kosumtTrltmRC",
         );
     }
 
