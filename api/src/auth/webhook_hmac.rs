@@ -59,8 +59,10 @@ pub fn verify(
         .strip_prefix("sha256=")
         .and_then(|h| hex::decode(h).ok())
         .ok_or(WebhookAuthError::Malformed)?;
-    if (now - timestamp).abs() > WINDOW_SECONDS {
-        return Err(WebhookAuthError::Stale(now - timestamp));
+    // Any i64 can arrive here: the distance saturates instead of overflowing (a panic in the handler).
+    let distance = now.saturating_sub(timestamp);
+    if distance.saturating_abs() > WINDOW_SECONDS {
+        return Err(WebhookAuthError::Stale(distance));
     }
     mac(secret, timestamp, body)
         .verify_slice(&expected)
@@ -131,6 +133,25 @@ mod tests {
             verify(b"s3cret", Some("1"), Some("md5=00"), body, 1),
             Err(WebhookAuthError::Malformed)
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let body = b"{}";
+        let header = sign(b"k", 0, body);
+        for (timestamp, now) in [
+            ("-9223372036854775808", 1_700_000_000),
+            ("9223372036854775807", -1_700_000_000),
+            ("-9223372036854775808", i64::MAX),
+        ] {
+            assert!(
+                matches!(
+                    verify(b"k", Some(timestamp), Some(&header), body, now),
+                    Err(WebhookAuthError::Stale(_))
+                ),
+                "{timestamp} at {now}"
+            );
+        }
     }
 
     #[test]
