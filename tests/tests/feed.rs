@@ -191,6 +191,18 @@ async fn reviewed_source(kinto: &KintoServer) -> (KintoAdmin, KintoAdmin, String
     (editor, reviewer, editor_id, reviewer_id)
 }
 
+/// The service with review enabled on `REVIEWED`, learning of status changes from its change feed only.
+async fn reviewing_service(db: &TestDb, kinto: &KintoServer) -> (Setup, Api) {
+    let setup = Setup::new(
+        &db.url,
+        &kinto.url,
+        REVIEWED,
+        &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
+    );
+    let api = Api::start(&setup, 1).await;
+    (setup, api)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_history() {
     let db = TestDb::create().await;
@@ -202,13 +214,7 @@ async fn without_a_webhook_the_review_workflow_learns_who_asked_from_kintos_hist
     )
     .await;
     let (editor, reviewer, editor_id, reviewer_id) = reviewed_source(&kinto).await;
-    let setup = Setup::new(
-        &db.url,
-        &kinto.url,
-        REVIEWED,
-        &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
-    );
-    let api = Api::start(&setup, 1).await;
+    let (setup, api) = reviewing_service(&db, &kinto).await;
 
     editor
         .patch_collection("ws", "cfr", json!({"status": "to-review"}))
@@ -283,13 +289,7 @@ async fn a_review_enabled_resource_needs_kinto_to_decide_the_workflow() {
     let db = TestDb::create().await;
     let kinto = KintoServer::start().await;
     let (editor, reviewer, _, _) = reviewed_source(&kinto).await;
-    let setup = Setup::new(
-        &db.url,
-        &kinto.url,
-        REVIEWED,
-        &format!("to_review_enabled = true\n{FAST_QUEUE}[feed]\ninterval_seconds = 1\n"),
-    );
-    let api = Api::start(&setup, 1).await;
+    let (_setup, api) = reviewing_service(&db, &kinto).await;
     reviewer
         .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
         .await;
