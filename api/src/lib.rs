@@ -6,6 +6,7 @@ pub mod auth;
 mod body;
 pub mod error;
 mod openapi;
+mod prefer;
 mod routes;
 pub mod state;
 pub mod tls;

@@ -6,10 +6,11 @@ use crate::answers::{Accepted, Ignored, WebhookOutcome};
 use crate::auth::webhook_hmac;
 use crate::body::{parse, RawBody};
 use crate::error::{ApiError, Errno, ErrorBody};
+use crate::prefer;
 use crate::routes::jobs::accepted;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -130,7 +131,9 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
 
 /// Kinto's event for committed collection changes. A collection whose `status` became `to-sign`, `to-review`,
 /// `to-resign` or `to-rollback` gets a job; anything else is ignored, with the reason. With `api.webhook_secret`
-/// set, the call must carry the listener's HMAC headers.
+/// set, the call must carry the listener's HMAC headers. With `Prefer: wait=N` (RFC 7240, at most 60 s) the
+/// answer is held until the jobs are final or N seconds passed (`Preference-Applied: wait=N`); the jobs in it
+/// show which.
 #[utoipa::path(
     post, path = "/v1/webhooks/kinto", tag = "webhook",
     request_body = KintoEvent,
@@ -214,18 +217,33 @@ pub async fn receive(
             Decision::Ignore { uri, reason } => ignored.push(Ignored { uri, reason }),
         }
     }
-    if let [single] = enqueued.as_slice() {
-        if ignored.is_empty() {
-            return Ok(accepted(single));
+    let waited = prefer::wait(&headers);
+    if let Some(seconds) = waited.filter(|_| !enqueued.is_empty()) {
+        let jobs = enqueued.iter().map(|e| e.job.clone()).collect();
+        let now = prefer::until_final(&state.store, jobs, seconds).await?;
+        for (enqueued, job) in enqueued.iter_mut().zip(now) {
+            enqueued.job = job;
         }
     }
-    let status = if enqueued.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
+    let mut response = match enqueued.as_slice() {
+        [single] if ignored.is_empty() => accepted(single),
+        _ => {
+            let status = if enqueued.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let jobs = enqueued.iter().map(Accepted::from).collect();
+            (status, Json(WebhookOutcome { jobs, ignored })).into_response()
+        }
     };
-    let jobs = enqueued.iter().map(Accepted::from).collect();
-    Ok((status, Json(WebhookOutcome { jobs, ignored })).into_response())
+    if let Some(seconds) = waited {
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_str(&format!("wait={seconds}")).expect("digits are a header value"),
+        );
+    }
+    Ok(response)
 }
 
 #[cfg(test)]
