@@ -359,16 +359,30 @@ impl KintoAdmin {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let response = self.send(method, path, body, &[]).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The response itself (headers included), with extra request `headers`.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.url))
             .basic_auth(self.auth.0, Some(self.auth.1));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("Kinto reachable");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        request.send().await.expect("Kinto reachable")
     }
 
     pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

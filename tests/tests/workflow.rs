@@ -71,6 +71,11 @@ async fn source_with_groups(kinto_url: &str, records: usize) -> (KintoAdmin, Str
 /// ws → ws-preview → main, review enabled and decided in Kinto, signed by Autograph with two key ids, events by
 /// the listener plugin.
 async fn stack(records: usize, backend: Backend) -> Stack {
+    stack_with(records, backend, "").await
+}
+
+/// `stack`, with more `[app:main]` lines for Kinto.
+async fn stack_with(records: usize, backend: Backend, kinto_settings: &str) -> Stack {
     let db = TestDb::create().await;
     let kinto_db = match backend {
         Backend::Memory => None,
@@ -86,7 +91,8 @@ async fn stack(records: usize, backend: Backend) -> Stack {
         &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
         SECRET,
         "ws",
-    ) + &signoff_settings(RESOURCES, true);
+    ) + &signoff_settings(RESOURCES, true)
+        + kinto_settings;
     let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, &settings).await;
     let (editor, editor_id, reviewer_id) = source_with_groups(&kinto.url, records).await;
     let setup = Setup::new(
@@ -683,4 +689,72 @@ async fn answers_match_kinto_signer_side_by_side() {
         "the steps exercise the refusals: {:?}",
         answers[0]
     );
+}
+
+/// For tooling written against kinto-signer, which signed inside the request: with the listener's `wait_seconds`,
+/// or a request's own `Prefer: wait=N`, a status change answers once its job finished, so what is read right
+/// after is signed; `Signer-Jobs` says how the jobs ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_status_change_can_answer_once_its_job_finished() {
+    let s = stack_with(
+        6,
+        Backend::Postgres,
+        "kinto.event_listeners.signer.wait_seconds = 30\n",
+    )
+    .await;
+    let patch = |who: &KintoAdmin,
+                 status: &'static str,
+                 headers: &'static [(&'static str, &'static str)]| {
+        let who = who.clone();
+        async move {
+            who.send(
+                Method::PATCH,
+                "/buckets/ws/collections/cfr",
+                Some(json!({"data": {"status": status}})),
+                headers,
+            )
+            .await
+        }
+    };
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    let review = patch(&s.editor, "to-review", &[]).await;
+    assert_eq!(review.status(), 200);
+    assert_eq!(header(&review, "signer-jobs").as_deref(), Some("succeeded"));
+    assert_eq!(
+        header(&review, "preference-applied"),
+        None,
+        "the setting, not the request, asked"
+    );
+    s.verified("ws-preview", 6);
+
+    // A request's own preference; no polling anywhere below.
+    let approval = patch(&s.reviewer, "to-sign", &[("Prefer", "wait=30")]).await;
+    assert_eq!(
+        header(&approval, "signer-jobs").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        header(&approval, "preference-applied").as_deref(),
+        Some("wait=30")
+    );
+    assert_eq!(s.source().await["status"], "signed");
+    s.verified("main", 6);
+
+    // `Prefer: wait=0` opts a request out of the setting.
+    s.editor
+        .put_records("ws", "cfr", &[json!({"id": "later", "title": "new"})])
+        .await;
+    let quick = patch(&s.editor, "to-review", &[("Prefer", "wait=0")]).await;
+    assert_eq!(
+        (quick.status().as_u16(), header(&quick, "signer-jobs")),
+        (200, None)
+    );
+    assert_eq!(s.nth_job(3).await["data"]["state"], "succeeded");
+    let _ = &s.autograph;
 }

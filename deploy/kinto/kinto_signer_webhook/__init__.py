@@ -12,12 +12,22 @@ The review workflow's rules (who may change a status, edit tracking, floats, pro
 in Kinto's transaction by `signoff` (`kinto.includes = kinto_signer_webhook.signoff`): a change this listener
 announces has been accepted.
 
+Synchronous answers, for tooling written against kinto-signer (which signed inside the request): with
+`wait_seconds`, or when the editor's request says `Prefer: wait=N`, the event is posted from the request itself
+after the commit, asking the service to hold its answer until the jobs are final; the editor's response then
+carries `Signer-Jobs: succeeded` (or the states the jobs were in when the wait ran out, or `unknown` when the
+service could not be reached; the event is then sent in the background as usual), and `Preference-Applied` when
+the request asked. A preview or destination read right after is then the signed one.
+
 Settings (prefix `kinto.event_listeners.<name>.`):
   use = kinto_signer_webhook
   url = http://127.0.0.1:8000/v1/webhooks/kinto
   hmac_secret = <shared with the service's api.webhook_secret>   (optional)
   buckets = main-workspace security-state-staging               (source buckets; all buckets when empty)
   timeout_seconds = 2
+  wait_seconds = 0                                              (> 0: a status change answers once its job
+                                                                 finished, at most that long; a request's own
+                                                                 `Prefer: wait=N` overrides it. See below.)
   resources = collection record                                 (Kinto's own filter)
 """
 
@@ -44,12 +54,38 @@ def signature(secret, timestamp, body):
     return "sha256=" + mac.hexdigest()
 
 
+# The longest the service holds an answer (its `Prefer: wait` cap).
+MAX_WAIT_SECONDS = 60
+# What the editor's response says of the jobs when it waited for them.
+JOBS_HEADER = "Signer-Jobs"
+
+
+def preferred_wait(request, default):
+    """Seconds the editor's request asks to wait for its jobs (`Prefer: wait=N`, RFC 7240), else `default`."""
+    for preference in request.headers.get("Prefer", "").split(","):
+        name, _, value = preference.split(";")[0].partition("=")
+        if name.strip().lower() == "wait":
+            try:
+                return min(max(int(value.strip().strip('"')), 0), MAX_WAIT_SECONDS), True
+            except ValueError:
+                break
+    return default, False
+
+
+def job_states(answer):
+    """The states of the jobs in the service's webhook answer (one job, or several with what was ignored)."""
+    if "data" in answer:
+        return [answer["data"]["state"]]
+    return [job["data"]["state"] for job in answer.get("jobs", [])]
+
+
 class Listener:
-    def __init__(self, url, secret, buckets, timeout):
+    def __init__(self, url, secret, buckets, timeout, wait_seconds=0):
         self.url = url
         self.secret = secret
         self.buckets = set(buckets)
         self.timeout = timeout
+        self.wait_seconds = min(wait_seconds, MAX_WAIT_SECONDS)
         self.pending = queue.Queue(QUEUE_SIZE)
         threading.Thread(target=self._send_forever, name="signer-webhook", daemon=True).start()
 
@@ -65,7 +101,28 @@ class Listener:
         ]
         data = json.dumps(body, default=str).encode()
         # Only what committed is announced: a rolled-back request must not trigger a signature.
-        transaction.get().addAfterCommitHook(self._enqueue, args=(data,))
+        wait, asked = preferred_wait(event.request, self.wait_seconds)
+        if wait:
+            transaction.get().addAfterCommitHook(self._deliver_now, args=(data, event.request, wait, asked))
+        else:
+            transaction.get().addAfterCommitHook(self._enqueue, args=(data,))
+
+    def _deliver_now(self, committed, data, request, wait, asked):
+        """The synchronous answer: the editor's response leaves once the service says the jobs are final (or the
+        wait ran out), with their states in `Signer-Jobs` (`succeeded`; `queued`/`running` when the wait ran out).
+        A call that fails goes to the background sender like any other."""
+        if not committed:
+            return
+        try:
+            states = job_states(self.send(data, wait))
+        except Exception as e:  # noqa: BLE001 - the change is committed: never fail the editor's request now
+            logger.error("signer webhook %s failed, sending later: %s", self.url, e)
+            self._enqueue(True, data)
+            states = ["unknown"]
+        headers = request.response.headers
+        headers[JOBS_HEADER] = ", ".join(states) or "none"
+        if asked:
+            headers["Preference-Applied"] = f"wait={wait}"
 
     def _enqueue(self, committed, data):
         if not committed:
@@ -83,15 +140,18 @@ class Listener:
             except Exception as e:  # noqa: BLE001 - never let the sender thread die
                 logger.error("signer webhook %s failed: %s", self.url, e)
 
-    def send(self, data):
+    def send(self, data, wait=0):
+        """Posts one event; with `wait`, asks the service to answer once its jobs are final. Returns the answer."""
         headers = {"Content-Type": "application/json"}
         if self.secret:
             timestamp = str(int(time.time()))
             headers["X-Signer-Timestamp"] = timestamp
             headers["X-Signer-Signature"] = signature(self.secret, timestamp, data)
+        if wait:
+            headers["Prefer"] = f"wait={wait}"
         request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            response.read()
+        with urllib.request.urlopen(request, timeout=self.timeout + wait) as response:
+            return json.loads(response.read() or b"{}")
 
 
 def load_from_config(config, prefix):
@@ -104,4 +164,5 @@ def load_from_config(config, prefix):
         secret=settings.get(prefix + "hmac_secret") or "",
         buckets=aslist(settings.get(prefix + "buckets", "")),
         timeout=float(settings.get(prefix + "timeout_seconds", 2)),
+        wait_seconds=int(settings.get(prefix + "wait_seconds", 0)),
     )
