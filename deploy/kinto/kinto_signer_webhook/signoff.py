@@ -5,6 +5,8 @@ out what was accepted; it never decides again.
 In each request to a configured source collection (the signing service's own principal excepted):
 - a status change is checked (allowed transitions, editors/reviewers groups, requester != approver); an accepted
   review request records who asked (`last_review_request_by/date`) in the same transaction;
+- a new source collection gets its `{cid}-editors` (its creator as member) and `{cid}-reviewers` groups, allowed
+  to write it;
 - the tracking fields (`last_*_by/date`) cannot be written by hand;
 - a record written, changed or deleted puts the collection back to `work-in-progress` with `last_edit_by/date`;
 - a record holding a float is refused (unless `signer.allow_floats`);
@@ -30,8 +32,9 @@ import functools
 from kinto.core import errors
 from kinto.core.errors import ERRORS
 from kinto.core.events import ACTIONS, ResourceChanged
-from kinto.core.storage.exceptions import ObjectNotFoundError
+from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid import httpexceptions
+from pyramid.interfaces import IAuthorizationPolicy
 from pyramid.exceptions import ConfigurationError
 from pyramid.settings import asbool
 
@@ -219,6 +222,36 @@ def check_collection_change(event, signoff):
         tracked = rules.tracking_after(old.get("status"), new.get("status"), request.prefixed_userid, now(), body)
         if tracked:
             update_collection(storage, bucket_id, new["id"], tracked)
+        if not old:
+            create_groups(request, bucket_id, new["id"], resource)
+
+
+def create_groups(request, bucket_id, collection_id, resource):
+    """A new source collection gets its editors group (its creator as member) and reviewers group, both writable
+    by the creator, and both may write the collection, as kinto-remote-settings does. A creator who may not
+    create groups in the bucket gets none; existing groups are kept as they are."""
+    bucket_uri = f"/buckets/{bucket_id}"
+    permission = request.registry.permission
+    authz = request.registry.getUtility(IAuthorizationPolicy)
+    if not permission.check_permission(
+        request.prefixed_principals, authz.get_bound_permissions(bucket_uri, "group:create")
+    ):
+        return
+    userid = request.prefixed_userid
+    collection_uri = f"{bucket_uri}/collections/{collection_id}"
+    for group, members in ((resource["editors_group"], [userid]), (resource["reviewers_group"], [])):
+        group_uri = f"{bucket_uri}/groups/{group}"
+        permission.add_principal_to_ace(collection_uri, "write", group_uri)
+        try:
+            request.registry.storage.create(
+                resource_name="group", parent_id=bucket_uri, obj={"id": group, "members": members}
+            )
+        except UnicityError:
+            continue  # kept as it is, members and all
+        permission.replace_object_permissions(group_uri, {"write": [userid]})
+        for member in members:
+            # What Kinto's own group views do on a change: the member now holds the group's principal.
+            permission.add_user_principal(member, group_uri)
 
 
 def restore_collection(storage, bucket_id, old, new):
