@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use signer_e2e::autograph::AutographServer;
 use signer_e2e::db::TestDb;
 use signer_e2e::kinto::{
-    reference_signer_settings, signoff_settings, webhook_settings, Install, KintoAdmin,
-    KintoServer, Storage, SIGNER,
+    basicauth_userid, reference_signer_settings, signoff_settings, webhook_settings, Install,
+    KintoAdmin, KintoServer, Storage, SIGNER,
 };
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{verify_x5u, Api, Setup, TempDir};
@@ -604,7 +604,7 @@ async fn answers_match_kinto_signer_side_by_side() {
     )
     .await;
 
-    let mut answers = Vec::new();
+    let (mut answers, mut groups) = (Vec::new(), Vec::new());
     for kinto in [&ours, &reference] {
         // Preview and destination buckets anyone may write, so that deleting one meets the workflow's rule and
         // not Kinto's permissions (kinto-signer creates them as its own user).
@@ -675,7 +675,76 @@ async fn answers_match_kinto_signer_side_by_side() {
             (status, body["message"].as_str().map(str::to_owned)),
         ));
         answers.push(mine);
+
+        // A new source collection gets its groups, as kinto-signer makes them.
+        editor
+            .ok(
+                Method::PUT,
+                "/buckets/ws/collections/other",
+                Some(json!({"data": {}})),
+            )
+            .await;
+        let editor_id = editor.principal().await;
+        let mut made = Vec::new();
+        for group in ["other-editors", "other-reviewers"] {
+            let body = editor
+                .ok(Method::GET, &format!("/buckets/ws/groups/{group}"), None)
+                .await;
+            made.push(json!([
+                group,
+                body["data"]["members"],
+                body["permissions"]["write"]
+            ]));
+        }
+        let collection = editor
+            .ok(Method::GET, "/buckets/ws/collections/other", None)
+            .await;
+        let mut writers: Vec<Value> = collection["permissions"]["write"]
+            .as_array()
+            .unwrap()
+            .clone();
+        writers.sort_by_key(|w| w.to_string());
+        made.push(json!(writers));
+        assert_eq!(made[0], json!(["other-editors", [editor_id], [editor_id]]));
+        groups.push(made);
     }
+    assert_eq!(
+        groups[0], groups[1],
+        "groups: ours (left) and kinto-signer 8.1.1 (right)"
+    );
+    let (_, root) = KintoServer::admin(&ours.url)
+        .request(Method::GET, "/", None)
+        .await;
+    let capability = root["capabilities"]["signer"].as_object().unwrap();
+    let mut keys: Vec<&str> = capability.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "description",
+            "editors_group",
+            "group_check_enabled",
+            "plugin_userid",
+            "resources",
+            "reviewers_group",
+            "to_review_enabled",
+            "url",
+            "version"
+        ],
+        "kinto-remote-settings' capability fields"
+    );
+    assert_eq!(
+        capability["resources"],
+        json!([{
+            "source": {"bucket": "ws", "collection": null},
+            "preview": {"bucket": "ws-preview", "collection": null},
+            "destination": {"bucket": "main", "collection": null}
+        }])
+    );
+    assert_eq!(
+        capability["plugin_userid"],
+        basicauth_userid(SIGNER.0, SIGNER.1)
+    );
     assert_eq!(
         answers[0], answers[1],
         "ours (left) and kinto-signer 8.1.1 (right)"
