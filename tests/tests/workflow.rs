@@ -827,3 +827,32 @@ async fn a_status_change_can_answer_once_its_job_finished() {
     assert_eq!(s.nth_job(3).await["data"]["state"], "succeeded");
     let _ = &s.autograph;
 }
+
+/// The flows of Mozilla's signer browser tests (full workflow, rollback, refresh, cannot skip to-review, same
+/// editor cannot review, re-review after cancel), driven by kinto-http from `tests/python/rs_signer_flow.py`.
+async fn mozilla_signer_flows(mode: &str, kinto_settings: &str) {
+    let s = stack_with(1, Backend::Postgres, kinto_settings).await;
+    let output = std::process::Command::new(signer_e2e::venv_bin("python"))
+        .arg(signer_e2e::root().join("tests/python/rs_signer_flow.py"))
+        .args([&s.kinto.url, "x5u", mode])
+        .output()
+        .expect("the flows run");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{printed}");
+    assert!(printed.contains("7 passed, 0 failed"), "{printed}");
+    let _ = &s.autograph;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mozilla_signer_flows_with_synchronous_answers() {
+    mozilla_signer_flows("sync", "kinto.event_listeners.signer.wait_seconds = 30\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mozilla_signer_flows_each_step_waiting_for_its_job() {
+    mozilla_signer_flows("poll", "").await;
+}
