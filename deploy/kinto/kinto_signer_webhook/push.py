@@ -22,7 +22,12 @@ collection or its bucket, as Kinto grants them in its permission backend or its 
 (`kinto.bucket_write_principals`, ...): narrower than Kinto's record-level permissions, since the signer owns
 the collections it writes.
 
-The server announces both as the API capability `signer-push`; the service uses `/v1/batch` and a guessed
+An atomic publication (`stamps_from`, `if_match`, `metadata` in the body) writes every record with the timestamp
+the service signed it with (deletions first, then puts, one stamp after the other) and the signature with them,
+in one transaction: clients see the previous signed state or the next one, never records the signature does not
+cover. It is refused with 412 when the records are not at `if_match`, or would not end at the signed timestamp.
+
+The server announces both as the API capability `signer-push` (`atomic: true` for atomic publications); the service uses `/v1/batch` and a guessed
 overlap where it is absent. Enable them with `kinto.includes = kinto_signer_webhook.push`.
 """
 
@@ -106,7 +111,7 @@ def collection_of(request, permission):
 @push.post(permission=NO_PERMISSION_REQUIRED)
 def push_records(request):
     bucket_uri, collection_uri = collection_of(request, "write")
-    puts, deletes = parse_body(request)
+    puts, deletes, publication = parse_body(request)
     storage = request.registry.storage
 
     ids = [r["id"] for r in puts] + deletes
@@ -131,24 +136,66 @@ def push_records(request):
             resource_data=resource_data,
         )
 
+    stamps = iter(())
+    if publication is not None:
+        current = storage.resource_timestamp(resource_name="record", parent_id=collection_uri)
+        if current != publication["if_match"]:
+            modified_meanwhile(f"{collection_uri} records are at {current}, not {publication['if_match']}")
+        # Deletions first, then puts: each write takes the next stamp, in the order the service signed them.
+        stamps = iter(range(publication["stamps_from"], publication["stamps_from"] + len(ids)))
+    deleted = 0
+    for record_id in deletes:
+        stamp = next(stamps, None)
+        old = before.get(record_id)
+        if old is None:
+            continue
+        tombstone = storage.delete(
+            resource_name="record", parent_id=collection_uri, object_id=record_id, last_modified=stamp
+        )
+        notify(tombstone, ACTIONS.DELETE, old)
+        deleted += 1
     for record in puts:
+        stamp = next(stamps, None)
+        if stamp is not None:
+            record["last_modified"] = stamp
         old = before.get(record["id"])
         written = storage.update(
             resource_name="record", parent_id=collection_uri, object_id=record["id"], obj=record
         )
         notify(written, ACTIONS.UPDATE if old else ACTIONS.CREATE, old)
-    deleted = 0
-    for record_id in deletes:
-        old = before.get(record_id)
-        if old is None:
-            continue
-        tombstone = storage.delete(resource_name="record", parent_id=collection_uri, object_id=record_id)
-        notify(tombstone, ACTIONS.DELETE, old)
-        deleted += 1
 
     timestamp = storage.resource_timestamp(resource_name="record", parent_id=collection_uri)
+    if publication is not None:
+        expected = publication["stamps_from"] + len(ids) - 1 if ids else publication["if_match"]
+        if timestamp != expected:
+            modified_meanwhile(f"{collection_uri} records would be at {timestamp}, not the signed {expected}")
+        publish_metadata(request, bucket_uri, publication["metadata"])
     request.response.headers["ETag"] = f'"{timestamp}"'
     return {"written": len(puts), "deleted": deleted, "timestamp": timestamp}
+
+
+def modified_meanwhile(message):
+    """412: the records are not where the service signed them from; nothing of the request commits."""
+    raise http_error(httpexceptions.HTTPPreconditionFailed(), errno=ERRORS.MODIFIED_MEANWHILE, message=message)
+
+
+def publish_metadata(request, bucket_uri, fields):
+    """The signature (and the fields published with it) set on the collection in the records' transaction."""
+    collection_id = request.matchdict["collection_id"]
+    storage = request.registry.storage
+    old = storage.get(resource_name="collection", parent_id=bucket_uri, object_id=collection_id)
+    new = {**old, **fields}
+    new.pop("last_modified", None)
+    written = storage.update(resource_name="collection", parent_id=bucket_uri, object_id=collection_id, obj=new)
+    request.notify_resource_event(
+        parent_id=bucket_uri,
+        timestamp=written["last_modified"],
+        data=written,
+        action=ACTIONS.UPDATE,
+        old=old,
+        resource_name="collection",
+        resource_data={"bucket_id": request.matchdict["bucket_id"], "id": collection_id},
+    )
 
 
 @visible.get(permission=NO_PERMISSION_REQUIRED)
@@ -231,7 +278,9 @@ def postgresql_visible_before(storage, collection_uri):
 
 
 def parse_body(request):
-    """`put` (records, each with a valid `id`, no `last_modified`) and `delete` (ids), each id at most once."""
+    """`put` (records, each with a valid `id`, no `last_modified`) and `delete` (ids), each id at most once; and,
+    for an atomic publication, `stamps_from` (the first write's timestamp, the next ones following in order),
+    `if_match` (the records timestamp the writes apply to) and `metadata` (collection fields written with them)."""
     try:
         body = request.json_body
     except ValueError:
@@ -253,7 +302,18 @@ def parse_body(request):
         seen.add(record_id)
     for record in puts:
         record.pop("last_modified", None)
-    return puts, deletes
+    publication = None
+    if "stamps_from" in body:
+        publication = {k: body.get(k) for k in ("stamps_from", "if_match", "metadata")}
+        for name in ("stamps_from", "if_match"):
+            value = publication[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise_invalid(request, name=name, description=f"{name} must be a timestamp")
+        if publication["stamps_from"] <= publication["if_match"]:
+            raise_invalid(request, name="stamps_from", description="stamps_from must be after if_match")
+        if not isinstance(publication["metadata"], dict):
+            raise_invalid(request, name="metadata", description="metadata must be an object")
+    return puts, deletes, publication
 
 
 def includeme(config):
@@ -265,6 +325,7 @@ def includeme(config):
         description="Bulk writes of a collection's records in one transaction, and before when its writes are "
         "visible, for kinto-signer-rs.",
         visible_in_listings=True,
+        atomic=True,
     )
     config.add_cornice_service(push)
     config.add_cornice_service(visible)
