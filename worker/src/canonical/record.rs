@@ -146,6 +146,15 @@ impl Record {
         }
     }
 
+    /// The same record as the server holds it once written with `last_modified` (an atomic publication stamps
+    /// each write itself, so what is signed is known before it is written). Shares the text.
+    pub fn stamped(&self, last_modified: i64) -> Record {
+        Record {
+            last_modified: Some(last_modified),
+            form: self.form.clone(),
+        }
+    }
+
     /// Whether both hold the same data once what Kinto owns (`last_modified`, `schema`) is set aside. A record
     /// that cannot be signed is the same as nothing: a copy always rewrites it.
     pub fn same_content(&self, other: &Record) -> bool {
@@ -341,6 +350,19 @@ mod tests {
         assert!(tombstone.is_tombstone());
         assert_eq!(tombstone.id(), "gone-é");
         assert_eq!(record(json!({"id":"f","x":1.5})).id(), "f");
+    }
+
+    #[test]
+    fn a_stamped_record_signs_with_its_new_timestamp_and_the_same_content() {
+        let r = record(json!({"id":"a","last_modified":5,"z":1}));
+        let stamped = r.stamped(1_700_000_000_123);
+        assert!(stamped.same_content(&r));
+        let mut text = Vec::new();
+        stamped.write_signed(&mut |b: &[u8]| text.extend_from_slice(b));
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            r#"{"id":"a","last_modified":1700000000123,"z":1}"#
+        );
     }
 
     #[test]

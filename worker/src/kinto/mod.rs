@@ -602,6 +602,65 @@ impl KintoClient {
         Ok(())
     }
 
+    /// Whether the server takes atomic publications (the bulk endpoint's `atomic` field): records, their
+    /// timestamps and the signature in one transaction.
+    pub async fn publishes_atomically(&self) -> Result<bool, KintoError> {
+        let features = self.features().await?;
+        Ok(features.signer_push && features.atomic && self.bulk_push_size > 0)
+    }
+
+    /// One atomic publication: `writes` applied in order, the n-th stamped `stamps_from + n`, on records that
+    /// are at `if_match`, with `metadata` set on the collection, all in one transaction of Kinto's (a 412 when
+    /// the records moved: nothing was written). Returns the records timestamp Kinto reports after it, or `None`
+    /// when the server no longer offers the endpoint (Kinto redeployed without the plugin): nothing was written.
+    pub async fn publish_atomically(
+        &self,
+        c: &CollectionRef,
+        writes: &[Write<'_>],
+        stamps_from: i64,
+        if_match: i64,
+        metadata: &serde_json::Map<String, Value>,
+    ) -> Result<Option<i64>, KintoError> {
+        let url = self.url(&format!("{}/{SIGNER_PUSH}", c.uri()));
+        let mut body = push_body(writes).to_vec();
+        let closing = body.pop();
+        debug_assert_eq!(closing, Some(b'}'));
+        body.extend_from_slice(
+            format!(
+                ",\"stamps_from\":{stamps_from},\"if_match\":{if_match},\"metadata\":{}}}",
+                Value::Object(metadata.clone())
+            )
+            .as_bytes(),
+        );
+        let sent = self
+            .send_reading(
+                Method::POST,
+                url.clone(),
+                Some(body.into()),
+                HeaderMap::new(),
+                Whole::default,
+            )
+            .await;
+        let answer = match sent {
+            Ok((_, answer)) => answer,
+            Err(e) if e.status() == Some(404) && !self.still_offers_push().await? => {
+                tracing::warn!(server = %self.server, "the bulk endpoint is gone, writing through /v1/batch");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        crate::metrics::metrics()
+            .records_copied
+            .with_label_values(&["bulk"])
+            .inc_by(writes.len() as u64);
+        let answer: PushAnswer = serde_json::from_slice(&answer)
+            .map_err(|_| invalid("POST", &url, "no `written` count"))?;
+        answer
+            .timestamp
+            .map(Some)
+            .ok_or_else(|| invalid("POST", &url, "no records `timestamp`"))
+    }
+
     /// Whether the server still announces the bulk endpoint (asked again after it answered 404: Kinto restarted
     /// without the plugin).
     async fn still_offers_push(&self) -> Result<bool, KintoError> {
@@ -923,6 +982,7 @@ struct Features {
     batch_max: usize,
     signer_push: bool,
     visible_in_listings: bool,
+    atomic: bool,
     signoff: bool,
 }
 
@@ -938,6 +998,10 @@ impl Features {
             signer_push: info.pointer(&capability).is_some(),
             visible_in_listings: info
                 .pointer(&format!("{capability}/visible_in_listings"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            atomic: info
+                .pointer(&format!("{capability}/atomic"))
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             signoff: info.pointer("/capabilities/signer").is_some(),
@@ -978,6 +1042,8 @@ fn push_body(part: &[Write<'_>]) -> bytes::Bytes {
 #[derive(Deserialize)]
 struct PushAnswer {
     written: usize,
+    #[serde(default)]
+    timestamp: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -1098,6 +1164,7 @@ mod tests {
                 batch_max: 50,
                 signer_push: false,
                 visible_in_listings: false,
+                atomic: false,
                 signoff: false,
             }
         );
@@ -1109,6 +1176,7 @@ mod tests {
                 batch_max: DEFAULT_BATCH_MAX_REQUESTS,
                 signer_push: true,
                 visible_in_listings: false,
+                atomic: false,
                 signoff: false,
             }
         );

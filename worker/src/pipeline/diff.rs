@@ -2,7 +2,7 @@
 //! `records_diff`, which replaced the `_since`-based push that could lose records (kinto-signer #816).
 
 use crate::canonical::Record;
-use crate::kinto::Write;
+use crate::kinto::{Listing, Write};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -41,6 +41,49 @@ pub fn diff_records<'a>(source: &'a [Record], destination: &'a [Record]) -> Diff
         diff.writes.push(Write::Put { id, data });
     }
     diff
+}
+
+/// What `before` holds once `diff` (made from `wanted`) is written with the n-th write stamped `stamps_from + n`:
+/// the listing an atomic publication signs before writing it. Its timestamp is the last write's stamp.
+pub fn stamped(before: &Listing, wanted: &Listing, diff: &Diff<'_>, stamps_from: i64) -> Listing {
+    let wanted: BTreeMap<&str, &Record> = wanted
+        .records
+        .iter()
+        .filter(|r| !r.is_tombstone())
+        .map(|r| (r.id(), r))
+        .collect();
+    let mut held: BTreeMap<&str, Record> = before
+        .records
+        .iter()
+        .filter(|r| !r.is_tombstone())
+        .map(|r| (r.id(), r.clone()))
+        .collect();
+    let mut stamp = stamps_from;
+    for write in &diff.writes {
+        match write {
+            Write::Delete { id } => {
+                held.remove(*id);
+            }
+            Write::Put { id, .. } => {
+                let record = wanted
+                    .get(*id)
+                    .expect("a put comes from the wanted records");
+                held.insert(id, record.stamped(stamp));
+            }
+        }
+        stamp += 1;
+    }
+    let timestamp = if diff.writes.is_empty() {
+        before.timestamp
+    } else {
+        stamp - 1
+    };
+    Listing {
+        records: held.into_values().collect(),
+        timestamp,
+        // Only what this publication wrote is known: whatever else is in flight is read on the next refresh.
+        settled: before.settled,
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +150,48 @@ mod tests {
         let destination = records(vec![json!({"id":"a"}), json!({"id":"b"})]);
         let diff = diff_records(&[], &destination);
         assert_eq!((diff.deleted, ids(&diff)), (2, vec!["a", "b"]));
+    }
+
+    #[test]
+    fn a_stamped_listing_is_what_the_target_holds_after_the_writes() {
+        let listing = |values: Vec<Value>, timestamp| Listing {
+            records: records(values),
+            timestamp,
+            settled: timestamp,
+        };
+        let before = listing(
+            vec![
+                json!({"id":"keep","v":1,"last_modified":5}),
+                json!({"id":"change","v":1,"last_modified":6}),
+                json!({"id":"drop","v":1,"last_modified":7}),
+            ],
+            7,
+        );
+        let wanted = listing(
+            vec![
+                json!({"id":"keep","v":1,"last_modified":50}),
+                json!({"id":"change","v":2,"last_modified":51}),
+                json!({"id":"add","v":3,"last_modified":52}),
+            ],
+            52,
+        );
+        let diff = diff_records(&wanted.records, &before.records);
+        let after = stamped(&before, &wanted, &diff, 100);
+        // Writes in order: delete "drop" (100), put "add" (101), put "change" (102).
+        assert_eq!(after.timestamp, 102);
+        assert_eq!(after.settled, 7);
+        let expected = records(vec![
+            json!({"id":"add","v":3,"last_modified":101}),
+            json!({"id":"change","v":2,"last_modified":102}),
+            json!({"id":"keep","v":1,"last_modified":5}),
+        ]);
+        assert_eq!(after.records, expected);
+        let unchanged = stamped(
+            &before,
+            &before,
+            &diff_records(&before.records, &before.records),
+            100,
+        );
+        assert_eq!(unchanged.timestamp, 7);
     }
 }

@@ -491,12 +491,20 @@ impl Pipeline {
         };
         let diff = diff_records(&wanted.records, &before.records);
         cx.report.update(|p| p.records_to_push = diff.writes.len());
+        let counts = Counts::of(&diff);
+        if !diff.writes.is_empty() && kinto.publishes_atomically().await? {
+            if let Some(published) = self
+                .publish_atomically(cx, target, wanted, &before, &diff)
+                .await?
+            {
+                return Ok(published);
+            }
+        }
         kinto
             .apply(target, &diff.writes, |n| {
                 cx.report.update(|p| p.records_pushed = n)
             })
             .await?;
-        let counts = Counts::of(&diff);
         let unchanged = diff.writes.is_empty();
         drop(diff);
         tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, "pushed");
@@ -513,6 +521,54 @@ impl Pipeline {
         Ok(published)
     }
 
+    /// The target moved from one signed state to the next in one transaction of Kinto's: the records as they
+    /// will be held (each write stamped by us, after the target's records timestamp) are signed first, then
+    /// written with the signature. Clients never list records the signature does not cover. A target that moved
+    /// meanwhile answers 412 and nothing is written (the job tries again). `None` when the server no longer
+    /// takes atomic publications (nothing written).
+    async fn publish_atomically(
+        &self,
+        cx: &Context<'_>,
+        target: &CollectionRef,
+        wanted: &Listing,
+        before: &Listing,
+        diff: &Diff<'_>,
+    ) -> Result<Option<Published>, PipelineError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let stamps_from = (before.timestamp + 1).max(now);
+        let after = diff::stamped(before, wanted, diff, stamps_from);
+        let counts = Counts::of(diff);
+        let (metadata, published) = self.signature(cx, target, &after, counts).await?;
+        cx.report.enter("publish", target);
+        let Some(written) = self
+            .destination
+            .publish_atomically(
+                target,
+                &diff.writes,
+                stamps_from,
+                before.timestamp,
+                &metadata,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        if written != after.timestamp {
+            return Err(PipelineError::Kinto(KintoError::Invalid {
+                method: "POST".into(),
+                url: target.uri(),
+                reason: format!(
+                    "records published at {written}, signed for {}",
+                    after.timestamp
+                ),
+            }));
+        }
+        cx.report.update(|p| p.records_pushed = diff.writes.len());
+        tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, timestamp = written, "published records and signature together");
+        self.listings.keep(&self.destination, target, after);
+        Ok(Some(published))
+    }
+
     async fn sign_target(
         &self,
         cx: &Context<'_>,
@@ -520,6 +576,24 @@ impl Pipeline {
         listing: &Listing,
         counts: Counts,
     ) -> Result<Published, PipelineError> {
+        let (metadata, published) = self.signature(cx, target, listing, counts).await?;
+        cx.report.enter("publish", target);
+        self.destination
+            .patch_collection(target, Value::Object(metadata), None)
+            .await?;
+        tracing::info!(target = %target, timestamp = listing.timestamp, "signature published");
+        Ok(published)
+    }
+
+    /// Signs `listing` as clients will fetch it: the collection fields to publish (the signatures, and what is
+    /// copied from the source), and what the job reports of it.
+    async fn signature(
+        &self,
+        cx: &Context<'_>,
+        target: &CollectionRef,
+        listing: &Listing,
+        counts: Counts,
+    ) -> Result<(Map<String, Value>, Published), PipelineError> {
         cx.report.enter("hash", target);
         let payload = canonical::SignedPayload::new(
             &listing.records,
@@ -547,13 +621,7 @@ impl Pipeline {
             "signatures".into(),
             serde_json::to_value(&signatures).expect("metadata serializes"),
         );
-        cx.report.enter("publish", target);
-        self.destination
-            .patch_collection(target, Value::Object(metadata), None)
-            .await?;
-        tracing::info!(target = %target, timestamp = listing.timestamp, signatures = signatures.len(), "signature published");
-
-        Ok(Published {
+        let published = Published {
             uri: target.uri(),
             timestamp: listing.timestamp,
             records: listing.records.len(),
@@ -562,7 +630,8 @@ impl Pipeline {
             deleted: counts.deleted,
             payload_bytes: Some(message.len()),
             signature: Some(first),
-        })
+        };
+        Ok((metadata, published))
     }
 }
 
