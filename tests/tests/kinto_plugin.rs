@@ -476,3 +476,116 @@ async fn an_update_committed_after_a_listing_with_an_older_timestamp_is_copied_b
     );
     setup.assert_verifies(&kinto.url, "prod", "c", 20);
 }
+
+/// What clients syncing a destination see while it is published: a reader lists the records, reads the
+/// signature, then asks whether the records changed (`If-None-Match`; unchanged means the reads were of one
+/// state) and verifies each such state as a client would. Returns (states verified, states whose signature
+/// does not cover their records, distinct record timestamps seen).
+async fn states_a_reader_sees(atomic: bool) -> (usize, usize, usize) {
+    use signer_worker::canonical::{Record, SignedPayload};
+    use signer_worker::signing::{verify, Message};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (db, kinto_db) = (TestDb::create().await, TestDb::create().await);
+    let dir = TempDir::new("reader");
+    let storage = Storage::Postgres(kinto_db.url.clone());
+    let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, "").await;
+    let editor = kinto.editor();
+    let mut records = sample_records(1000, 5);
+    editor.create_source("ws", "c", json!({}), &records).await;
+    let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
+    let batch_only: &[(&str, &str)] = &[("SIGNER_KINTO__SOURCE__BULK_PUSH_SIZE", "0")];
+    let env = if atomic { &[][..] } else { batch_only };
+    let api = Api::start_env(&setup, 1, signer_e2e::free_port(), env).await;
+    let first = api.wait_final(&api.sign("ws/c").await, 120).await;
+    assert_eq!(first["data"]["state"], "succeeded", "{first}");
+    for r in &mut records {
+        r["title"] = json!("the next version");
+    }
+    editor.put_records("ws", "c", &records).await;
+
+    let key = signer_worker::signing::parse_public_key(
+        &std::fs::read_to_string(&setup.public_key).unwrap(),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (editor, stop) = (editor.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let (mut states, mut mismatches, mut seen) = (0, 0, std::collections::BTreeSet::new());
+            while !stop.load(Ordering::Relaxed) {
+                let listed = editor
+                    .send(
+                        Method::GET,
+                        "/buckets/prod/collections/c/records?_limit=10000",
+                        None,
+                        &[],
+                    )
+                    .await;
+                let etag = listed.headers()["etag"].to_str().unwrap().to_owned();
+                let body: Value = listed.json().await.unwrap();
+                let metadata = editor
+                    .ok(Method::GET, "/buckets/prod/collections/c", None)
+                    .await;
+                let again = editor
+                    .send(
+                        Method::GET,
+                        "/buckets/prod/collections/c/records?_limit=1",
+                        None,
+                        &[("If-None-Match", &etag)],
+                    )
+                    .await;
+                if again.status() != 304 {
+                    continue; // the records moved between the reads: not one state
+                }
+                let timestamp: u64 = etag.trim_matches('"').parse().unwrap();
+                let records: Vec<Record> = body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| Record::from_value(r.clone()).unwrap())
+                    .collect();
+                let payload = SignedPayload::new(&records, timestamp).unwrap();
+                let signature = metadata["data"]["signature"]["signature"].as_str().unwrap();
+                states += 1;
+                seen.insert(timestamp);
+                if verify(&key, Message::of_payload(&payload).digest(), signature).is_err() {
+                    mismatches += 1;
+                }
+            }
+            (states, mismatches, seen.len())
+        })
+    };
+    let job = api.wait_final(&api.sign("ws/c").await, 120).await;
+    assert_eq!(job["data"]["state"], "succeeded", "{job}");
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.await.unwrap();
+    setup.assert_verifies(&kinto.url, "prod", "c", 1000);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_never_see_records_their_signature_does_not_cover() {
+    let (states, mismatches, timestamps) = states_a_reader_sees(true).await;
+    println!(
+        "atomic: {states} states read, {mismatches} not covered, {timestamps} record timestamps"
+    );
+    assert_eq!(mismatches, 0, "of {states} states read");
+    assert!(
+        timestamps >= 2,
+        "the reader saw the state before and after ({timestamps})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_plugin_a_publication_has_a_window_readers_can_fall_in() {
+    let (states, mismatches, timestamps) = states_a_reader_sees(false).await;
+    println!(
+        "batch: {states} states read, {mismatches} not covered, {timestamps} record timestamps"
+    );
+    assert!(
+        mismatches > 0,
+        "{states} states read, none mismatched: the test would not see the window"
+    );
+}
