@@ -203,25 +203,6 @@ impl KintoClient {
         }
     }
 
-    /// A group's members in a bucket, or `None` when the group does not exist.
-    pub async fn group_members(
-        &self,
-        bucket: &str,
-        group: &str,
-    ) -> Result<Option<Vec<Value>>, KintoError> {
-        let url = self.url(&format!("/buckets/{bucket}/groups/{group}"));
-        match self.send(Method::GET, url, None, HeaderMap::new()).await {
-            Ok((_, body)) => Ok(Some(
-                body.pointer("/data/members")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
-            )),
-            Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Who set the collection's current `status`, and the status before, from Kinto's history plugin; `None`
     /// when the plugin is not enabled or its newest entry does not show that status.
     pub async fn status_author(
