@@ -407,6 +407,15 @@ impl KintoClient {
         }
     }
 
+    /// Up to when a listing of `c` at records timestamp `ts`, known from writes rather than read, is complete:
+    /// every write stamped up to there is visible now (the plugin's answer), else the guess of `settled`.
+    pub async fn settled_now(&self, c: &CollectionRef, ts: i64) -> Result<i64, KintoError> {
+        Ok(match self.writes_visible_before(c).await? {
+            Some(visible) => ts.min(visible - 1).max(0),
+            None => self.settled(ts, &HeaderMap::new()),
+        })
+    }
+
     /// Before when every write to the records of `c` is visible to the reads that follow, from the plugin
     /// (`None` where the server does not announce it, or its storage cannot tell).
     async fn writes_visible_before(&self, c: &CollectionRef) -> Result<Option<i64>, KintoError> {
@@ -603,7 +612,7 @@ impl KintoClient {
         metadata: &serde_json::Map<String, Value>,
     ) -> Result<Option<i64>, KintoError> {
         let url = self.url(&format!("{}/{SIGNER_PUSH}", c.uri()));
-        let mut body = push_body(writes).to_vec();
+        let mut body = Vec::from(push_body(writes));
         let closing = body.pop();
         debug_assert_eq!(closing, Some(b'}'));
         body.extend_from_slice(

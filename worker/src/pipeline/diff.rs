@@ -81,7 +81,7 @@ pub fn stamped(before: &Listing, wanted: &Listing, diff: &Diff<'_>, stamps_from:
     Listing {
         records: held.into_values().collect(),
         timestamp,
-        // Only what this publication wrote is known: whatever else is in flight is read on the next refresh.
+        // Only what this publication wrote is known: the caller asks the server how far that holds.
         settled: before.settled,
     }
 }

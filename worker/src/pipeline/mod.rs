@@ -565,6 +565,13 @@ impl Pipeline {
         }
         cx.report.update(|p| p.records_pushed = diff.writes.len());
         tracing::info!(target = %target, created = counts.created, updated = counts.updated, deleted = counts.deleted, timestamp = written, "published records and signature together");
+        // Known complete up to where no other write can still appear: the next refresh reads from there, not
+        // everything this publication wrote again.
+        let settled = self
+            .destination
+            .settled_now(target, after.timestamp)
+            .await?;
+        let after = Listing { settled, ..after };
         self.listings.keep(&self.destination, target, after);
         Ok(Some(published))
     }
