@@ -494,7 +494,7 @@ impl Pipeline {
         let counts = Counts::of(&diff);
         if !diff.writes.is_empty() && kinto.publishes_atomically().await? {
             if let Some(published) = self
-                .publish_atomically(cx, target, wanted, &before, &diff)
+                .publish_atomically(cx, target, wanted, &before, &diff, counts)
                 .await?
             {
                 return Ok(published);
@@ -533,11 +533,11 @@ impl Pipeline {
         wanted: &Listing,
         before: &Listing,
         diff: &Diff<'_>,
+        counts: Counts,
     ) -> Result<Option<Published>, PipelineError> {
         let now = chrono::Utc::now().timestamp_millis();
         let stamps_from = (before.timestamp + 1).max(now);
         let after = diff::stamped(before, wanted, diff, stamps_from);
-        let counts = Counts::of(diff);
         let (metadata, published) = self.signature(cx, target, &after, counts).await?;
         cx.report.enter("publish", target);
         let Some(written) = self
