@@ -248,6 +248,8 @@ impl KintoServer {
         let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
         let child = Command::new(&self.kinto)
             .env("PYTHONPATH", root().join("deploy/kinto"))
+            // Where Kinto writes files of its own (pyramid_mailer's debug mails, `./mail`): beside its ini.
+            .current_dir(self.ini.parent().expect("the ini is in a directory"))
             .args(["start", "--ini"])
             .arg(&self.ini)
             .args(["--port", &self.port.to_string()])

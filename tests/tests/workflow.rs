@@ -28,6 +28,8 @@ enum Backend {
 }
 
 struct Stack {
+    /// Kinto's ini and working directory.
+    dir: TempDir,
     _db: TestDb,
     _kinto_db: Option<TestDb>,
     kinto: KintoServer,
@@ -105,8 +107,8 @@ async fn stack_with(records: usize, backend: Backend, kinto_settings: &str) -> S
         ),
     );
     let api = Api::start_on(&setup, 2, api_port).await;
-    drop(dir);
     Stack {
+        dir,
         _db: db,
         _kinto_db: kinto_db,
         kinto,
@@ -527,6 +529,231 @@ async fn back_to_back_review_then_approval_is_signed_every_time() {
     assert!(jobs.iter().filter(|j| j["kind"] == "sign").count() == ROUNDS);
 }
 
+/// With `auto_create_resources`, Kinto starts with the source buckets (and the source collections a resource names)
+/// made, writable by the configured principals, as kinto-remote-settings does; nothing else is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn sources_are_created_at_start_when_asked() {
+    let dir = TempDir::new("auto-create");
+    let kinto = KintoServer::launch(
+        &dir.0,
+        Install::Ours,
+        &Storage::Memory,
+        &(signoff_settings(
+            "/buckets/ws/collections/cfr -> /buckets/ws-preview/collections/cfr -> /buckets/main/collections/cfr\n    /buckets/other -> /buckets/other-main",
+            true,
+        ) + "kinto.signer.auto_create_resources = true\n\
+             kinto.signer.auto_create_resources_principals = system.Authenticated account:ops\n"),
+    )
+    .await;
+    let someone = KintoServer::admin(&kinto.url).as_user("someone", "someone-pw");
+    for path in [
+        "/buckets/ws",
+        "/buckets/ws/collections/cfr",
+        "/buckets/other",
+    ] {
+        let body = someone.ok(Method::GET, path, None).await;
+        let mut writers = body["permissions"]["write"].as_array().unwrap().clone();
+        writers.sort_by_key(Value::to_string);
+        assert_eq!(
+            writers,
+            [json!("account:ops"), json!("system.Authenticated")],
+            "{path}"
+        );
+    }
+    for path in [
+        "/buckets/main",
+        "/buckets/ws-preview",
+        "/buckets/other-main",
+    ] {
+        let (status, _) = someone.request(Method::GET, path, None).await;
+        assert_eq!(status, 403, "{path} is the service's to create");
+    }
+}
+
+/// A mail body as written (quoted-printable): soft line breaks joined, `=XX` decoded.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let mut bytes = Vec::new();
+    let mut rest = joined.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = tail.get(..2).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(decoded) if b == b'=' => {
+                bytes.push(decoded);
+                rest = &tail[2..];
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Accepted review requests, approvals and rejections reach kinto-emailer as kinto-remote-settings' review events
+/// (same class names, so Remote Settings' existing emailer hooks match), with the editor's or reviewer's
+/// comment; a refused change sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn review_events_reach_kinto_emailer() {
+    let s = stack_with(
+        2,
+        Backend::Postgres,
+        "kinto.includes = kinto_emailer\nmail.debug_mailer = true\n",
+    )
+    .await;
+    let hook = |event: &str, subject: &str, template: &str| {
+        json!({
+            "event": format!("kinto_remote_settings.signer.events.{event}"),
+            "subject": subject, "template": template, "recipients": ["reviewers@example.com"]
+        })
+    };
+    s.editor
+        .ok(
+            Method::PATCH,
+            "/buckets/ws",
+            Some(json!({"data": {"kinto-emailer": {"hooks": [
+                hook("ReviewRequested", "Review asked on {bucket_id}/{collection_id}", "Comment: {comment}"),
+                hook("ReviewApproved", "Approved {collection_id}", "Action: {action}"),
+                hook("ReviewRejected", "Rejected {collection_id}", "Comment: {comment}"),
+            ]}}})),
+        )
+        .await;
+    let mails = || {
+        let mut mails: Vec<(std::time::SystemTime, String)> =
+            std::fs::read_dir(s.dir.0.join("mail"))
+                .map(|dir| {
+                    dir.map(|entry| {
+                        let path = entry.unwrap().path();
+                        let text = std::fs::read_to_string(&path).unwrap();
+                        (path.metadata().unwrap().modified().unwrap(), text)
+                    })
+                    .collect()
+                })
+                .unwrap_or_default();
+        mails.sort();
+        mails
+            .into_iter()
+            .map(|(_, text)| {
+                let line = |name: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                let body = text.split("\n\n").last().unwrap_or_default();
+                format!("{} | {}", line("Subject: "), quoted_printable(body).trim())
+            })
+            .collect::<Vec<_>>()
+    };
+    s.refused(
+        &s.outsider,
+        json!({"status": "to-review"}),
+        403,
+        "Not in cfr-editors group",
+    )
+    .await;
+    assert_eq!(
+        change(
+            &s.editor,
+            json!({"status": "to-review", "last_editor_comment": "new ads"})
+        )
+        .await,
+        (200, None)
+    );
+    assert_eq!(
+        change(&s.reviewer, json!({"status": "to-sign"})).await,
+        (200, None)
+    );
+    eventually(60, "signed", || async {
+        (s.source().await["status"] == "signed").then_some(())
+    })
+    .await;
+    s.editor
+        .put_records("ws", "cfr", &[json!({"id": "late", "title": "late"})])
+        .await;
+    assert_eq!(
+        change(&s.editor, json!({"status": "to-review"})).await,
+        (200, None)
+    );
+    assert_eq!(
+        change(
+            &s.reviewer,
+            json!({"status": "work-in-progress", "last_reviewer_comment": "not yet"})
+        )
+        .await,
+        (200, None)
+    );
+    assert_eq!(
+        mails(),
+        [
+            "Review asked on ws/cfr | Comment: new ads",
+            "Approved cfr | Action: update",
+            "Review asked on ws/cfr | Comment:",
+            "Rejected cfr | Comment: not yet",
+        ]
+    );
+}
+
+/// With `hard_delete_destination_on_source_deletion`, a deleted source takes its preview, destination and groups
+/// with it, leaving no tombstone (kinto-remote-settings' setting); the cleanup job the deletion queued then
+/// finds nothing to do. A source made again under the same name starts from nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_deleted_for_good_takes_its_preview_and_destination() {
+    let s = stack_with(
+        3,
+        Backend::Postgres,
+        "signer.hard_delete_destination_on_source_deletion = true\n",
+    )
+    .await;
+    s.set_status(&s.editor, "to-review").await;
+    s.set_status(&s.reviewer, "to-sign").await;
+    eventually(60, "signed", || async {
+        (s.source().await["status"] == "signed").then_some(())
+    })
+    .await;
+    s.verified("main", 3);
+    s.editor
+        .ok(Method::DELETE, "/buckets/ws/collections/cfr", None)
+        .await;
+    // Asked as the service, which owns the preview and destination buckets (others get 403 for what is not there).
+    let service = s.editor.as_user(SIGNER.0, SIGNER.1);
+    for path in [
+        "/buckets/ws-preview/collections/cfr",
+        "/buckets/main/collections/cfr",
+        "/buckets/main/collections/cfr/records?_since=0",
+        "/buckets/ws/groups/cfr-editors",
+        "/buckets/ws/groups/cfr-reviewers",
+    ] {
+        let (status, body) = service.request(Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let cleanup = eventually(60, "the cleanup job", || async {
+        let jobs = s.jobs().await;
+        let job = jobs.iter().find(|j| j["kind"] == "cleanup")?;
+        Some(job["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let cleanup = s.api.wait_final(&cleanup, 60).await;
+    assert_eq!(cleanup["data"]["kind"], "cleanup", "{cleanup}");
+    assert_eq!(cleanup["data"]["state"], "succeeded", "{cleanup}");
+    assert!(
+        cleanup["data"]["result"]["skipped"]
+            .as_str()
+            .is_some_and(|why| why.contains("gone")),
+        "{cleanup}"
+    );
+    // Refused while the source existed, the destination's deletion was what the source's deletion did.
+    let (editor, _, _) = source_with_groups(&s.kinto.url, 1).await;
+    s.set_status(&editor, "to-review").await;
+    s.set_status(&s.reviewer, "to-sign").await;
+    eventually(60, "the new source signed", || async {
+        (s.source().await["status"] == "signed").then_some(())
+    })
+    .await;
+    s.verified("main", 1);
+}
+
 /// One user in both groups asks for a review and approves it at the same instant, many times: Kinto takes the
 /// two requests one after the other, and the approval is refused whichever commits first (not under review yet,
 /// or approved by the last editor). Nothing is ever published.
@@ -604,7 +831,7 @@ async fn answers_match_kinto_signer_side_by_side() {
     )
     .await;
 
-    let (mut answers, mut groups) = (Vec::new(), Vec::new());
+    let (mut answers, mut groups, mut deletions) = (Vec::new(), Vec::new(), Vec::new());
     for kinto in [&ours, &reference] {
         // Preview and destination buckets anyone may write, so that deleting one meets the workflow's rule and
         // not Kinto's permissions (kinto-signer creates them as its own user).
@@ -707,11 +934,55 @@ async fn answers_match_kinto_signer_side_by_side() {
         made.push(json!(writers));
         assert_eq!(made[0], json!(["other-editors", [editor_id], [editor_id]]));
         groups.push(made);
+
+        // Deleting the source empties its preview and destination, leaving a tombstone per record, and signs
+        // them: clients that synced remove what they hold, and what is left verifies.
+        let signed_before = editor.collection("main", "cfr").await.unwrap()["signature"].clone();
+        editor
+            .ok(Method::DELETE, "/buckets/ws/collections/cfr", None)
+            .await;
+        let mut left = Vec::new();
+        for bucket in ["ws-preview", "main"] {
+            eventually(60, &format!("{bucket}/cfr emptied and signed"), || async {
+                let now = editor.collection(bucket, "cfr").await?;
+                (editor.records(bucket, "cfr").await.is_empty()
+                    && now["signature"] != signed_before)
+                    .then_some(())
+            })
+            .await;
+            setup.assert_verifies(&kinto.url, bucket, "cfr", 0);
+            let tombstones = editor
+                .ok(
+                    Method::GET,
+                    &format!("/buckets/{bucket}/collections/cfr/records?_since=0"),
+                    None,
+                )
+                .await["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["deleted"] == true)
+                .count();
+            left.push((bucket, tombstones));
+        }
+        deletions.push(left);
     }
     assert_eq!(
         groups[0], groups[1],
         "groups: ours (left) and kinto-signer 8.1.1 (right)"
     );
+    assert_eq!(
+        deletions[0], deletions[1],
+        "after the source's deletion: ours (left) and kinto-signer 8.1.1 (right)"
+    );
+    assert!(deletions[0].iter().all(|(_, n)| *n == 4), "{deletions:?}");
+    // kinto-remote-settings (not 8.1.1) also deletes the source's groups.
+    for group in ["cfr-editors", "cfr-reviewers"] {
+        let (status, _) = KintoServer::admin(&ours.url)
+            .request(Method::GET, &format!("/buckets/ws/groups/{group}"), None)
+            .await;
+        assert_eq!(status, 404, "{group} goes with its source collection");
+    }
     let (_, root) = KintoServer::admin(&ours.url)
         .request(Method::GET, "/", None)
         .await;

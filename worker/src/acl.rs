@@ -61,6 +61,8 @@ pub struct Grants {
     #[serde(default)]
     pub rollback: Vec<String>,
     #[serde(default)]
+    pub cleanup: Vec<String>,
+    #[serde(default)]
     pub read: Vec<String>,
 }
 
@@ -75,6 +77,7 @@ impl Grants {
             Action::Request(JobKind::Review) => &self.review,
             Action::Request(JobKind::Resign) => &self.resign,
             Action::Request(JobKind::Rollback) => &self.rollback,
+            Action::Request(JobKind::Cleanup) => &self.cleanup,
             Action::Read => &self.read,
         }
     }

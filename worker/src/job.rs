@@ -61,12 +61,14 @@ impl JobState {
 }
 
 string_enum!(
-    /// What the job does to the collection (the status value that asks for it, without `to-`).
+    /// What the job does to the collection: the status value that asks for it, without `to-`; or `cleanup`,
+    /// asked by the source collection's deletion (its preview and destination emptied and signed).
     JobKind {
         Sign => "sign",
         Review => "review",
         Resign => "resign",
         Rollback => "rollback",
+        Cleanup => "cleanup",
     }
 );
 

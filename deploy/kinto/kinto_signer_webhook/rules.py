@@ -143,3 +143,20 @@ def edit_tracking(userid, now):
     """What an edit of a source record writes on its collection: the work is in progress again (a review asked
     before the edit does not cover it), and by whom."""
     return {"status": WORK_IN_PROGRESS, "last_edit_by": userid, "last_edit_date": now}
+
+
+def review_event(old_status, new_status):
+    """The review event (kinto-remote-settings' names) an accepted status change announces, if any: a review
+    requested, approved (any `to-sign`), rejected (back to work in progress from `to-review`), or cancelled (a
+    rollback)."""
+    if old_status == new_status:
+        return None
+    if new_status == TO_REVIEW:
+        return "ReviewRequested"
+    if new_status == TO_SIGN:
+        return "ReviewApproved"
+    if old_status == TO_REVIEW and new_status == WORK_IN_PROGRESS:
+        return "ReviewRejected"
+    if new_status == TO_ROLLBACK:
+        return "ReviewCanceled"
+    return None

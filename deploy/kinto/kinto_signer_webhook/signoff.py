@@ -10,7 +10,10 @@ In each request to a configured source collection (the signing service's own pri
 - the tracking fields (`last_*_by/date`) cannot be written by hand;
 - a record written, changed or deleted puts the collection back to `work-in-progress` with `last_edit_by/date`;
 - a record holding a float is refused (unless `signer.allow_floats`);
-and a preview or destination collection whose source exists cannot be deleted. `GET /v1/` announces the
+and a preview or destination collection whose source exists cannot be deleted; a deleted source takes its
+groups with it (and its preview and destination, with `hard_delete_destination_on_source_deletion`). Accepted
+review requests, approvals, rejections and rollbacks are announced as kinto-remote-settings' review events
+(`events`), which kinto-emailer, when installed, turns into mails. `GET /v1/` announces the
 `signer` capability (resources, groups, flags) that kinto-admin's signoff UI and Remote Settings' tools read.
 
 Enable with `kinto.includes = kinto_signer_webhook.signoff`. Settings, named as kinto-remote-settings names them,
@@ -20,6 +23,12 @@ each readable per collection (`signer.<bid>.<cid>.<name>`), per bucket (`signer.
   signer.editors_group = {collection_id}-editors
   signer.reviewers_group = {collection_id}-reviewers
   signer.allow_floats = false
+  signer.auto_create_resources = false                        (true: the source buckets and collections named
+  signer.auto_create_resources_principals = system.Authenticated  by `resources` are created at start-up,
+                                                               writable by these principals)
+  signer.hard_delete_destination_on_source_deletion = false   (true: a deleted source's preview and destination
+                                                               are deleted too, with no tombstone; false: emptied
+                                                               by the service, leaving tombstones, and signed)
 and one of ours:
   signer.service_userid = account:signer     (the Kinto principal the signing service authenticates as; its
                                               writes are the signer's, announced as `plugin_userid`)
@@ -28,6 +37,7 @@ and one of ours:
 import copy
 import datetime
 import functools
+import sys
 
 from kinto.core import errors
 from kinto.core.errors import ERRORS
@@ -36,17 +46,23 @@ from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid import httpexceptions
 from pyramid.interfaces import IAuthorizationPolicy
 from pyramid.exceptions import ConfigurationError
-from pyramid.settings import asbool
+from pyramid.events import ApplicationCreated
+from pyramid.settings import asbool, aslist
 
-from . import rules
+import transaction
+
+from . import events, rules
 
 CAPABILITY = "signer"
+# Where a request keeps the review events it will notify before committing.
+PENDING_EVENTS = "kinto_signer_webhook.review_events"
 VERSION = "0.2.0"
 DEFAULTS = {
     "to_review_enabled": "false",
     "editors_group": "{collection_id}-editors",
     "reviewers_group": "{collection_id}-reviewers",
     "allow_floats": "false",
+    "hard_delete_destination_on_source_deletion": "false",
 }
 
 
@@ -224,6 +240,40 @@ def check_collection_change(event, signoff):
             update_collection(storage, bucket_id, new["id"], tracked)
         if not old:
             create_groups(request, bucket_id, new["id"], resource)
+        else:
+            announce_review(event, impacted, dict(new, **tracked), resource)
+
+
+def announce_review(event, impacted, new, resource):
+    """Queues the review event this accepted change announces; it is notified just before the request commits
+    (after every subscriber of the change ran), so that kinto-emailer sends its mails only if the change commits.
+    `new` is the collection as the request leaves it: a review requested without a comment announces none (where
+    kinto-remote-settings repeats the previous request's comment, which its own write then clears)."""
+    old = impacted["old"]
+    name = rules.review_event(old.get("status"), new.get("status"))
+    if name is None:
+        return
+    comment_field = events.COMMENT_FIELD.get(name)
+    payload = dict(event.payload, collection_id=new["id"],
+                   uri=f"/buckets/{event.payload['bucket_id']}/collections/{new['id']}")
+    review = events.BY_NAME[name](
+        request=event.request,
+        payload=payload,
+        impacted_objects=[impacted],
+        resource=resource,
+        comment=new.get(comment_field, "") if comment_field else None,
+    )
+    request = event.request
+    pending = request.bound_data.get(PENDING_EVENTS)
+    if pending is None:
+        pending = request.bound_data[PENDING_EVENTS] = []
+        transaction.get().addBeforeCommitHook(notify_review_events, args=(request,))
+    pending.append(review)
+
+
+def notify_review_events(request):
+    for review in request.bound_data.pop(PENDING_EVENTS, []):
+        request.registry.notify(review)
 
 
 def create_groups(request, bucket_id, collection_id, resource):
@@ -315,6 +365,68 @@ def prevent_collection_delete(event, signoff):
             refuse(rules.forbidden("Collection is in use."))
 
 
+def cleanup_on_source_delete(event, signoff):
+    """A deleted source collection takes its editors and reviewers groups with it. Its preview and destination
+    are emptied and signed by the service (the listener relays the deletion, which queues a cleanup job), or,
+    with `signer.hard_delete_destination_on_source_deletion`, deleted here with everything under them, leaving
+    no tombstone, as kinto-remote-settings does."""
+    request = event.request
+    storage, permission = request.registry.storage, request.registry.permission
+    bucket_id = event.payload["bucket_id"]
+    for impacted in event.impacted_objects:
+        collection_id = impacted["old"]["id"]
+        resource = signoff.resource(bucket_id, collection_id)
+        if resource is None:
+            continue
+        hard = asbool(signoff.setting("hard_delete_destination_on_source_deletion",
+                                      setting_prefixes(bucket_id, collection_id)))
+        for group in (resource["editors_group"], resource["reviewers_group"]):
+            try:
+                storage.delete(resource_name="group", parent_id=f"/buckets/{bucket_id}", object_id=group,
+                               with_deleted=not hard)
+            except ObjectNotFoundError:
+                pass
+        if not hard:
+            continue
+        for role in ("preview", "destination"):
+            if role not in resource:
+                continue
+            target_bucket, target_collection = resource[role]["bucket"], resource[role]["collection"]
+            bucket_uri = f"/buckets/{target_bucket}"
+            collection_uri = f"{bucket_uri}/collections/{target_collection}"
+            storage.delete_all(resource_name=None, parent_id=collection_uri, with_deleted=False)
+            try:
+                storage.delete(resource_name="collection", parent_id=bucket_uri, object_id=target_collection,
+                               with_deleted=False)
+            except ObjectNotFoundError:
+                pass
+            for parent in (collection_uri, collection_uri + "/*"):
+                storage.purge_deleted(resource_name=None, parent_id=parent)
+                permission.delete_object_permissions(parent)
+
+
+def auto_create_resources(event, signoff):
+    """At start-up, each configured source bucket (and source collection, where a resource names one) exists,
+    writable by `signer.auto_create_resources_principals`; what exists is left as it is. As kinto-remote-settings
+    does, outside any request, in a transaction of its own."""
+    registry = event.app.registry
+    storage, permission = registry.storage, registry.permission
+    writers = aslist(signoff.settings.get("signer.auto_create_resources_principals", "system.Authenticated"))
+    with transaction.manager:
+        for resource in signoff.resources.values():
+            bucket_id, collection_id = resource["source"]["bucket"], resource["source"]["collection"]
+            bucket_uri = f"/buckets/{bucket_id}"
+            wanted = [("bucket", "", bucket_uri, bucket_id)]
+            if collection_id:
+                wanted.append(("collection", bucket_uri, f"{bucket_uri}/collections/{collection_id}", collection_id))
+            for resource_name, parent_id, uri, object_id in wanted:
+                try:
+                    storage.create(resource_name=resource_name, parent_id=parent_id, obj={"id": object_id})
+                except UnicityError:
+                    continue
+                permission.replace_object_permissions(uri, {"write": writers})
+
+
 def includeme(config):
     signoff = Signoff(config.get_settings())
     cap = signoff.capability()
@@ -330,5 +442,17 @@ def includeme(config):
                           for_resources=("record",))
     config.add_subscriber(functools.partial(check_collection_change, signoff=signoff), ResourceChanged,
                           **collection_writes)
+    collection_deletes = dict(for_actions=(ACTIONS.DELETE,), for_resources=("collection",))
     config.add_subscriber(functools.partial(prevent_collection_delete, signoff=signoff), ResourceChanged,
-                          for_actions=(ACTIONS.DELETE,), for_resources=("collection",))
+                          **collection_deletes)
+    config.add_subscriber(functools.partial(cleanup_on_source_delete, signoff=signoff), ResourceChanged,
+                          **collection_deletes)
+    # Not while `kinto migrate` runs: the tables may not exist yet.
+    if asbool(signoff.settings.get("signer.auto_create_resources", False)) and "migrate" not in sys.argv:
+        config.add_subscriber(functools.partial(auto_create_resources, signoff=signoff), ApplicationCreated)
+    try:
+        from kinto_emailer import build_notification
+    except ImportError:
+        return
+    for review in (events.ReviewRequested, events.ReviewApproved, events.ReviewRejected):
+        config.add_subscriber(build_notification, review)

@@ -99,3 +99,22 @@ def test_resources_as_kinto_signer_writes_them():
             parse_resources(wrong)
     assert setting_prefixes("ws", "cfr") == ["ws.cfr.", "ws."]
     assert setting_prefixes("ws", None) == ["ws."]
+
+
+@pytest.mark.parametrize(
+    "old, new, event",
+    [
+        ("work-in-progress", "to-review", "ReviewRequested"),
+        (None, "to-review", "ReviewRequested"),
+        ("to-review", "to-sign", "ReviewApproved"),
+        ("work-in-progress", "to-sign", "ReviewApproved"),
+        ("to-review", "work-in-progress", "ReviewRejected"),
+        ("signed", "work-in-progress", None),
+        ("to-review", "to-rollback", "ReviewCanceled"),
+        ("signed", "to-resign", None),
+        ("to-review", "to-review", None),
+        ("signed", "signed", None),
+    ],
+)
+def test_review_events_announce_accepted_changes(old, new, event):
+    assert rules.review_event(old, new) == event

@@ -175,11 +175,13 @@ impl Pipeline {
             .signers
             .get(&policy.signer)
             .ok_or_else(|| PipelineError::NoSigner(resource.source.uri()))?;
-        let metadata = self
-            .source
-            .get_collection(&resource.source)
-            .await?
-            .ok_or_else(|| PipelineError::SourceMissing(resource.source.uri()))?;
+        // A cleanup is asked by the source's deletion and carried out while it stays deleted.
+        let metadata = match self.source.get_collection(&resource.source).await? {
+            Some(metadata) => metadata,
+            None if job.kind == JobKind::Cleanup => CollectionObject::absent(),
+            None => return Err(PipelineError::SourceMissing(resource.source.uri())),
+        };
+        let deleted = metadata.last_modified == 0;
         let cx = Context {
             job,
             resource,
@@ -188,7 +190,12 @@ impl Pipeline {
             metadata,
             report,
         };
-        let action = match workflow::plan(job.trigger, job.kind, cx.status()) {
+        let plan = if deleted {
+            Plan::Run(JobKind::Cleanup)
+        } else {
+            workflow::plan(job.trigger, job.kind, cx.status())
+        };
+        let action = match plan {
             Plan::Run(action) => action,
             Plan::Skip(reason) => {
                 tracing::info!(%reason, "nothing to do");
@@ -201,13 +208,16 @@ impl Pipeline {
         };
         tracing::info!(%action, status = ?cx.status(), "running");
         self.check_permission(&cx, action).await?;
-        self.require_signoff(&cx).await?;
+        if action != JobKind::Cleanup {
+            self.require_signoff(&cx).await?;
+        }
         // Learn that the signer works before anything is written anywhere.
         signer.probe(report).await?;
         match action {
             JobKind::Sign | JobKind::Review => self.sign(&cx, action).await,
             JobKind::Resign => self.resign(&cx).await,
             JobKind::Rollback => self.rollback(&cx).await,
+            JobKind::Cleanup => self.cleanup(&cx).await,
         }
     }
 
@@ -374,6 +384,34 @@ impl Pipeline {
             source_metadata_timestamp: written.last_modified,
             destination,
             preview: published.pop(),
+            ..Outcome::default()
+        })
+    }
+
+    /// The source collection was deleted: its preview and destination keep their collection but publish no
+    /// record (each deletion leaves a tombstone, so clients that synced remove what they hold), signed. Targets
+    /// already gone (`hard_delete_destination_on_source_deletion`, or deleted by hand) are left alone.
+    async fn cleanup(&self, cx: &Context<'_>) -> Result<Outcome, PipelineError> {
+        // What was kept of the deleted source describes nothing that exists now.
+        drop(self.listings.take(&self.source, &cx.resource.source));
+        let nothing = Listing::default();
+        let mut published = Vec::new();
+        for target in cx.resource.preview.iter().chain([&cx.resource.destination]) {
+            let emptied = match self.destination.get_collection(target).await? {
+                Some(_) => Some(self.publish(cx, target, &nothing, None).await?),
+                None => None,
+            };
+            published.push(emptied);
+        }
+        let destination = published.pop().flatten();
+        let preview = published.pop().flatten();
+        let skipped = (destination.is_none() && preview.is_none())
+            .then(|| "the preview and destination are gone too".to_owned());
+        Ok(Outcome {
+            action: Some(JobKind::Cleanup),
+            skipped,
+            destination,
+            preview,
             ..Outcome::default()
         })
     }

@@ -32,7 +32,12 @@ pub enum Plan {
 /// work in progress, a reviewer approved the review being requested) supersedes it, and the job that change
 /// queued carries that out. A re-sign always runs: it moves no records, and the certificate schedule asks for
 /// them whatever the status.
+/// `status` is that of a source collection that exists: a cleanup (asked by its deletion) is then superseded by
+/// the collection made again, whose own requests bring the targets in line with it.
 pub fn plan(trigger: Trigger, kind: JobKind, status: Option<&str>) -> Plan {
+    if kind == JobKind::Cleanup {
+        return Plan::Skip("superseded: the source collection exists again".into());
+    }
     let asked = status.and_then(kind_for_status);
     if trigger == Trigger::Api || kind == JobKind::Resign || asked == Some(kind) {
         return Plan::Run(kind);
@@ -85,6 +90,8 @@ pub fn source_update(
             set("last_signature_by", requester);
             set("last_signature_date", now);
         }
+        // The source is gone: nothing to write there.
+        JobKind::Cleanup => {}
         JobKind::Rollback => {
             set("status", SIGNED);
             set("last_edit_by", requester);
@@ -130,6 +137,12 @@ mod tests {
             plan(Trigger::Feed, Resign, Some("to-review")),
             Plan::Run(Resign)
         );
+        // A deleted source made again before its cleanup ran: the new collection's requests take over.
+        for trigger in [Trigger::Webhook, Trigger::Api] {
+            assert!(
+                matches!(plan(trigger, Cleanup, Some("signed")), Plan::Skip(r) if r.contains("exists again"))
+            );
+        }
         assert_eq!(
             plan(Trigger::Api, Sign, Some("work-in-progress")),
             Plan::Run(Sign)
