@@ -27,6 +27,20 @@ fn assert_kinto_error(body: &Value, code: u16, errno: u16, message_part: &str) {
     );
 }
 
+/// Sends `head` on a new connection and returns what the server answers within 5 s (the body is never sent).
+async fn raw_exchange(base_url: &str, head: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered before the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
     let db = TestDb::create().await;
@@ -123,6 +137,81 @@ async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
         assert_eq!(status, code, "{path} {body:.80}: {answer}");
         assert_kinto_error(&answer, code, errno, message);
     }
+    // What a web page can make a browser send across origins without asking first (issue 32, item 3): refused
+    // before anything is read as a job, as is a JSON array (serde would read it as the fields in order).
+    let http = reqwest::Client::new();
+    for path in ["/v1/jobs", "/v1/webhooks/kinto"] {
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/xml"),
+            None,
+        ] {
+            let mut request = http
+                .post(format!("{}{path}", api.url))
+                .body(r#"{"resource": "ws/cfr"}"#);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 415, "{path} as {content_type:?}");
+            let body: Value = answer.json().await.unwrap();
+            assert_kinto_error(&body, 415, 107, "application/json");
+        }
+    }
+    let (status, _, body) = api.post("/v1/jobs", r#"["ws/cfr", "sign", 0]"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert_kinto_error(&body, 400, 109, "expected a JSON object");
+    // Ids outside Kinto's grammar or past the cap, and URLs under the server's prefix only on a `/` boundary
+    // (issue 32, item 7).
+    let prefix_glued = format!("{}ws/cfr", kinto.url);
+    for (resource, message) in [
+        (prefix_glued.as_str(), "not on the source server"),
+        ("-lead/cfr", "not a Kinto id"),
+        ("ws/_lead", "not a Kinto id"),
+        ("ws/régions", "not a Kinto id"),
+        (&format!("ws/{}", "x".repeat(300)), "longer than 256"),
+    ] {
+        let (status, _, body) = api
+            .post("/v1/jobs", &json!({"resource": resource}).to_string())
+            .await;
+        assert_eq!(status, 400, "{resource:.60}: {body}");
+        assert_kinto_error(&body, 400, 109, message);
+    }
+    for id in [
+        "x/../../../ws-b/collections/things",
+        "regions?_since=1",
+        "",
+        "-lead",
+    ] {
+        let event = json!({
+            "action": "update", "resource_name": "collection", "bucket_id": "ws",
+            "impacted_objects": [{"old": {"id": id}, "new": {"id": id, "status": "to-sign"}}]
+        });
+        let (status, _, body) = api.post("/v1/webhooks/kinto", &event.to_string()).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert!(
+            body["ignored"][0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("not a Kinto id")),
+            "{id}: {body}"
+        );
+    }
+    let crowd = json!({
+        "action": "update", "resource_name": "collection", "bucket_id": "ws",
+        "impacted_objects": vec![json!({}); 101]
+    });
+    let (status, _, body) = api.post("/v1/webhooks/kinto", &crowd.to_string()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_kinto_error(&body, 400, 109, "at most 100");
+    // A declared 10 GB body is answered before a byte of it is sent (issue 32, item 6).
+    let answer = raw_exchange(
+        &api.url,
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(job_count(&db).await, 0, "no bad request enqueued anything");
 
     let (status, body) = api.get("/v1/jobs/not-a-uuid").await;

@@ -59,7 +59,8 @@ fn default_kind() -> JobKind {
         (status = 401, description = "Credentials refused, or none given where a permission needs them", body = ErrorBody),
         (status = 403, description = "The caller may not request this kind of job on this collection", body = ErrorBody),
         (status = 404, description = "Not a configured source collection", body = ErrorBody),
-        (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
+        (status = 413, description = "Body larger than api.max_body_bytes (a declared Content-Length is refused before reading)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 503, description = "The job store (or a credential's verifier) is unavailable: nothing was recorded", body = ErrorBody),
     )
 )]
@@ -103,7 +104,10 @@ pub fn accepted(enqueued: &Enqueued) -> Response {
 fn parse_source(state: &AppState, text: &str) -> Result<CollectionRef, ApiError> {
     let text = text.trim();
     let path = if text.starts_with("http://") || text.starts_with("https://") {
-        text.strip_prefix(&*state.source_url).ok_or_else(|| {
+        // On a `/` boundary: `http://kinto/v1ws-a/regions` is not under `http://kinto/v1`.
+        let base = state.source_url.trim_end_matches('/');
+        let under = text.strip_prefix(base).filter(|rest| rest.starts_with('/'));
+        under.ok_or_else(|| {
             ApiError::invalid(format!(
                 "{text} is not on the source server {}",
                 state.source_url

@@ -47,5 +47,9 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            max_body_bytes,
+            crate::body::refuse_declared_oversize,
+        ))
         .with_state(state)
 }

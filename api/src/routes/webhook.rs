@@ -1,10 +1,11 @@
 //! `POST /v1/webhooks/kinto`: Kinto's event payload (a collection changed), as the listener plugin of
 //! `deploy/kinto` posts it; a collection whose `status` became `to-sign`, `to-review`, `to-resign` or
-//! `to-rollback` gets a job. Batched changes arrive as one event with several impacted objects, each decided alone.
+//! `to-rollback` gets a job, and a deleted source collection a cleanup of its preview and destination. Batched
+//! changes arrive as one event with several impacted objects, each decided alone.
 
 use crate::answers::{Accepted, Ignored, WebhookOutcome};
 use crate::auth::webhook_hmac;
-use crate::body::{parse, RawBody};
+use crate::body::{parse, JsonBytes};
 use crate::error::{ApiError, Errno, ErrorBody};
 use crate::prefer;
 use crate::routes::jobs::accepted;
@@ -19,6 +20,10 @@ use signer_worker::config::CollectionRef;
 use signer_worker::job::{JobKind, Trigger};
 use signer_worker::pipeline::workflow;
 use signer_worker::store::JobStore as _;
+
+/// The most changed objects one call may carry: a Kinto batch holds at most `batch_max_requests` (25 by default)
+/// sub-requests, so a bigger event did not come from Kinto.
+pub const MAX_IMPACTED_OBJECTS: usize = 100;
 
 /// Kinto's event payload (`ResourceChanged`), as the listener plugin of `deploy/kinto` posts it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -70,17 +75,27 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
             event.resource_name
         ));
     }
-    if !matches!(event.action.as_str(), "create" | "update") {
-        return ignore_all(format!(
-            "{} of a collection does not request a signature",
-            event.action
-        ));
-    }
+    let deleted = match event.action.as_str() {
+        "create" | "update" => false,
+        "delete" => true,
+        other => {
+            return ignore_all(format!(
+                "{other} of a collection does not request a signature"
+            ))
+        }
+    };
     let Some(bucket) = event.bucket_id.as_deref() else {
         return ignore_all("the event has no bucket_id".into());
     };
     if event.impacted_objects.is_empty() {
         return ignore_all("the event has no impacted_objects".into());
+    }
+    if deleted {
+        return event
+            .impacted_objects
+            .iter()
+            .map(|o| cleanup(bucket, o))
+            .collect();
     }
     event
         .impacted_objects
@@ -102,7 +117,15 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
                     reason: "impacted object has no id".into(),
                 };
             };
-            let collection = CollectionRef::new(bucket, id);
+            let collection = match CollectionRef::from_ids(bucket, id) {
+                Ok(collection) => collection,
+                Err(e) => {
+                    return Decision::Ignore {
+                        uri: None,
+                        reason: e.to_string(),
+                    }
+                }
+            };
             let ignore = |reason: String| Decision::Ignore {
                 uri: Some(collection.uri()),
                 reason,
@@ -129,6 +152,30 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
         .collect()
 }
 
+/// A deleted collection (if it is a configured source) has its preview and destination emptied and signed.
+fn cleanup(bucket: &str, object: &serde_json::Map<String, Value>) -> Decision {
+    let old = object.get("old");
+    let id = old.and_then(|o| o.get("id")).and_then(Value::as_str);
+    match id.map(|id| CollectionRef::from_ids(bucket, id)) {
+        Some(Err(e)) => Decision::Ignore {
+            uri: None,
+            reason: e.to_string(),
+        },
+        Some(Ok(collection)) => Decision::Enqueue {
+            collection,
+            kind: JobKind::Cleanup,
+            previous_status: old
+                .and_then(|o| o.get("status"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        },
+        None => Decision::Ignore {
+            uri: None,
+            reason: "deleted object has no id".into(),
+        },
+    }
+}
+
 /// Kinto's event for committed collection changes. A collection whose `status` became `to-sign`, `to-review`,
 /// `to-resign` or `to-rollback` gets a job; anything else is ignored, with the reason. With `api.webhook_secret`
 /// set, the call must carry the listener's HMAC headers. With `Prefer: wait=N` (RFC 7240, at most 60 s) the
@@ -144,14 +191,15 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
         (status = 200, description = "Nothing to do: every change was ignored, with the reason", body = WebhookOutcome),
         (status = 400, description = "Not JSON, or not a Kinto event", body = ErrorBody),
         (status = 401, description = "Missing, stale or wrong HMAC signature (when a secret is configured), or no secret while permissions are enforced", body = ErrorBody),
-        (status = 413, description = "Body larger than api.max_body_bytes", body = ErrorBody),
+        (status = 413, description = "Body larger than api.max_body_bytes (a declared Content-Length is refused before reading)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
     )
 )]
 pub async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    RawBody(body): RawBody,
+    JsonBytes(body): JsonBytes,
 ) -> Result<Response, ApiError> {
     if state.webhook_secret.is_none() && state.permissions.enforced() {
         signer_worker::metrics::metrics()
@@ -187,6 +235,12 @@ pub async fn receive(
         })?;
     }
     let event: KintoEvent = parse(&body)?;
+    if event.impacted_objects.len() > MAX_IMPACTED_OBJECTS {
+        return Err(ApiError::invalid(format!(
+            "{} impacted objects in one event: at most {MAX_IMPACTED_OBJECTS} (Kinto's batches are smaller)",
+            event.impacted_objects.len()
+        )));
+    }
     let requested_by = event
         .user_id
         .clone()
@@ -314,18 +368,28 @@ mod tests {
     }
 
     #[test]
-    fn record_and_delete_events_are_ignored() {
+    fn record_events_are_ignored_and_a_deleted_collection_is_cleaned_up() {
         let record = event(
             json!({"action": "create", "resource_name": "record", "bucket_id": "ws", "impacted_objects": [{}]}),
         );
         assert!(
             matches!(&decide(&record)[0], Decision::Ignore { reason, .. } if reason.contains("record events"))
         );
-        let delete = event(
-            json!({"action": "delete", "resource_name": "collection", "bucket_id": "ws", "impacted_objects": [{}]}),
+        let delete = event(json!({
+            "action": "delete", "resource_name": "collection", "bucket_id": "ws",
+            "impacted_objects": [{"old": {"id": "cfr", "status": "signed"}, "new": {"id": "cfr", "deleted": true}}, {}]
+        }));
+        let decisions = decide(&delete);
+        assert_eq!(
+            decisions[0],
+            Decision::Enqueue {
+                collection: CollectionRef::new("ws", "cfr"),
+                kind: JobKind::Cleanup,
+                previous_status: Some("signed".into())
+            }
         );
         assert!(
-            matches!(&decide(&delete)[0], Decision::Ignore { reason, .. } if reason.contains("delete"))
+            matches!(&decisions[1], Decision::Ignore { reason, .. } if reason.contains("no id"))
         );
     }
 }

@@ -10,7 +10,7 @@ pub use auth::{
     KmsauthSettings, MtlsSettings, Rfc9421Settings, Scheme, TlsSettings,
 };
 pub use policy::{AutographOverride, Override, ResourcePolicy, SignerBackend, SignerConfig};
-pub use resources::{CollectionRef, Resource, ResourceError, Resources};
+pub use resources::{check_id, CollectionRef, Resource, ResourceError, Resources, MAX_ID_LENGTH};
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;

@@ -21,6 +21,14 @@ impl CollectionRef {
         }
     }
 
+    /// From ids received from outside (a webhook event, a listing), each checked against Kinto's grammar.
+    pub fn from_ids(bucket: &str, collection: &str) -> Result<Self, ResourceError> {
+        for id in [bucket, collection] {
+            check_id(id).map_err(|reason| ResourceError::new(id, reason))?;
+        }
+        Ok(Self::new(bucket, collection))
+    }
+
     /// Parses `/buckets/b/collections/c` or `b/c`.
     pub fn parse(text: &str) -> Result<Self, ResourceError> {
         match parse_uri(text)? {
@@ -213,12 +221,7 @@ fn parse_uri(text: &str) -> Result<Uri, ResourceError> {
         }
     };
     for id in [Some(bucket), collection].into_iter().flatten() {
-        if !is_valid_id(id) {
-            return Err(ResourceError::new(
-                text,
-                format!("{id:?} is not a valid Kinto id (letters, digits, - and _)"),
-            ));
-        }
+        check_id(id).map_err(|reason| ResourceError::new(text, reason))?;
     }
     Ok(Uri {
         bucket: bucket.to_owned(),
@@ -226,11 +229,36 @@ fn parse_uri(text: &str) -> Result<Uri, ResourceError> {
     })
 }
 
-fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The longest bucket or collection id taken. Kinto's grammar sets none, but its PostgreSQL backend indexes each
+/// id with its parent's (a B-tree entry holds at most about 2.7 kB), and Remote Settings' ids are a few dozen
+/// characters.
+pub const MAX_ID_LENGTH: usize = 256;
+
+/// Kinto's grammar for bucket and collection ids (`^[a-zA-Z0-9][a-zA-Z0-9_-]*$`), at most `MAX_ID_LENGTH`
+/// characters: the one check every id from outside goes through (configuration, API, webhook, feed).
+pub fn check_id(id: &str) -> Result<(), String> {
+    let shown = || {
+        let mut shown: String = id.chars().take(40).collect();
+        if shown.len() < id.len() {
+            shown.push('…');
+        }
+        format!("{shown:?}")
+    };
+    if id.len() > MAX_ID_LENGTH {
+        return Err(format!(
+            "{} is longer than {MAX_ID_LENGTH} characters",
+            shown()
+        ));
+    }
+    let mut bytes = id.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(format!(
+            "{} is not a Kinto id (a letter or digit, then letters, digits, - and _)",
+            shown()
+        ));
+    }
+    Ok(())
 }
 
 fn display(uri: &Uri) -> String {
@@ -243,6 +271,40 @@ fn display(uri: &Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_follow_kintos_grammar_and_a_length_cap() {
+        for good in [
+            "a",
+            "main-workspace",
+            "A_1",
+            "0",
+            &"x".repeat(MAX_ID_LENGTH),
+        ] {
+            assert_eq!(check_id(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-lead",
+            "_lead",
+            "régions",
+            "a/b",
+            "..",
+            "regions?_since=1",
+            "a b",
+            "a%2Fb",
+            &"x".repeat(MAX_ID_LENGTH + 1),
+        ] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        let long = check_id(&"y".repeat(20_000)).unwrap_err();
+        assert!(
+            long.len() < 120,
+            "the refusal does not echo 20,000 characters: {long}"
+        );
+        assert!(CollectionRef::from_ids("x", "../../../ws-b").is_err());
+        assert!(CollectionRef::parse("/buckets/-x/collections/c").is_err());
+    }
 
     fn c(b: &str, c: &str) -> CollectionRef {
         CollectionRef::new(b, c)
@@ -290,7 +352,7 @@ mod tests {
                 "expected `source -> destination`",
             ),
             ("a/b -> c/d/e", "expected /buckets/<bid>"),
-            ("a/b c -> d/e", "not a valid Kinto id"),
+            ("a/b c -> d/e", "not a Kinto id"),
             ("a/b -> c/d\na/b -> e/f", "appears in more than one place"),
             ("a/b -> c/d\ne/f -> c/d", "appears in more than one place"),
         ];

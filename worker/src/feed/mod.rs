@@ -192,7 +192,9 @@ impl Feed {
         ) else {
             return Ok(false);
         };
-        let source = CollectionRef::new(bucket, id);
+        let Ok(source) = CollectionRef::from_ids(bucket, id) else {
+            return Ok(false);
+        };
         let (Some(resource), Some(kind)) = (
             self.resources.resolve(&source),
             workflow::kind_for_status(status),
@@ -245,7 +247,8 @@ impl Feed {
             for collection in &collections {
                 let Some(resource) = collection["id"]
                     .as_str()
-                    .and_then(|id| self.resources.resolve(&CollectionRef::new(&bucket, id)))
+                    .and_then(|id| CollectionRef::from_ids(&bucket, id).ok())
+                    .and_then(|source| self.resources.resolve(&source))
                 else {
                     continue;
                 };

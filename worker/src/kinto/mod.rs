@@ -45,7 +45,7 @@ pub enum Write<'a> {
 }
 
 /// A collection's records as listed, with the records timestamp (`ETag`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listing {
     pub records: Vec<Record>,
     pub timestamp: i64,
@@ -64,6 +64,14 @@ pub struct CollectionObject {
 }
 
 impl CollectionObject {
+    /// What a deleted collection is read as: no fields, never written.
+    pub fn absent() -> Self {
+        Self {
+            data: Value::Object(serde_json::Map::new()),
+            last_modified: 0,
+        }
+    }
+
     /// From Kinto's `{"data": {...}}` answer; the object's own timestamp is in `data.last_modified`.
     fn from_body(mut body: Value) -> Self {
         let data = body.get_mut("data").map(Value::take).unwrap_or(Value::Null);
@@ -123,10 +131,15 @@ impl KintoClient {
             .user_agent(concat!("kinto-signer-rs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| e.to_string())?;
-        let server = url::Url::parse(&settings.url)
+        let parsed = url::Url::parse(&settings.url)
             .ok()
-            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-            .unwrap_or_else(|| settings.url.clone());
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| format!("{:?} is not an http(s) URL", settings.url))?;
+        let server = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed.port_or_known_default().unwrap_or_default()
+        );
         Ok(Self {
             http,
             server,
@@ -154,7 +167,7 @@ impl KintoClient {
     /// `GET /v1/`: the server's settings and capabilities.
     pub async fn server_info(&self) -> Result<Value, KintoError> {
         Ok(self
-            .send(Method::GET, self.url("/"), None, HeaderMap::new())
+            .send(Method::GET, self.url(&[""]), None, HeaderMap::new())
             .await?
             .1)
     }
@@ -163,7 +176,7 @@ impl KintoClient {
     pub async fn ping(&self) -> bool {
         self.send_once(
             Method::GET,
-            &self.url("/"),
+            &self.url(&[""]),
             None,
             HeaderMap::new(),
             Whole::default(),
@@ -194,7 +207,7 @@ impl KintoClient {
         c: &CollectionRef,
     ) -> Result<Option<CollectionObject>, KintoError> {
         match self
-            .send(Method::GET, self.url(&c.uri()), None, HeaderMap::new())
+            .send(Method::GET, self.at(c, &[]), None, HeaderMap::new())
             .await
         {
             Ok((_, body)) => Ok(Some(CollectionObject::from_body(body))),
@@ -210,11 +223,14 @@ impl KintoClient {
         c: &CollectionRef,
         status: &str,
     ) -> Result<Option<(String, Option<String>)>, KintoError> {
-        let url = format!(
-            "{}?resource_name=collection&collection_id={}&_sort=-last_modified&_limit=2",
-            self.url(&format!("/buckets/{}/history", c.bucket)),
-            c.collection
-        );
+        let mut url = url::Url::parse(&self.url(&["buckets", &c.bucket, "history"]))
+            .expect("built from the base URL");
+        url.query_pairs_mut()
+            .append_pair("resource_name", "collection")
+            .append_pair("collection_id", &c.collection)
+            .append_pair("_sort", "-last_modified")
+            .append_pair("_limit", "2");
+        let url = String::from(url);
         let body = match self.send(Method::GET, url, None, HeaderMap::new()).await {
             Ok((_, body)) => body,
             Err(e) if matches!(e.status(), Some(404 | 403)) => return Ok(None),
@@ -247,7 +263,7 @@ impl KintoClient {
     ) -> Result<Option<(Vec<Value>, i64)>, KintoError> {
         let mut url = format!(
             "{}?_limit={}",
-            self.url(&format!("/buckets/{bucket}/collections")),
+            self.url(&["buckets", bucket, "collections"]),
             self.page_size
         );
         if !statuses.is_empty() {
@@ -342,7 +358,7 @@ impl KintoClient {
         };
         let mut url = format!(
             "{}?_limit={}&{query}",
-            self.url(&format!("{}/records", c.uri())),
+            self.at(c, &["records"]),
             self.page_size
         );
         // Known before the first page is read: a write this listing misses commits after the answer, and was
@@ -422,7 +438,7 @@ impl KintoClient {
         if !self.features().await?.signer_push {
             return Ok(None);
         }
-        let url = self.url(&format!("{}/signer-visible", c.uri()));
+        let url = self.at(c, &["signer-visible"]);
         match self.send(Method::GET, url, None, HeaderMap::new()).await {
             Ok((_, body)) => Ok(body["visible_before"].as_i64()),
             Err(e) if matches!(e.status(), Some(404 | 501)) => Ok(None),
@@ -450,7 +466,7 @@ impl KintoClient {
 
     /// The records timestamp and how many live records there are (`HEAD`: `ETag`, `Total-Objects`).
     async fn records_count(&self, c: &CollectionRef) -> Result<(i64, usize), KintoError> {
-        let url = self.url(&format!("{}/records", c.uri()));
+        let url = self.at(c, &["records"]);
         let (headers, _) = self
             .send(Method::HEAD, url.clone(), None, HeaderMap::new())
             .await?;
@@ -465,24 +481,21 @@ impl KintoClient {
 
     /// Creates the bucket if missing (an existing one is left as it is).
     pub async fn ensure_bucket(&self, bucket: &str) -> Result<(), KintoError> {
-        self.create_if_missing(&format!("/buckets/{bucket}"), json!({}))
+        self.create_if_missing(self.url(&["buckets", bucket]), json!({}))
             .await
     }
 
     /// Creates the collection if missing, readable by everyone (clients read destinations anonymously).
     pub async fn ensure_collection(&self, c: &CollectionRef) -> Result<(), KintoError> {
-        self.create_if_missing(&c.uri(), json!({"read": ["system.Everyone"]}))
+        self.create_if_missing(self.at(c, &[]), json!({"read": ["system.Everyone"]}))
             .await
     }
 
-    async fn create_if_missing(&self, path: &str, permissions: Value) -> Result<(), KintoError> {
+    async fn create_if_missing(&self, url: String, permissions: Value) -> Result<(), KintoError> {
         let mut headers = HeaderMap::new();
         headers.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
         let body = json!({"data": {}, "permissions": permissions});
-        match self
-            .send(Method::PUT, self.url(path), Some(body), headers)
-            .await
-        {
+        match self.send(Method::PUT, url, Some(body), headers).await {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(412) => Ok(()),
             Err(e) => Err(e),
@@ -561,7 +574,7 @@ impl KintoClient {
         writes: &[Write<'_>],
         on_chunk: &mut impl FnMut(usize),
     ) -> Result<(), KintoError> {
-        let url = self.url(&format!("{}/{SIGNER_PUSH}", c.uri()));
+        let url = self.at(c, &[SIGNER_PUSH]);
         let mut done = 0;
         for part in writes.chunks(self.bulk_push_size) {
             let (_, body) = self
@@ -611,7 +624,7 @@ impl KintoClient {
         if_match: i64,
         metadata: &serde_json::Map<String, Value>,
     ) -> Result<Option<i64>, KintoError> {
-        let url = self.url(&format!("{}/{SIGNER_PUSH}", c.uri()));
+        let url = self.at(c, &[SIGNER_PUSH]);
         let mut body = Vec::from(push_body(writes));
         let closing = body.pop();
         debug_assert_eq!(closing, Some(b'}'));
@@ -692,7 +705,7 @@ impl KintoClient {
                         path: format!("{prefix}{}/records/{id}", c.uri()),
                         body: Some(PutBody {
                             data: serde_json::from_str(data).map_err(|e| {
-                                invalid("POST", &self.url("/batch"), &format!("record {id}: {e}"))
+                                invalid("POST", &self.url(&["batch"]), &format!("record {id}: {e}"))
                             })?,
                         }),
                     },
@@ -709,18 +722,18 @@ impl KintoClient {
         let (_, body) = self
             .send_reading(
                 Method::POST,
-                self.url("/batch"),
+                self.url(&["batch"]),
                 Some(batch),
                 HeaderMap::new(),
                 Whole::default,
             )
             .await?;
         let body: Value = serde_json::from_slice(&body)
-            .map_err(|_| invalid("POST", &self.url("/batch"), "body is not JSON"))?;
+            .map_err(|_| invalid("POST", &self.url(&["batch"]), "body is not JSON"))?;
         let responses = body
             .get("responses")
             .and_then(Value::as_array)
-            .ok_or_else(|| invalid("POST", &self.url("/batch"), "no `responses` array"))?;
+            .ok_or_else(|| invalid("POST", &self.url(&["batch"]), "no `responses` array"))?;
         for (write, response) in part.iter().zip(responses) {
             let status = response.get("status").and_then(Value::as_u64).unwrap_or(0) as u16;
             let ok = (200..300).contains(&status)
@@ -761,7 +774,7 @@ impl KintoClient {
         let (_, body) = self
             .send(
                 Method::PATCH,
-                self.url(&c.uri()),
+                self.at(c, &[]),
                 Some(json!({"data": data})),
                 headers,
             )
@@ -769,8 +782,23 @@ impl KintoClient {
         Ok(CollectionObject::from_body(body))
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+    /// The server's URL for these path segments, each percent-encoded: whatever an id holds, it stays one
+    /// segment under the base URL's path.
+    fn url(&self, segments: &[&str]) -> String {
+        let mut url = url::Url::parse(&self.base)
+            .expect("the base URL was checked when the client was built");
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .extend(segments);
+        url.into()
+    }
+
+    /// The URL of a collection, or of something under it.
+    fn at(&self, c: &CollectionRef, under: &[&str]) -> String {
+        let mut segments = vec!["buckets", &c.bucket, "collections", &c.collection];
+        segments.extend_from_slice(under);
+        self.url(&segments)
     }
 
     /// The path part of the base URL (`/v1`), which batch sub-requests must carry.
