@@ -422,3 +422,24 @@ impl<S: JobStore> ClaimNew for S {
         claimed
     }
 }
+
+/// A webhook call's MAC is taken once while remembered, by every process on the store; once expired it is
+/// forgotten (the timestamp window refuses it by then anyway).
+pub async fn a_webhook_call_is_taken_once<S: JobStore>(store: &S) {
+    let later = chrono::Utc::now() + chrono::Duration::seconds(300);
+    assert!(store.first_use("mac-a", later).await.unwrap());
+    assert!(!store.first_use("mac-a", later).await.unwrap());
+    assert!(store.first_use("mac-b", later).await.unwrap());
+    // Many at once: one of them is first.
+    let firsts = futures::future::join_all((0..16).map(|_| store.first_use("mac-c", later))).await;
+    assert_eq!(
+        firsts.into_iter().filter(|r| *r.as_ref().unwrap()).count(),
+        1
+    );
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    assert!(store.first_use("mac-d", past).await.unwrap());
+    assert!(
+        store.first_use("mac-d", later).await.unwrap(),
+        "an expired call is forgotten"
+    );
+}

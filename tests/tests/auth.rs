@@ -748,3 +748,74 @@ async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is
         Some(1.0)
     );
 }
+
+/// The listener's signature over a webhook call sent at `timestamp` (`sha256=<hex>` of `<ts>.<body>`).
+fn webhook_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn signed_call(api: &Api, event: &str, timestamp: i64, signature: &str) -> (u16, Value) {
+    let timestamp = timestamp.to_string();
+    let headers = [
+        ("x-signer-timestamp", timestamp.as_str()),
+        ("x-signer-signature", signature),
+    ];
+    let (status, _, body) = api
+        .request(Method::POST, "/v1/webhooks/kinto", &headers, Some(event))
+        .await;
+    (status, body)
+}
+
+/// Issue 32, item 2, as the attack: a captured signed call sent again, to the same API process and to another
+/// one on the same job store, within the timestamp window. Only the first is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_webhook_call_is_taken_once_whichever_api_process_gets_it() {
+    let db = signer_e2e::db::TestDb::create().await;
+    let secret = "webhook-secret";
+    let setup = Setup::new(
+        &db.url,
+        "http://127.0.0.1:9/v1",
+        RESOURCES,
+        &format!("[api]\nwebhook_secret = \"{secret}\"\n[feed]\nenabled = false\n"),
+    );
+    let (first_api, second_api) = (Api::start(&setup, 0).await, Api::start(&setup, 0).await);
+    let event = json!({
+        "action": "update", "resource_name": "collection", "bucket_id": "ws", "collection_id": "cfr",
+        "uri": "/buckets/ws/collections/cfr", "user_id": "account:alice", "timestamp": 1,
+        "impacted_objects": [{"old": {"id": "cfr", "status": "work-in-progress"}, "new": {"id": "cfr", "status": "to-sign"}}]
+    })
+    .to_string();
+    let now = chrono::Utc::now().timestamp();
+    let signed = webhook_signature(secret, now, &event);
+    assert_eq!(signed_call(&first_api, &event, now, &signed).await.0, 202);
+    for (name, api) in [("first", &first_api), ("second", &second_api)] {
+        let (status, body) = signed_call(api, &event, now, &signed).await;
+        assert_eq!(status, 409, "replay to the {name} process: {body}");
+        assert_eq!(body["errno"], 122, "{body}");
+    }
+    // The same MAC in capitals is the same call.
+    let shouted = signed.to_uppercase().replace("SHA256=", "sha256=");
+    let (status, _) = signed_call(&second_api, &event, now, &shouted).await;
+    assert_eq!(status, 409);
+    // A new call (a new timestamp, so a new signature) is taken: it joins the queued job.
+    let resigned = webhook_signature(secret, now + 1, &event);
+    let (status, body) = signed_call(&second_api, &event, now + 1, &resigned).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["coalesced"], true, "{body}");
+    let (_, jobs) = first_api.get("/v1/jobs").await;
+    assert_eq!(jobs["data"].as_array().unwrap().len(), 1, "{jobs}");
+    for (api, replays) in [(&first_api, 1.0), (&second_api, 2.0)] {
+        let scrape = api.metrics().await;
+        assert_eq!(
+            metric(
+                &scrape,
+                "signer_auth_failures_total",
+                &[("scheme", "webhook_hmac"), ("reason", "replayed")]
+            ),
+            Some(replays)
+        );
+    }
+}

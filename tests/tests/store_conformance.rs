@@ -46,6 +46,7 @@ conformance!(
     pruning_removes_only_old_finished_jobs,
     concurrent_claims_never_hand_out_a_job_twice,
     batched_claims_keep_one_writer_per_destination_and_concurrent_finishes_keep_their_guard,
+    a_webhook_call_is_taken_once,
 );
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,7 @@
 //! The Kinto listener plugin's signature on webhook calls (`deploy/kinto/kinto_signer_webhook`):
 //! `X-Signer-Timestamp: <unix seconds>` and `X-Signer-Signature: sha256=<hex HMAC-SHA256(secret, "<ts>.<body>")>`.
-//! The timestamp is inside the MAC and must be within a window, so a captured call cannot be replayed later.
+//! The timestamp is inside the MAC and must be within a window, so a captured call cannot be replayed later; within
+//! the window the webhook remembers each call's MAC in the job store and refuses it a second time.
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -40,6 +41,15 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize_reset().into_bytes()))
 }
 
+/// A call whose signature checked out: what makes it single-use.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The call's MAC (lowercase hex): remembered, so the same call is refused if it comes again.
+    pub mac: String,
+    /// Until when (unix seconds) the call could be accepted: how long its MAC must be remembered.
+    pub acceptable_until: i64,
+}
+
 /// Checks the two headers against the body, in constant time.
 pub fn verify(
     secret: &[u8],
@@ -47,7 +57,7 @@ pub fn verify(
     signature: Option<&str>,
     body: &[u8],
     now: i64,
-) -> Result<(), WebhookAuthError> {
+) -> Result<Verified, WebhookAuthError> {
     let timestamp = timestamp.ok_or(WebhookAuthError::Missing(TIMESTAMP_HEADER))?;
     let signature = signature.ok_or(WebhookAuthError::Missing(SIGNATURE_HEADER))?;
     let timestamp: i64 = timestamp
@@ -66,7 +76,11 @@ pub fn verify(
     }
     mac(secret, timestamp, body)
         .verify_slice(&expected)
-        .map_err(|_| WebhookAuthError::Mismatch)
+        .map_err(|_| WebhookAuthError::Mismatch)?;
+    Ok(Verified {
+        mac: hex::encode(&expected),
+        acceptable_until: timestamp.saturating_add(WINDOW_SECONDS),
+    })
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -92,7 +106,19 @@ mod tests {
             body,
             1_700_000_100,
         );
-        assert_eq!(ok, Ok(()));
+        let ok = ok.unwrap();
+        assert_eq!(ok.acceptable_until, 1_700_000_000 + WINDOW_SECONDS);
+        assert_eq!(format!("sha256={}", ok.mac), header);
+        // The same MAC written in capitals is the same call.
+        let shouted = format!("sha256={}", ok.mac.to_uppercase());
+        let again = verify(
+            b"s3cret",
+            Some("1700000000"),
+            Some(&shouted),
+            body,
+            1_700_000_100,
+        );
+        assert_eq!(again.unwrap().mac, ok.mac);
         let tampered = verify(
             b"s3cret",
             Some("1700000000"),

@@ -191,6 +191,7 @@ fn cleanup(bucket: &str, object: &serde_json::Map<String, Value>) -> Decision {
         (status = 200, description = "Nothing to do: every change was ignored, with the reason", body = WebhookOutcome),
         (status = 400, description = "Not JSON, or not a Kinto event", body = ErrorBody),
         (status = 401, description = "Missing, stale or wrong HMAC signature (when a secret is configured), or no secret while permissions are enforced", body = ErrorBody),
+        (status = 409, description = "This signed call was already received (a replay)", body = ErrorBody),
         (status = 413, description = "Body larger than api.max_body_bytes (a declared Content-Length is refused before reading)", body = ErrorBody),
         (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
         (status = 503, description = "The job store is unavailable: nothing was recorded", body = ErrorBody),
@@ -214,7 +215,7 @@ pub async fn receive(
     }
     if let Some(secret) = &state.webhook_secret {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        webhook_hmac::verify(
+        let verified = webhook_hmac::verify(
             secret,
             header(webhook_hmac::TIMESTAMP_HEADER),
             header(webhook_hmac::SIGNATURE_HEADER),
@@ -233,6 +234,20 @@ pub async fn receive(
                 format!("webhook signature: {e}"),
             )
         })?;
+        let remember_until = chrono::DateTime::from_timestamp(verified.acceptable_until, 0)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        if !state.store.first_use(&verified.mac, remember_until).await? {
+            tracing::warn!("webhook call refused: already received");
+            signer_worker::metrics::metrics()
+                .auth_failures
+                .with_label_values(&["webhook_hmac", "replayed"])
+                .inc();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                Errno::Conflict,
+                "webhook call already received: each signed call is accepted once",
+            ));
+        }
     }
     let event: KintoEvent = parse(&body)?;
     if event.impacted_objects.len() > MAX_IMPACTED_OBJECTS {

@@ -255,9 +255,17 @@ delegate_to_backend! {
     fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
     fn ping(&self) -> Result<(), StoreError>;
     fn stats(&self) -> Result<QueueStats, StoreError>;
+    fn first_use(&self, key: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
 }
 
 pub trait JobStore: Send + Sync + 'static {
+    /// Remembers `key` (a webhook call's signature) until `expires_at`: true the first time, false while it is
+    /// remembered (a replay). Forgets what expired.
+    fn first_use(
+        &self,
+        key: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Durably records a job (or returns the queued one for the same resource) and wakes the workers.
     fn enqueue(&self, job: NewJob) -> impl Future<Output = Result<Enqueued, StoreError>> + Send;
     fn get(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;

@@ -405,6 +405,23 @@ impl JobStore for SqliteStore {
         Ok(rescued)
     }
 
+    async fn first_use(&self, key: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM webhook_calls WHERE expires_at < ?1")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        let new = sqlx::query(
+            "INSERT INTO webhook_calls (signature, expires_at) VALUES (?1, ?2) ON CONFLICT (signature) DO NOTHING",
+        )
+        .bind(key)
+        .bind(expires_at.timestamp_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(new.rows_affected() == 1)
+    }
+
     async fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
