@@ -1,14 +1,19 @@
 //! Request bodies, refused the way Kinto refuses them: 413 past the size limit (a declared `Content-Length` before
-//! anything is read), 415 for anything but `application/json` (a browser can send `text/plain`, a form or
+//! anything is read), 408 when the body does not arrive in time, 415 for anything but `application/json` (a browser can send `text/plain`, a form or
 //! multipart across origins without asking first; it cannot send `application/json`), 400 naming what is wrong.
 
 use crate::error::{ApiError, Errno};
+use crate::server::BodyDeadline;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Where no server set one (the router served some other way, as in tests).
+const DEFAULT_BODY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A JSON object body, parsed.
 pub struct JsonBody<T>(pub T);
@@ -44,8 +49,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
                 "Content-Type header should be application/json",
             ));
         }
-        Bytes::from_request(req, state)
-            .await
+        let deadline = deadline(&req);
+        let read = tokio::time::timeout(deadline, Bytes::from_request(req, state)).await;
+        read.map_err(|_| too_slow(deadline))?
             .map(JsonBytes)
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -59,6 +65,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonBytes {
                 }
             })
     }
+}
+
+/// How long the request's body may take to arrive (`api.body_read_timeout_seconds`, set by the server).
+pub fn deadline(req: &Request) -> Duration {
+    req.extensions()
+        .get::<BodyDeadline>()
+        .map_or(DEFAULT_BODY_DEADLINE, |d| d.0)
+}
+
+/// 408: the body did not arrive in time; the connection is not kept.
+pub fn too_slow(deadline: Duration) -> ApiError {
+    let mut error = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        Errno::InvalidParameters,
+        format!(
+            "the request body did not arrive within {} s",
+            deadline.as_secs()
+        ),
+    );
+    error.headers.push((
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    ));
+    error
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {

@@ -8,6 +8,7 @@ pub mod error;
 mod openapi;
 mod prefer;
 mod routes;
+pub mod server;
 pub mod state;
 pub mod tls;
 

@@ -102,6 +102,21 @@ impl AppState {
                 refusal.message,
             );
         }
+        if let Reason::Throttled {
+            retry_after_seconds,
+        } = refusal.reason
+        {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Errno::Unauthorized,
+                refusal.message,
+            );
+            error.headers.push((
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_seconds),
+            ));
+            return error;
+        }
         self.unauthorized(format!("{}: {}", scheme.name(), refusal.message))
     }
 

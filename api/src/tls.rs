@@ -1,26 +1,16 @@
 //! HTTPS for the API (rustls), and client certificates verified at the handshake against every CA certificate in
 //! `api.tls.client_ca_dir` (certified's `known_clients/`). No certificate (when required), an unknown issuer, an
 //! expired certificate or an unknown critical extension end the handshake: the request never reaches a handler.
-//! Each request of a connection carries what the handshake established ([`TlsPeer`]).
+//! Each request of a connection carries what the handshake established (`crate::auth::TlsPeer`; see `server`).
 
-use crate::auth::TlsPeer;
 use anyhow::Context as _;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use signer_worker::config::{ClientAuth, TlsSettings};
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-
-/// A client that has not finished its handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -101,7 +91,7 @@ pub fn server_config(settings: &TlsSettings) -> anyhow::Result<Arc<ServerConfig>
 }
 
 /// The metrics label of a failed handshake.
-fn handshake_failure(error: &std::io::Error) -> &'static str {
+pub(crate) fn handshake_failure(error: &std::io::Error) -> &'static str {
     match error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -117,71 +107,4 @@ fn handshake_failure(error: &std::io::Error) -> &'static str {
         },
         _ => "handshake",
     }
-}
-
-/// Serves `app` over TLS until `shutdown` completes, then waits for open connections to finish their requests.
-pub async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    app: axum::Router,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    let reason = handshake_failure(&e);
-                    tracing::info!(%remote, reason, error = %e, "TLS handshake refused");
-                    signer_worker::metrics::metrics()
-                        .auth_failures
-                        .with_label_values(&["mtls", reason])
-                        .inc();
-                    return;
-                }
-                Err(_) => return,
-            };
-            let peer = TlsPeer {
-                certificate: stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|chain| chain.first())
-                    .map(|leaf| Arc::new(leaf.as_ref().to_vec())),
-            };
-            let service = tower::ServiceBuilder::new()
-                .map_request(
-                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                        request.extensions_mut().insert(peer.clone());
-                        request
-                    },
-                )
-                .service(app);
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }

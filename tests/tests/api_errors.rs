@@ -5,6 +5,7 @@ use signer_e2e::db::TestDb;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::service::{Api, Setup};
 use sqlx::Row as _;
+use std::time::{Duration, Instant};
 
 async fn job_count(db: &TestDb) -> i64 {
     sqlx::query("SELECT count(*) AS n FROM jobs")
@@ -34,7 +35,7 @@ async fn raw_exchange(base_url: &str, head: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut answer = vec![0; 4096];
-    let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut answer))
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
         .await
         .expect("answered before the body was sent")
         .unwrap();
@@ -49,7 +50,7 @@ async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
         &db.url,
         &kinto.url,
         "ws/cfr -> prod/cfr",
-        "[api]\nmax_body_bytes = 2048\n",
+        "[api]\nmax_body_bytes = 2048\nheader_read_timeout_seconds = 1\nbody_read_timeout_seconds = 1\nmax_connections = 4\n",
     );
     let api = Api::start(&setup, 0).await;
 
@@ -225,6 +226,47 @@ async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
     assert_kinto_error(&body, 400, 107, "unknown JobState \"done\"");
     let (status, body) = api.get("/v1/nowhere").await;
     assert_eq!((status, body["errno"].clone()), (404, json!(111)));
+
+    // Issue 32, item 6, as the attacks. Headers sent a byte at a time and never finished: the connection is
+    // closed at the header deadline (1 s here), not held.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = api.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "a connection that never finishes its headers is closed"
+    );
+    // A body that never finishes: 408 at the body deadline.
+    let answer = raw_exchange(
+        &api.url,
+        "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"resource\"",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // At most 4 connections at once: a fifth is answered only once one of them is gone (here, closed at the
+    // header deadline).
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let started = Instant::now();
+    // A client of its own: a new connection, not one kept from the calls above.
+    let status = reqwest::get(format!("{}/__lbheartbeat__", api.url))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the fifth connection waited for a slot: {:?}",
+        started.elapsed()
+    );
+    drop(idle);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,10 @@
 //! `Authorization: Basic`, checked against argon2 hashes in `[auth.basicauth] users`; user id `basicauth:<user>`.
 //! A successful check is remembered for a few minutes (keyed by an HMAC of the credentials under a per-process
-//! key), so a frequent caller such as a Prometheus scraper costs one argon2 run, not one per request.
+//! key), so a frequent caller such as a Prometheus scraper costs one argon2 run, not one per request. An unknown
+//! user gets the same answer at the same cost as a wrong password (a decoy hash is checked), and after too many
+//! failures per user name or per client address a caller gets 429 before any hash is checked.
 
+use super::attempts::Attempts;
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
 use argon2::password_hash::{PasswordHashString, PasswordVerifier as _};
 use argon2::{Argon2, PasswordHash};
@@ -16,11 +19,19 @@ use std::time::{Duration, Instant};
 
 const REMEMBER: Duration = Duration::from_secs(300);
 const REMEMBERED_MAX: usize = 1024;
+/// Failed attempts allowed per user name in each window (per client address: see `Authenticator`).
+const FAILURES_PER_USER: u32 = 10;
+pub(super) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// The one answer to a wrong password and to an unknown user: which of the two it was is not said.
+const REFUSED: &str = "wrong user name or password";
 
 pub struct Basic {
     users: HashMap<String, PasswordHashString>,
+    /// Checked for unknown users, so that they cost what a known user's wrong password costs.
+    decoy: PasswordHashString,
     cache_key: [u8; 32],
     verified: Mutex<HashMap<[u8; 32], Instant>>,
+    by_user: Mutex<Attempts<String>>,
 }
 
 /// `user:password` of an `Authorization: Basic` header: `None` without one, a refusal when it is not base64 of
@@ -84,10 +95,15 @@ impl Basic {
             .collect::<Result<_, _>>()?;
         let mut cache_key = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut cache_key);
+        let decoy = PasswordHash::new(&hash_password("decoy"))
+            .expect("a hash just made parses")
+            .serialize();
         Ok(Self {
             users,
+            decoy,
             cache_key,
             verified: Mutex::new(HashMap::new()),
+            by_user: Mutex::new(Attempts::new(FAILURES_PER_USER, FAILURE_WINDOW)),
         })
     }
 
@@ -97,22 +113,37 @@ impl Basic {
             Some(Err(refusal)) => return Outcome::Refused(refusal),
             Some(Ok(pair)) => pair,
         };
-        let Some(hash) = self.users.get(&user) else {
-            return Outcome::Refused(Refusal::new(
-                Reason::Unknown,
-                format!("unknown user {user:?}"),
-            ));
-        };
         let fingerprint = self.fingerprint(&user, &password);
-        if self.remembered(&fingerprint) || verify(hash.clone(), password).await {
-            self.remember(fingerprint);
-            Outcome::Proven(Principals::user(format!("basicauth:{user}"), []))
-        } else {
-            Outcome::Refused(Refusal::new(
-                Reason::Mismatch,
-                format!("wrong password for {user:?}"),
-            ))
+        if self.remembered(&fingerprint) {
+            return Outcome::Proven(Principals::user(format!("basicauth:{user}"), []));
         }
+        let now = Instant::now();
+        let locked = self
+            .by_user
+            .lock()
+            .expect("attempts lock")
+            .check(&user, now);
+        if let Err(wait) = locked {
+            return Outcome::Refused(throttled(wait));
+        }
+        let (hash, known) = match self.users.get(&user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.decoy.clone(), false),
+        };
+        let matches = verify(hash, password).await;
+        if !known {
+            // Another policy may take these credentials (kmsauth's Basic form): "not known here".
+            return Outcome::Refused(Refusal::new(Reason::Unknown, REFUSED));
+        }
+        let mut by_user = self.by_user.lock().expect("attempts lock");
+        if matches {
+            by_user.succeeded(&user);
+            drop(by_user);
+            self.remember(fingerprint);
+            return Outcome::Proven(Principals::user(format!("basicauth:{user}"), []));
+        }
+        by_user.failed(user, now);
+        Outcome::Refused(Refusal::new(Reason::Mismatch, REFUSED))
     }
 
     fn fingerprint(&self, user: &str, password: &str) -> [u8; 32] {
@@ -143,6 +174,17 @@ impl Basic {
         }
         verified.insert(fingerprint, Instant::now());
     }
+}
+
+/// The refusal of a caller who must wait `wait` before trying again.
+pub(super) fn throttled(wait: Duration) -> Refusal {
+    let retry_after_seconds = wait.as_secs().max(1);
+    Refusal::new(
+        Reason::Throttled {
+            retry_after_seconds,
+        },
+        format!("too many failed attempts: try again in {retry_after_seconds} s"),
+    )
 }
 
 /// argon2 is slow on purpose: off the async threads.
@@ -191,10 +233,20 @@ mod tests {
             Reason::Mismatch
         );
         let unknown = request(&basic_header("bob", "s3cret"));
-        assert_eq!(
-            refused(basic.authenticate(&unknown.at(0)).await).reason,
-            Reason::Unknown
+        let (unknown, wrong) = (
+            refused(basic.authenticate(&unknown.at(0)).await),
+            refused(basic.authenticate(&wrong.at(0)).await),
         );
+        assert_eq!(
+            unknown.message, wrong.message,
+            "an unknown user is told what a wrong password is"
+        );
+        assert_eq!(
+            unknown.reason,
+            Reason::Unknown,
+            "another policy may know them"
+        );
+        assert!(!unknown.message.contains("bob") && !unknown.message.contains("ci"));
         let garbage = request("Basic !!!");
         assert_eq!(
             refused(basic.authenticate(&garbage.at(0)).await).reason,
@@ -205,6 +257,35 @@ mod tests {
             basic.authenticate(&bearer.at(0)).await,
             Outcome::NotMine
         ));
+    }
+
+    #[tokio::test]
+    async fn failures_are_limited_per_user() {
+        let settings = BasicSettings {
+            users: [("ci".to_owned(), hash_password("s3cret"))].into(),
+        };
+        let basic = Basic::new(&settings).unwrap();
+        let attempt = |password: &str| {
+            Parts::new(
+                "GET",
+                "/v1/jobs",
+                &[("authorization", &basic_header("ci", password))],
+                b"",
+            )
+        };
+        for n in 0..FAILURES_PER_USER {
+            let guess = attempt(&format!("guess-{n}"));
+            assert_eq!(
+                refused(basic.authenticate(&guess.at(0)).await).reason,
+                Reason::Mismatch
+            );
+        }
+        // Locked for the window, even with the right password.
+        let locked = refused(basic.authenticate(&attempt("s3cret").at(0)).await);
+        assert!(
+            matches!(locked.reason, Reason::Throttled { retry_after_seconds } if retry_after_seconds <= 60),
+            "{locked:?}"
+        );
     }
 
     #[test]

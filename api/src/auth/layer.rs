@@ -3,6 +3,7 @@
 
 use super::{Caller, Request, TlsPeer};
 use crate::error::{ApiError, Errno};
+use crate::server::ClientAddr;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -20,9 +21,14 @@ pub async fn identify(
         request.extensions_mut().insert(Caller::anonymous());
         return next.run(request).await;
     }
+    let deadline = crate::body::deadline(&request);
     let (parts, body) = request.into_parts();
     // The signature schemes need the bytes (Digest, Content-Digest); the handlers get them back unchanged.
-    let Ok(bytes) = axum::body::to_bytes(body, state.max_body_bytes).await else {
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, state.max_body_bytes));
+    let Ok(read) = read.await else {
+        return crate::body::too_slow(deadline).into_response();
+    };
+    let Ok(bytes) = read else {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             Errno::RequestTooLarge,
@@ -36,6 +42,7 @@ pub async fn identify(
         headers: &parts.headers,
         body: &bytes,
         tls: parts.extensions.get::<TlsPeer>(),
+        client: parts.extensions.get::<ClientAddr>().map(|c| c.0),
         now: chrono::Utc::now().timestamp(),
     };
     let caller = match state.auth.authenticate(&view).await {

@@ -3,6 +3,7 @@
 //! knows (an unknown user or key id) is refused by the first policy that understood its form. What a caller may
 //! then do is `signer_worker::acl`.
 
+mod attempts;
 pub mod basic;
 pub mod digest;
 pub mod httpsig_cavage;
@@ -33,6 +34,8 @@ pub struct Request<'a> {
     pub body: &'a [u8],
     /// Present on HTTPS connections.
     pub tls: Option<&'a TlsPeer>,
+    /// The client's address, when the server knows it.
+    pub client: Option<std::net::IpAddr>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -85,6 +88,10 @@ pub enum Reason {
     NotAllowed,
     /// Cannot be checked now (identity provider or KMS unreachable): 503, not 401.
     Unavailable,
+    /// Too many failed attempts for this user or from this address: 429, with when to try again.
+    Throttled {
+        retry_after_seconds: u64,
+    },
 }
 
 impl Reason {
@@ -99,6 +106,7 @@ impl Reason {
             Reason::Incomplete => "incomplete",
             Reason::NotAllowed => "not-allowed",
             Reason::Unavailable => "unavailable",
+            Reason::Throttled { .. } => "throttled",
         }
     }
 }
@@ -258,7 +266,12 @@ impl Policy {
 pub struct Authenticator {
     policies: Vec<Policy>,
     challenges: Vec<(HeaderName, HeaderValue)>,
+    /// Refused Basic credentials per client address: a guesser trying many user names is stopped too.
+    basic_failures: std::sync::Mutex<attempts::Attempts<std::net::IpAddr>>,
 }
+
+/// Refused Basic credentials allowed per client address in each window.
+const BASIC_FAILURES_PER_ADDRESS: u32 = 30;
 
 impl Authenticator {
     pub async fn new(settings: &Settings) -> Result<Self, AuthConfigError> {
@@ -278,11 +291,46 @@ impl Authenticator {
         Ok(Self {
             policies,
             challenges,
+            basic_failures: std::sync::Mutex::new(attempts::Attempts::new(
+                BASIC_FAILURES_PER_ADDRESS,
+                basic::FAILURE_WINDOW,
+            )),
         })
     }
 
-    /// The caller, anonymous when no policy recognises any credential; or the refusal.
+    /// The caller, anonymous when no policy recognises any credential; or the refusal. Basic credentials from an
+    /// address that sent too many refused ones are refused before any policy looks at them.
     pub async fn authenticate(&self, request: &Request<'_>) -> Result<Caller, Refused> {
+        let now = std::time::Instant::now();
+        let basic_from = request
+            .client
+            .filter(|_| basic::credentials(request).is_some());
+        if let Some(address) = basic_from {
+            let checked = self
+                .basic_failures
+                .lock()
+                .expect("attempts lock")
+                .check(&address, now);
+            if let Err(wait) = checked {
+                return Err(Refused {
+                    scheme: Scheme::Basicauth,
+                    refusal: basic::throttled(wait),
+                });
+            }
+        }
+        let outcome = self.run_policies(request).await;
+        if let (Some(address), Err(refused)) = (basic_from, &outcome) {
+            if matches!(refused.refusal.reason, Reason::Unknown | Reason::Mismatch) {
+                self.basic_failures
+                    .lock()
+                    .expect("attempts lock")
+                    .failed(address, now);
+            }
+        }
+        outcome
+    }
+
+    async fn run_policies(&self, request: &Request<'_>) -> Result<Caller, Refused> {
         let mut unknown = None;
         for policy in &self.policies {
             match policy.authenticate(request).await {
@@ -332,6 +380,7 @@ pub(crate) mod testing {
         pub headers: HeaderMap,
         pub body: Vec<u8>,
         pub tls: Option<TlsPeer>,
+        pub client: Option<std::net::IpAddr>,
     }
 
     impl Parts {
@@ -349,6 +398,7 @@ pub(crate) mod testing {
                 headers: map,
                 body: body.to_vec(),
                 tls: None,
+                client: None,
             }
         }
 
@@ -359,6 +409,7 @@ pub(crate) mod testing {
                 headers: &self.headers,
                 body: &self.body,
                 tls: self.tls.as_ref(),
+                client: self.client,
                 now,
             }
         }

@@ -53,16 +53,11 @@ pub async fn serve(
             tokio::time::sleep(delay).await;
         }
     };
+    let limits = signer_api::server::Limits::of(&service.settings.api);
     let app = router(state);
-    match tls {
-        Some(config) => signer_api::tls::serve(listener, config, app, drained).await,
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(drained)
-                .await
-        }
-    }
-    .context("HTTP server failed")?;
+    signer_api::server::serve(listener, tls, app, limits, drained)
+        .await
+        .context("HTTP server failed")?;
     if let Some(pool) = pool {
         pool.await.context("worker pool panicked")?;
     }

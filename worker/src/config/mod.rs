@@ -256,6 +256,26 @@ pub struct ApiSettings {
     pub shutdown_delay_seconds: u64,
     /// Serve HTTPS (and, with a client CA directory, require client certificates).
     pub tls: Option<TlsSettings>,
+    /// A connection must send a request's headers within this long (also how long an idle keep-alive
+    /// connection is kept).
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// A request's body must arrive within this long.
+    #[serde(default = "default_body_read_timeout_seconds")]
+    pub body_read_timeout_seconds: u64,
+    /// Connections served at once; beyond, new ones wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout_seconds() -> u64 {
+    10
+}
+fn default_body_read_timeout_seconds() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -397,6 +417,9 @@ impl Default for Settings {
                 webhook_secret: None,
                 shutdown_delay_seconds: 2,
                 tls: None,
+                header_read_timeout_seconds: default_header_read_timeout_seconds(),
+                body_read_timeout_seconds: default_body_read_timeout_seconds(),
+                max_connections: default_max_connections(),
             },
             worker: WorkerSettings {
                 concurrency: 4,
