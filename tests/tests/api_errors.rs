@@ -161,6 +161,22 @@ async fn bad_requests_are_refused_with_kinto_errors_and_enqueue_nothing() {
             assert_kinto_error(&body, 415, 107, "application/json");
         }
     }
+    // CORS stays closed: neither a preflight nor a cross-origin answer grants another origin anything.
+    for method in [reqwest::Method::OPTIONS, reqwest::Method::GET] {
+        let answer = http
+            .request(method.clone(), format!("{}/v1/jobs", api.url))
+            .header("origin", "https://evil.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        let granted: Vec<_> = answer
+            .headers()
+            .keys()
+            .filter(|k| k.as_str().starts_with("access-control-"))
+            .collect();
+        assert!(granted.is_empty(), "{method}: {granted:?}");
+    }
     let (status, _, body) = api.post("/v1/jobs", r#"["ws/cfr", "sign", 0]"#).await;
     assert_eq!(status, 400, "{body}");
     assert_kinto_error(&body, 400, 109, "expected a JSON object");
