@@ -115,8 +115,12 @@ impl Jwt {
     }
 
     async fn verify(&self, token: &str, now: i64) -> Result<Principals, Refusal> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| Refusal::new(Reason::Malformed, format!("not a JWT: {e}")))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            Refusal::new(
+                Reason::Malformed,
+                format!("not a JWT: {}", unreadable(e.kind(), "header")),
+            )
+        })?;
         let key = match &self.keys {
             Keys::Static(key) => key.clone(),
             Keys::Jwks(jwks) => {
@@ -204,9 +208,27 @@ fn refusal(kind: &ErrorKind) -> Refusal {
             Reason::Incomplete,
             format!("the token has no {claim:?} claim"),
         ),
-        other => (Reason::Malformed, format!("invalid token: {other:?}")),
+        other => (
+            Reason::Malformed,
+            format!("invalid token: {}", unreadable(other, "claims")),
+        ),
     };
     Refusal::new(reason, message)
+}
+
+/// Why a token cannot be read, in words: the parser's own messages (offsets, serde's expectations) say more
+/// about the parser than the caller needs, and are not repeated.
+fn unreadable(kind: &ErrorKind, part: &str) -> String {
+    match kind {
+        ErrorKind::InvalidToken => "it is not three base64url parts separated by dots".into(),
+        ErrorKind::Base64(_) => "a part of it is not base64url".into(),
+        ErrorKind::Utf8(_) => "a part of it is not UTF-8".into(),
+        ErrorKind::Json(_) if part == "header" => {
+            "its header is not JSON naming an algorithm this service knows (never `none`)".into()
+        }
+        ErrorKind::Json(_) => "its claims are not the JSON object a JWT holds".into(),
+        _ => format!("its {part} cannot be read"),
+    }
 }
 
 fn decoding_key(algorithm: Algorithm, text: &str) -> Result<DecodingKey, String> {
@@ -363,6 +385,35 @@ impl Jwks {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unreadable_tokens_are_refused_in_words() {
+        use base64::Engine as _;
+        let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"x"}"#));
+        for token in [
+            "garbage",
+            "a.b.c",
+            "!!!.###.$$$",
+            none.as_str(),
+            "e30.e30.e30",
+        ] {
+            let message = match jsonwebtoken::decode_header(token) {
+                Err(e) => super::unreadable(e.kind(), "header"),
+                Ok(_) => continue,
+            };
+            for internal in [
+                "Error(",
+                "line ",
+                "column",
+                "offset",
+                "Invalid symbol",
+                "variant",
+            ] {
+                assert!(!message.contains(internal), "{token}: {message}");
+            }
+        }
+    }
+
     use super::super::testing::{proven, refused, Parts};
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
