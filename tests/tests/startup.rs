@@ -113,3 +113,79 @@ fn keygen_writes_a_private_key_only_its_owner_can_read_and_refuses_to_overwrite(
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 }
+
+/// Issue 32, item 10, as an operator's bad day: the log sink gone (a log shipper or `tee` that died: stderr is a
+/// pipe without a reader) or full (`/dev/full`). The API still starts, serves, and stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_log_sink_neither_stops_nor_blocks_the_service() {
+    let setup = Setup::new(
+        "",
+        "http://127.0.0.1:9/v1",
+        "ws/cfr -> prod/cfr",
+        "[api]\nshutdown_delay_seconds = 0\n[feed]\nenabled = false\n",
+    );
+    for sink in ["closed pipe", "/dev/full"] {
+        let stderr: std::process::Stdio = match sink {
+            "/dev/full" => std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap()
+                .into(),
+            _ => {
+                let (reader, writer) = std::io::pipe().unwrap();
+                drop(reader);
+                writer.into()
+            }
+        };
+        let port = signer_e2e::free_port();
+        let mut child = Command::new(bin("signer-api"))
+            .arg("--config")
+            .arg(&setup.config)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--workers",
+                "1",
+            ])
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}/__lbheartbeat__");
+        signer_e2e::eventually(30, &format!("serving with stderr on a {sink}"), || async {
+            let answer = reqwest::get(&url).await.ok()?;
+            (answer.status() == 200).then_some(())
+        })
+        .await;
+        for _ in 0..20 {
+            assert_eq!(reqwest::get(&url).await.unwrap().status(), 200, "{sink}");
+        }
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dropped = signer_e2e::metric(&metrics, "signer_log_writes_dropped_total", &[]);
+        assert!(dropped.is_some_and(|n| n > 0.0), "{sink}: {dropped:?}");
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{sink}: SIGTERM did not stop the service"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{sink}: {status:?}");
+    }
+}

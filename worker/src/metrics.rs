@@ -35,6 +35,7 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub worker_heartbeat: IntGauge,
     pub certificate_expiry: IntGauge,
+    pub log_writes_dropped: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -158,6 +159,10 @@ impl Metrics {
                 "signer_broker_connected",
                 "1 while the RabbitMQ relay or consumer of this process is connected",
                 &["role"],
+            ),
+            log_writes_dropped: plain(
+                "signer_log_writes_dropped_total",
+                "Log lines that could not be written (stderr closed or full) and were dropped",
             ),
             doorbells_published: plain(
                 "signer_doorbells_published_total",

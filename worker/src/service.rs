@@ -200,13 +200,34 @@ pub fn shutdown_on_signals() -> CancellationToken {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
+        let signal = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        };
+        // Shutdown first: nothing that follows (a log line included) can keep it from happening.
         trigger.cancel();
+        tracing::info!(signal, "shutting down");
     });
     token
+}
+
+/// Stderr for log lines, where a line that cannot be written (the reader of a pipe gone, a full disk) is dropped
+/// and counted, never an error: the logging library would otherwise report it on stderr itself, and Rust's
+/// `eprintln!` panics when stderr fails, in whichever task was logging (the signal handler's, say).
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::io::stderr().write_all(buf).is_err() {
+            crate::metrics::metrics().log_writes_dropped.inc();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
 }
 
 /// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`).
@@ -218,7 +239,8 @@ pub fn init_logging(json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_writer(|| LogSink);
     if json {
         builder
             .json()
