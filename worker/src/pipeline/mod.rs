@@ -176,12 +176,17 @@ impl Pipeline {
             .get(&policy.signer)
             .ok_or_else(|| PipelineError::NoSigner(resource.source.uri()))?;
         // A cleanup is asked by the source's deletion and carried out while it stays deleted.
-        let metadata = match self.source.get_collection(&resource.source).await? {
-            Some(metadata) => metadata,
-            None if job.kind == JobKind::Cleanup => CollectionObject::absent(),
+        let (metadata, plan) = match self.source.get_collection(&resource.source).await? {
+            Some(metadata) => {
+                let status = metadata.data.get("status").and_then(Value::as_str);
+                let plan = workflow::plan(job.trigger, job.kind, status);
+                (metadata, plan)
+            }
+            None if job.kind == JobKind::Cleanup => {
+                (CollectionObject::absent(), Plan::Run(JobKind::Cleanup))
+            }
             None => return Err(PipelineError::SourceMissing(resource.source.uri())),
         };
-        let deleted = metadata.last_modified == 0;
         let cx = Context {
             job,
             resource,
@@ -189,11 +194,6 @@ impl Pipeline {
             signer,
             metadata,
             report,
-        };
-        let plan = if deleted {
-            Plan::Run(JobKind::Cleanup)
-        } else {
-            workflow::plan(job.trigger, job.kind, cx.status())
         };
         let action = match plan {
             Plan::Run(action) => action,
