@@ -1,22 +1,22 @@
 //! Failed password attempts, counted per user and per client address over a fixed window: past the limit, a
 //! caller is refused before its password is checked (argon2 is expensive on purpose; an attacker must not get to
-//! run it at will). Pure: the time is passed in.
+//! run it at will). Pure: the time (the request's, unix seconds) is passed in.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
 
 /// Entries kept at most; beyond, expired ones are dropped, then (under a flood of new keys) all.
 const MAX_ENTRIES: usize = 10_000;
 
 pub struct Attempts<K> {
     limit: u32,
-    window: Duration,
-    failures: HashMap<K, (u32, Instant)>,
+    window: i64,
+    failures: HashMap<K, (u32, i64)>,
 }
 
 impl<K: Eq + Hash> Attempts<K> {
-    pub fn new(limit: u32, window: Duration) -> Self {
+    /// `limit` failures per `window` seconds.
+    pub fn new(limit: u32, window: i64) -> Self {
         Self {
             limit,
             window,
@@ -24,13 +24,13 @@ impl<K: Eq + Hash> Attempts<K> {
         }
     }
 
-    /// `Err(wait)` while `key` has used up its failures for the current window.
-    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    /// `Err(seconds to wait)` while `key` has used up its failures for the current window.
+    pub fn check(&self, key: &K, now: i64) -> Result<(), u64> {
         match self.failures.get(key) {
             Some(&(count, since)) if count >= self.limit => {
-                let ends = since + self.window;
+                let ends = since.saturating_add(self.window);
                 if now < ends {
-                    Err(ends - now)
+                    Err(u64::try_from(ends - now).unwrap_or(u64::MAX))
                 } else {
                     Ok(())
                 }
@@ -39,16 +39,17 @@ impl<K: Eq + Hash> Attempts<K> {
         }
     }
 
-    pub fn failed(&mut self, key: K, now: Instant) {
+    pub fn failed(&mut self, key: K, now: i64) {
         if self.failures.len() >= MAX_ENTRIES {
             let window = self.window;
-            self.failures.retain(|_, (_, since)| now < *since + window);
+            self.failures
+                .retain(|_, (_, since)| now < since.saturating_add(window));
             if self.failures.len() >= MAX_ENTRIES {
                 self.failures.clear();
             }
         }
         let entry = self.failures.entry(key).or_insert((0, now));
-        if now >= entry.1 + self.window {
+        if now >= entry.1.saturating_add(self.window) {
             *entry = (0, now);
         }
         entry.0 += 1;
@@ -65,17 +66,15 @@ mod tests {
 
     #[test]
     fn the_limit_holds_for_the_window_then_lifts() {
-        let start = Instant::now();
-        let minute = Duration::from_secs(60);
+        let start = 1_700_000_000;
+        let minute = 60;
         let mut attempts = Attempts::new(3, minute);
         for _ in 0..3 {
             assert_eq!(attempts.check(&"ops", start), Ok(()));
             attempts.failed("ops", start);
         }
-        let wait = attempts
-            .check(&"ops", start + Duration::from_secs(20))
-            .unwrap_err();
-        assert_eq!(wait, Duration::from_secs(40));
+        let wait = attempts.check(&"ops", start + 20).unwrap_err();
+        assert_eq!(wait, 40);
         assert_eq!(attempts.check(&"other", start), Ok(()));
         assert_eq!(attempts.check(&"ops", start + minute), Ok(()));
         attempts.failed("ops", start + minute);
@@ -90,8 +89,8 @@ mod tests {
 
     #[test]
     fn a_flood_of_keys_stays_bounded() {
-        let now = Instant::now();
-        let mut attempts = Attempts::new(1, Duration::from_secs(60));
+        let now = 0;
+        let mut attempts = Attempts::new(1, 60);
         for n in 0..(MAX_ENTRIES * 2) {
             attempts.failed(n, now);
         }

@@ -21,7 +21,8 @@ const REMEMBER: Duration = Duration::from_secs(300);
 const REMEMBERED_MAX: usize = 1024;
 /// Failed attempts allowed per user name in each window (per client address: see `Authenticator`).
 const FAILURES_PER_USER: u32 = 10;
-pub(super) const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Seconds.
+pub(super) const FAILURE_WINDOW: i64 = 60;
 /// The one answer to a wrong password and to an unknown user: which of the two it was is not said.
 const REFUSED: &str = "wrong user name or password";
 
@@ -117,7 +118,7 @@ impl Basic {
         if self.remembered(&fingerprint) {
             return Outcome::Proven(Principals::user(format!("basicauth:{user}"), []));
         }
-        let now = Instant::now();
+        let now = request.now;
         let locked = self
             .by_user
             .lock()
@@ -177,8 +178,8 @@ impl Basic {
 }
 
 /// The refusal of a caller who must wait `wait` before trying again.
-pub(super) fn throttled(wait: Duration) -> Refusal {
-    let retry_after_seconds = wait.as_secs().max(1);
+pub(super) fn throttled(wait_seconds: u64) -> Refusal {
+    let retry_after_seconds = wait_seconds.max(1);
     Refusal::new(
         Reason::Throttled {
             retry_after_seconds,

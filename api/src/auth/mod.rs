@@ -301,7 +301,7 @@ impl Authenticator {
     /// The caller, anonymous when no policy recognises any credential; or the refusal. Basic credentials from an
     /// address that sent too many refused ones are refused before any policy looks at them.
     pub async fn authenticate(&self, request: &Request<'_>) -> Result<Caller, Refused> {
-        let now = std::time::Instant::now();
+        let now = request.now;
         let basic_from = request
             .client
             .filter(|_| basic::credentials(request).is_some());
