@@ -2,11 +2,11 @@
 //! with the end-entity key and published with its x5u, verified by `signer-api verify` from the served chain.
 
 use serde_json::json;
-use signer_e2e::kinto::KintoServer;
+use signer_e2e::kinto::{KintoServer, SIGNER};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{run_binary, Api, Setup, TempDir};
 use signer_e2e::{eventually, free_port, root, venv_bin, FAST_QUEUE};
-use signer_worker::signing::x5u::{check_chain, ChainError};
+use signer_worker::signing::x5u::{check_chain, read_roots, ChainError, TrustAnchors};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,19 +23,25 @@ fn make_pki(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("root.sha256")).unwrap()
 }
 
-fn check(dir: &std::path::Path, file: &str, pin: Option<&str>) -> Result<String, ChainError> {
+fn check(dir: &std::path::Path, file: &str, anchors: &TrustAnchors) -> Result<String, ChainError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let pem = std::fs::read(dir.join(file)).unwrap();
-    check_chain(&pem, now, NAME, pin).map(|v| v.root_sha256)
+    check_chain(&pem, now, NAME, anchors).map(|v| v.root_sha256)
 }
 
 #[test]
 fn chains_are_checked_like_firefox_does() {
     let pki = TempDir::new("pki");
     let root_sha256 = make_pki(&pki.0);
+    let pinned = TrustAnchors::Pinned(root_sha256.clone());
+    let roots =
+        TrustAnchors::Roots(read_roots(&std::fs::read(pki.0.join("roots.pem")).unwrap()).unwrap());
+    assert_eq!(check(&pki.0, "good.pem", &pinned).unwrap(), root_sha256);
+    assert_eq!(check(&pki.0, "good.pem", &roots).unwrap(), root_sha256);
     assert_eq!(
-        check(&pki.0, "good.pem", Some(&root_sha256)).unwrap(),
-        root_sha256
+        check(&pki.0, "no-root.pem", &roots).unwrap(),
+        root_sha256,
+        "with a roots file the chain may leave its root out"
     );
     let colons: String = root_sha256
         .to_uppercase()
@@ -45,39 +51,76 @@ fn chains_are_checked_like_firefox_does() {
         .collect::<Vec<_>>()
         .join(":");
     assert!(
-        check(&pki.0, "good.pem", Some(&colons)).is_ok(),
+        check(&pki.0, "good.pem", &TrustAnchors::Pinned(colons)).is_ok(),
         "fingerprints with colons and upper case"
     );
     assert!(matches!(
-        check(&pki.0, "good.pem", Some(&"0".repeat(64))),
+        check(&pki.0, "good.pem", &TrustAnchors::Pinned("0".repeat(64))),
         Err(ChainError::WrongRoot { .. })
     ));
+
+    // Each flaw, refused whichever anchor is named.
+    for anchors in [&pinned, &roots] {
+        let refused = |file: &str| check(&pki.0, file, anchors).unwrap_err();
+        assert!(matches!(refused("expired.pem"), ChainError::Expired(_)));
+        assert_eq!(refused("no-eku.pem"), ChainError::NotCodeSigning);
+        assert!(matches!(
+            refused("wrong-name.pem"),
+            ChainError::WrongName { .. }
+        ));
+        assert_eq!(refused("forged.pem"), ChainError::BadSignature);
+        assert_eq!(
+            refused("issuer-name.pem"),
+            ChainError::UnknownIssuer,
+            "signed by the intermediate's key, but naming another issuer: names must chain"
+        );
+        assert!(matches!(
+            refused("inter-not-ca.pem"),
+            ChainError::NotCa { .. }
+        ));
+        assert!(
+            matches!(refused("no-keycertsign.pem"), ChainError::NotCa { .. }),
+            "an intermediate whose keyUsage lacks keyCertSign signs nothing"
+        );
+        assert_eq!(refused("critical-ext.pem"), ChainError::CriticalExtension);
+    }
+    // The path-length test's root is another certificate (same key and name, pathLenConstraint 0): trusted by
+    // its own pin, it still allows no intermediate.
+    let pem = std::fs::read(pki.0.join("path-len.pem")).unwrap();
+    let short_root = &pem[pem
+        .windows(27)
+        .rposition(|w| w == b"-----BEGIN CERTIFICATE-----")
+        .unwrap()..];
+    let short_root = read_roots(short_root).unwrap();
+    assert_eq!(
+        check(&pki.0, "path-len.pem", &TrustAnchors::Roots(short_root)),
+        Err(ChainError::PathLength)
+    );
+
+    // An attacker's own chain, well formed, for the same name: only "any root" accepts it.
     assert!(matches!(
-        check(&pki.0, "expired.pem", None),
-        Err(ChainError::Expired { index: 0, .. })
+        check(&pki.0, "rogue.pem", &pinned),
+        Err(ChainError::WrongRoot { .. })
     ));
-    assert!(matches!(
-        check(&pki.0, "no-eku.pem", None),
-        Err(ChainError::NotCodeSigning)
-    ));
-    assert!(matches!(
-        check(&pki.0, "wrong-name.pem", None),
-        Err(ChainError::WrongName { .. })
-    ));
-    assert!(matches!(
-        check(&pki.0, "forged.pem", None),
-        Err(ChainError::BadSignature { index: 0, .. })
-    ));
+    assert_eq!(
+        check(&pki.0, "rogue.pem", &roots),
+        Err(ChainError::BadSignature),
+        "its intermediate names the real root as issuer, but the real root's key did not sign it"
+    );
+    assert!(check(&pki.0, "rogue.pem", &TrustAnchors::AnyRoot).is_ok());
+
     let pem = std::fs::read(pki.0.join("good.pem")).unwrap();
     let end_entity_only = &pem[..pem
         .windows(25)
         .position(|w| w == b"-----END CERTIFICATE-----")
         .unwrap()
         + 25];
-    assert!(matches!(
-        check_chain(end_entity_only, Duration::ZERO, NAME, None),
-        Err(ChainError::TooShort(1))
-    ));
+    for anchors in [&pinned, &TrustAnchors::AnyRoot] {
+        assert!(matches!(
+            check_chain(end_entity_only, Duration::ZERO, NAME, anchors),
+            Err(ChainError::TooShort(1))
+        ));
+    }
 }
 
 /// `python -m http.server` over the PKI directory: where the x5u points.
@@ -163,13 +206,21 @@ async fn a_collection_signed_with_an_x5u_verifies_from_the_served_chain() {
     );
 
     let (code, text) = verify(&url, &["--signer-name", NAME]);
-    assert_eq!(code, 0, "{text}");
+    assert_ne!(code, 0, "{text}");
     assert!(
-        text.contains("root NOT pinned"),
-        "an unpinned root is said so: {text}"
+        text.contains("name the trust anchor") && !text.contains("VALID"),
+        "no anchor named, no verdict: {text}"
     );
 
-    let (code, text) = verify(&url, &[]);
+    let roots = pki.0.join("roots.pem");
+    let (code, text) = verify(
+        &url,
+        &["--signer-name", NAME, "--roots", roots.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("(trusted root"), "{text}");
+
+    let (code, text) = verify(&url, &["--root-sha256", &root_sha256]);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("not \"remote-settings.content-signature.mozilla.org\""),
@@ -182,4 +233,35 @@ async fn a_collection_signed_with_an_x5u_verifies_from_the_served_chain() {
     );
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("not the pinned"), "{text}");
+
+    // The same key under an attacker's own root: only --insecure-any-root calls it valid, and says so.
+    let rogue = format!("http://127.0.0.1:{port}/rogue.pem");
+    let signer = kinto.editor().as_user(SIGNER.0, SIGNER.1);
+    let mut signature = signer.collection("prod", "certs").await.unwrap()["signature"].clone();
+    signature["x5u"] = rogue.into();
+    signer
+        .patch_collection(
+            "prod",
+            "certs",
+            json!({ "signature": signature, "signatures": [signature] }),
+        )
+        .await;
+    let (code, text) = verify(
+        &url,
+        &["--signer-name", NAME, "--root-sha256", &root_sha256],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not the pinned"), "{text}");
+    let (code, text) = verify(
+        &url,
+        &["--signer-name", NAME, "--roots", roots.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not signed by its issuer's key"), "{text}");
+    let (code, text) = verify(&url, &["--signer-name", NAME, "--insecure-any-root"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("ANY root accepted (--insecure-any-root)"),
+        "{text}"
+    );
 }

@@ -45,16 +45,16 @@ impl KeySource for FixedKey {
     }
 }
 
-/// Keys from the `x5u` certificate chain of each signature, checked for `signer_name` (and the pinned root).
+/// Keys from the `x5u` certificate chain of each signature, checked for `signer_name` up to `anchors`.
 pub struct X5uChains {
     http: reqwest::Client,
     signer_name: String,
-    root_sha256: Option<String>,
+    anchors: x5u::TrustAnchors,
     checked: tokio::sync::Mutex<std::collections::HashMap<String, x5u::Verified>>,
 }
 
 impl X5uChains {
-    pub fn new(signer_name: String, root_sha256: Option<String>) -> Self {
+    pub fn new(signer_name: String, anchors: x5u::TrustAnchors) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -62,7 +62,7 @@ impl X5uChains {
         Self {
             http,
             signer_name,
-            root_sha256,
+            anchors,
             checked: Default::default(),
         }
     }
@@ -92,19 +92,18 @@ impl KeySource for X5uChains {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            let verified =
-                x5u::check_chain(&pem, now, &self.signer_name, self.root_sha256.as_deref())
-                    .map_err(|e| VerifyError::Chain(format!("{url}: {e}")))?;
+            let verified = x5u::check_chain(&pem, now, &self.signer_name, &self.anchors)
+                .map_err(|e| VerifyError::Chain(format!("{url}: {e}")))?;
             checked.insert(url.clone(), verified);
         }
         let verified = &checked[url];
-        let pinned = if self.root_sha256.is_some() {
-            "pinned root"
-        } else {
-            "root NOT pinned"
+        let anchor = match self.anchors {
+            x5u::TrustAnchors::Pinned(_) => "pinned root",
+            x5u::TrustAnchors::Roots(_) => "trusted root",
+            x5u::TrustAnchors::AnyRoot => "ANY root accepted (--insecure-any-root)",
         };
         let origin = format!(
-            "x5u chain for {} ({pinned} {})",
+            "x5u chain for {} ({anchor} {})",
             self.signer_name, verified.root_sha256
         );
         Ok((verified.key, origin))

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use signer_worker::config::{CollectionRef, ServerSettings, Settings};
 use signer_worker::kinto::KintoClient;
 use signer_worker::signing::parse_public_key;
+use signer_worker::signing::x5u::{self, TrustAnchors};
 use signer_worker::verifier::{verify_collection, FixedKey, Report, X5uChains};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,10 +20,36 @@ pub struct VerifyArgs {
     /// The name the x5u end-entity certificate must be issued to (its SAN dNSName).
     #[arg(long, default_value = "remote-settings.content-signature.mozilla.org")]
     signer_name: String,
-    /// SHA-256 of the x5u chain's root certificate (hex, colons allowed). Without it, any self-signed root is
-    /// accepted, and the verdict says the root was not pinned.
-    #[arg(long)]
+    /// SHA-256 of the x5u chain's root certificate (hex, colons allowed), as Firefox pins it.
+    #[arg(long, group = "anchor")]
     root_sha256: Option<String>,
+    /// A PEM file of root certificates the x5u chain must lead to.
+    #[arg(long, group = "anchor")]
+    roots: Option<PathBuf>,
+    /// Accept whatever self-signed root ends the x5u chain. Anyone can make such a chain: the verdict then only
+    /// says the data matches the signature, not who signed it.
+    #[arg(long, group = "anchor")]
+    insecure_any_root: bool,
+}
+
+/// The trust anchor the x5u chains must lead to; none given is refused rather than guessed.
+fn trust_anchors(args: &VerifyArgs) -> anyhow::Result<TrustAnchors> {
+    if let Some(pin) = &args.root_sha256 {
+        return Ok(TrustAnchors::Pinned(pin.clone()));
+    }
+    if let Some(path) = &args.roots {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read the roots file {}", path.display()))?;
+        let roots = x5u::read_roots(&pem).with_context(|| format!("{}", path.display()))?;
+        return Ok(TrustAnchors::Roots(roots));
+    }
+    if args.insecure_any_root {
+        return Ok(TrustAnchors::AnyRoot);
+    }
+    anyhow::bail!(
+        "name the trust anchor for x5u chains: --root-sha256 <hex> (the pinned root), --roots <pem file>, \
+         or --insecure-any-root to accept any root (then nothing says who signed)"
+    )
 }
 
 /// Splits `https://host/v1/buckets/b/collections/c` into the server's base URL and the collection.
@@ -52,7 +79,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             verify_collection(&kinto, &collection, &keys).await?
         }
         None => {
-            let keys = X5uChains::new(args.signer_name.clone(), args.root_sha256.clone());
+            let keys = X5uChains::new(args.signer_name.clone(), trust_anchors(&args)?);
             verify_collection(&kinto, &collection, &keys).await?
         }
     };
