@@ -516,4 +516,70 @@ oYi+1hqp1fIekaxsyQIDAQAB
         );
         assert!(matches!(v.authenticate(&parts.at(0)), Outcome::NotMine));
     }
+
+    /// Parameters as a hostile client would write them: known names and others, quoted or not, numbers that
+    /// overflow.
+    fn hostile_header() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            prop::sample::select(vec![
+                "keyId",
+                "algorithm",
+                "headers",
+                "signature",
+                "created",
+                "expires",
+                "KEYID",
+                "x",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z]{0,6}",
+        ];
+        let value = prop_oneof![
+            "\"[ -!#-~]{0,24}\"",
+            "-?[0-9]{0,22}",
+            Just("\"(request-target) (created) (expires) host date digest\"".to_owned()),
+            Just("-9223372036854775808".to_owned()),
+            Just("\"Test\"".to_owned()),
+            "[ -~]{0,10}",
+        ];
+        prop::collection::vec(
+            (
+                name,
+                value,
+                prop::sample::select(vec![",", ", ", " ,", ",,", ""]),
+            ),
+            0..8,
+        )
+        .prop_map(|params| {
+            params
+                .into_iter()
+                .map(|(n, v, sep)| format!("{n}={v}{sep}"))
+                .collect::<String>()
+        })
+    }
+
+    proptest::proptest! {
+        /// No made-up header proves anyone, and none panics.
+        #[test]
+        fn made_up_signature_headers_are_refused(header in hostile_header()) {
+            let parts = draft_request(&header);
+            refused(draft_verifier(&[]).authenticate(&parts.at(draft_now())));
+        }
+
+        /// Appendix C.3 with one character of its signature changed is refused.
+        #[test]
+        fn a_changed_signature_is_refused(at in 0usize..170, replacement in "[A-Za-z0-9+/]") {
+            let c3 = r#"keyId="Test",algorithm="rsa-sha256",headers="(request-target) host date content-type digest content-length",signature="vSdrb+dS3EceC9bcwHSo4MlyKS59iFIrhgYkz8+oVLEEzmYZZvRs8rgOp+63LEM3v+MFHB32NfpB2bEKBIvB1q52LaEUHFv120V01IL+TAD48XaERZFukWgHoBTLMhYS2Gb51gWxpeIq8knRmPnYePbF5MOkR0Zkly4zKH7s1dE=""#;
+            let start = c3.find("signature=\"").unwrap() + "signature=\"".len();
+            let mut header = c3.to_owned();
+            // The last character before the padding carries unused bits: changing it may decode the same bytes.
+            let at = start + at;
+            if header[at..at + 1] != replacement {
+                header.replace_range(at..at + 1, &replacement);
+                let parts = draft_request(&header);
+                refused(draft_verifier(&["date"]).authenticate(&parts.at(draft_now())));
+            }
+        }
+    }
 }

@@ -762,4 +762,29 @@ w0EkjqF7xB4FivAxzic30tMM4GF+hR6Dxh71Z50VGGdldkkDXZCnTNnoXQ==
         );
         assert!(!covers(&["@path".into()], "@query"));
     }
+
+    proptest::proptest! {
+        /// No made-up `Signature-Input` / `Signature` pair proves anyone, and none panics.
+        #[test]
+        fn made_up_signature_fields_are_refused(
+            label in "[a-z][a-z0-9-]{0,6}",
+            components in proptest::collection::vec(
+                "\"(@method|@path|@authority|@query|@query-param|@status|date|content-digest|content-type)\"(;(name|req|sf|bs|key)(=\"[a-z]{0,4}\")?)?|[ -~]{0,6}",
+                0..6,
+            ),
+            params in proptest::collection::vec(
+                ";(created|expires|keyid|alg|nonce|tag)=(-?[0-9]{0,21}|\"[ -!#-~]{0,16}\"|\\?[01])|[ -~]{0,4}",
+                0..6,
+            ),
+            signature in ":[A-Za-z0-9+/=]{0,88}:|[ -~]{0,20}",
+        ) {
+            let input = format!("{label}=({}){}", components.join(" "), params.concat());
+            let signature = format!("{label}={signature}");
+            let secret = base64::engine::general_purpose::STANDARD.decode(SHARED_SECRET).unwrap();
+            let v = verifier("test-shared-secret", VerifyingKey::secret(secret), &[]);
+            let mut parts = request(&input, &signature);
+            parts.body.clear();
+            refused(v.authenticate(&parts.at(CREATED)));
+        }
+    }
 }

@@ -331,3 +331,56 @@ fn parse_id(text: &str) -> Result<Uuid, ApiError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::parse;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,10}".prop_map(Value::from),
+            prop::sample::select(JobKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>())
+                .prop_map(Value::from),
+            Just(json!([])),
+            Just(json!({})),
+        ]
+    }
+
+    proptest! {
+        /// The oracle: a body is taken exactly when it holds no field but `resource` (text), `kind` (a job kind)
+        /// and `priority` (an i32).
+        #[test]
+        fn a_job_body_is_taken_exactly_when_its_fields_are_right(
+            fields in prop::collection::btree_map(
+                prop::sample::select(vec!["resource", "kind", "priority", "Resource", "extra"]),
+                any_value(),
+                0..4,
+            )
+        ) {
+            let body: Map<String, Value> = fields.clone().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let valid = fields.iter().all(|(name, value)| match *name {
+                "resource" => value.is_string(),
+                "kind" => value.as_str().is_some_and(|k| k.parse::<JobKind>().is_ok()),
+                "priority" => value.as_i64().is_some_and(|p| i32::try_from(p).is_ok()),
+                _ => false,
+            }) && fields.contains_key("resource");
+            let bytes = serde_json::to_vec(&body).unwrap();
+            prop_assert_eq!(parse::<CreateJob>(&bytes).is_ok(), valid, "{}", Value::Object(body));
+        }
+
+        /// Any bytes: a body or a refusal, never a panic; arrays and scalars are refused.
+        #[test]
+        fn any_bytes_are_parsed_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if parse::<CreateJob>(&bytes).is_ok() {
+                prop_assert!(serde_json::from_slice::<Value>(&bytes).unwrap().is_object());
+            }
+        }
+    }
+}

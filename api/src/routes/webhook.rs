@@ -407,4 +407,94 @@ mod tests {
             matches!(&decisions[1], Decision::Ignore { reason, .. } if reason.contains("no id"))
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use signer_worker::config::check_id;
+
+        /// Ids as a hostile sender would write them, beside valid ones.
+        fn id() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                "[a-z0-9][a-z0-9_-]{0,10}".prop_map(Value::from),
+                Just(Value::from("x/../../../ws-b/collections/things")),
+                Just(Value::from("regions?_since=1")),
+                Just(Value::from("")),
+                Just(Value::from("-lead")),
+                Just(Value::from("r\u{e9}gions")),
+                Just(Value::from("x".repeat(300))),
+                "\\PC{0,12}".prop_map(Value::from),
+                Just(Value::Null),
+                any::<i64>().prop_map(Value::from),
+            ]
+        }
+
+        fn status() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "to-sign",
+                    "to-review",
+                    "to-resign",
+                    "to-rollback",
+                    "signed",
+                    "work-in-progress",
+                ])
+                .prop_map(Value::from),
+                "\\PC{0,10}".prop_map(Value::from),
+                Just(Value::Null),
+            ]
+        }
+
+        fn object() -> impl Strategy<Value = Value> {
+            (id(), status(), any::<bool>(), any::<bool>()).prop_map(
+                |(id, status, with_old, deleted)| {
+                    let new = if deleted {
+                        json!({"id": id, "deleted": true})
+                    } else {
+                        json!({"id": id, "status": status})
+                    };
+                    if with_old {
+                        json!({"new": new, "old": {"id": id, "status": "work-in-progress"}})
+                    } else {
+                        json!({"new": new})
+                    }
+                },
+            )
+        }
+
+        fn event() -> impl Strategy<Value = Value> {
+            (
+                prop::sample::select(vec!["create", "update", "delete", "read", ""]),
+                prop::sample::select(vec!["collection", "record", "bucket", "group"]),
+                id(),
+                prop::collection::vec(object(), 0..5),
+            )
+                .prop_map(|(action, resource_name, bucket_id, impacted)| {
+                    json!({"action": action, "resource_name": resource_name, "bucket_id": bucket_id,
+                           "uri": "/buckets/x", "impacted_objects": impacted})
+                })
+        }
+
+        proptest! {
+            /// Whatever the event says, work is only ever queued for collections whose ids pass the check.
+            #[test]
+            fn only_valid_ids_are_ever_enqueued(event in event()) {
+                let Ok(event) = serde_json::from_value::<KintoEvent>(event) else { return Ok(()) };
+                for decision in decide(&event) {
+                    if let Decision::Enqueue { collection, .. } = decision {
+                        prop_assert!(check_id(&collection.bucket).is_ok() && check_id(&collection.collection).is_ok(),
+                            "{collection:?}");
+                    }
+                }
+            }
+
+            /// Any bytes as a body: an event or a refusal, never a panic.
+            #[test]
+            fn any_body_parses_or_is_refused(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+                if let Ok(event) = parse::<KintoEvent>(&bytes) {
+                    let _ = decide(&event);
+                }
+            }
+        }
+    }
 }

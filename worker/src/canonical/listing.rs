@@ -653,4 +653,150 @@ mod tests {
         assert_eq!(ids(&reader.finish().unwrap()), ids(&expected));
         assert_eq!(asked.into_inner(), expected.len());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        /// Strings a record boundary guess can trip on, beside any text.
+        fn tricky_string() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,12}",
+                Just(r#"},{"id":"forged"}"#.to_owned()),
+                Just(r#"\"]}"#.to_owned()),
+                "[\u{0}-\u{1f}\"\\\\/\u{7f}\u{2028}\u{fffd}]{0,6}",
+            ]
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                (-(1i64 << 53) + 1..(1i64 << 53)).prop_map(Value::from),
+                tricky_string().prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    prop::collection::btree_map(tricky_string(), inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn record() -> impl Strategy<Value = Value> {
+            (
+                "[a-z0-9-]{1,12}",
+                0u64..(1 << 53),
+                prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5),
+            )
+                .prop_map(|(id, last_modified, fields)| {
+                    let mut record: Map<String, Value> = fields.into_iter().collect();
+                    record.insert("id".into(), id.into());
+                    record.insert("last_modified".into(), last_modified.into());
+                    Value::Object(record)
+                })
+        }
+
+        fn page(records: &[Value], pretty: bool) -> String {
+            let texts: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    if pretty {
+                        serde_json::to_string_pretty(r).unwrap()
+                    } else {
+                        r.to_string()
+                    }
+                })
+                .collect();
+            format!(
+                "{{\"data\":[{}]}}",
+                texts.join(if pretty { ",\n " } else { "," })
+            )
+        }
+
+        /// What serde_json reads from the same text, record by record: the oracle.
+        fn serde_reading(text: &[u8]) -> Option<Vec<Record>> {
+            let page: Value = serde_json::from_slice(text).ok()?;
+            let object = page.as_object()?;
+            if object.len() != 1 {
+                return None;
+            }
+            object["data"]
+                .as_array()?
+                .iter()
+                .map(|r| Record::from_value(r.clone()).ok())
+                .collect()
+        }
+
+        proptest! {
+            /// However a page's bytes arrive, its records are what reading each one alone gives.
+            #[test]
+            fn a_page_reads_the_same_in_any_chunks(
+                records in prop::collection::vec(record(), 0..20),
+                pretty in any::<bool>(),
+                chunk in 1usize..400,
+            ) {
+                let text = page(&records, pretty);
+                prop_assert_eq!(read_in_chunks(text.as_bytes(), chunk).unwrap(), one_by_one(&records));
+            }
+
+            /// A page cut short is an error, never a shorter list of records.
+            #[test]
+            fn a_truncated_page_is_refused(
+                records in prop::collection::vec(record(), 0..8),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let text = page(&records, false);
+                let at = cut.index(text.len());
+                let cut_short = &text.as_bytes()[..at];
+                prop_assert!(read_in_chunks(cut_short, cut_short.len().max(1)).is_err());
+            }
+
+            /// Any bytes: no panic, and a page accepted is exactly what serde_json reads in it.
+            #[test]
+            fn damaged_pages_are_refused_or_read_as_serde_reads_them(
+                records in prop::collection::vec(record(), 0..6),
+                damage in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+                chunk in 1usize..64,
+            ) {
+                let mut bytes = page(&records, false).into_bytes();
+                for (at, byte) in damage {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
+                if let Ok(read) = read_in_chunks(&bytes, chunk) {
+                    prop_assert_eq!(Some(read), serde_reading(&bytes));
+                }
+            }
+
+            #[test]
+            fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), chunk in 1usize..64) {
+                let _ = read_in_chunks(&bytes, chunk);
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(16))]
+            /// Pages above the two-thread threshold, full of text that looks like record boundaries.
+            #[test]
+            fn large_pages_read_on_two_threads_match(
+                records in prop::collection::vec(record(), 1..40),
+                copies in 60usize..80,
+                chunk in 1000usize..300_000,
+            ) {
+                let records: Vec<Value> = (0..copies)
+                    .flat_map(|n| records.iter().map(move |r| {
+                        let mut r = r.clone();
+                        r["pad"] = format!(r#"{n}}},{{"id":"forged-{n}"}},"#).repeat(60).into();
+                        r
+                    }))
+                    .collect();
+                let text = page(&records, false);
+                prop_assert!(text.len() > PARALLEL_FROM_BYTES);
+                prop_assert_eq!(read_in_chunks(text.as_bytes(), chunk).unwrap(), one_by_one(&records));
+            }
+        }
+    }
 }

@@ -372,4 +372,37 @@ mod tests {
         assert!(CollectionRef::parse("/buckets/a").is_err());
         assert_eq!(c("a", "b").uri(), "/buckets/a/collections/b");
     }
+
+    fn kinto_grammar(id: &str) -> bool {
+        id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    }
+
+    proptest::proptest! {
+        /// Every id of Kinto's grammar passes, up to the cap.
+        #[test]
+        fn ids_of_kintos_grammar_pass_up_to_the_cap(id in "[a-zA-Z0-9][a-zA-Z0-9_-]{0,300}") {
+            proptest::prop_assert_eq!(check_id(&id).is_ok(), id.len() <= MAX_ID_LENGTH);
+        }
+
+        /// Whatever passes is of that grammar: traversal, queries, encodings and other scripts do not.
+        #[test]
+        fn nothing_else_passes(id in "\\PC{0,30}|[a-zA-Z0-9./%?#&=_ -]{0,12}") {
+            if check_id(&id).is_ok() {
+                proptest::prop_assert!(kinto_grammar(&id) && id.len() <= MAX_ID_LENGTH, "{id:?}");
+            }
+        }
+
+        /// A collection reference read from any text names two ids that pass the check.
+        #[test]
+        fn references_from_any_text_hold_valid_ids(
+            text in "\\PC{0,60}|(https?://h/v1)?(/buckets/)?[a-z0-9./%?_-]{0,10}(/collections/|/)[a-z0-9./%?_-]{0,10}/?"
+        ) {
+            if let Ok(c) = CollectionRef::parse(&text) {
+                proptest::prop_assert!(check_id(&c.bucket).is_ok() && check_id(&c.collection).is_ok(), "{text:?}");
+            }
+        }
+    }
 }
