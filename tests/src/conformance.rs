@@ -235,6 +235,11 @@ pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(stor
     let failed = store.get(id).await.unwrap().unwrap();
     assert_eq!(failed.state, JobState::Failed);
     assert!(failed.finished_at.is_some());
+    assert!(
+        failed.ran_out_of_retries(),
+        "out of attempts on transient failures, said so: {:?}",
+        failed.result
+    );
     assert_eq!(
         events(store, id).await,
         ["queued", "running", "retry", "running", "retry", "running", "failed"]

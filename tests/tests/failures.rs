@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
+use signer_e2e::faults::{Fault, FaultProxy};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
@@ -279,4 +280,110 @@ async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_ze
     assert_eq!(done["data"]["state"], "succeeded", "{done}");
     let verdict = setup.verify(&kinto.url, "prod", "big");
     assert_eq!(verdict["valid"], true, "{verdict}");
+}
+
+/// A proxy cuts answers short, as a load balancer dropping a connection does: a source page with a matching
+/// `Content-Length`, the status PATCH's answer (applied by Kinto, answer lost), and the destination write's answer
+/// with the connection closed mid-body. Each is retried: the job succeeds, nothing fails for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_cut_short_are_retried_and_the_job_finishes() {
+    let kinto = KintoServer::start().await;
+    kinto
+        .editor()
+        .create_source("ws", "cfr", json!({}), &sample_records(200, 4))
+        .await;
+    let proxy = FaultProxy::start(&kinto.url).await;
+    proxy.inject(
+        "GET",
+        "/buckets/ws/collections/cfr/records",
+        Fault::Truncate,
+        1,
+    );
+    proxy.inject("POST", "/buckets/prod/collections/cfr", Fault::Reset, 1);
+    proxy.inject("PATCH", "/buckets/ws/collections/cfr", Fault::Truncate, 1);
+    let setup = Setup::new("", &proxy.url, "ws/cfr -> prod/cfr", FAST_QUEUE);
+    let api = Api::start(&setup, 1).await;
+
+    let done = api.wait_final(&api.sign("ws/cfr").await, 60).await;
+    assert_eq!(done["data"]["state"], "succeeded", "{done}");
+    assert_eq!(proxy.spoiled(), 3, "every fault was met");
+    setup.assert_verifies(&kinto.url, "prod", "cfr", 200);
+    assert_eq!(
+        kinto.editor().collection("ws", "cfr").await.unwrap()["status"],
+        "signed"
+    );
+}
+
+/// A request whose job ran out of attempts on transient failures (every answer cut short) is taken up again by
+/// the change feed once the answers come through, as River and Oban leave a discarded job to be enqueued anew.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_feed_takes_up_a_request_whose_job_ran_out_of_retries() {
+    let kinto = KintoServer::start().await;
+    let editor = kinto.editor();
+    editor
+        .create_source(
+            "ws",
+            "cfr",
+            json!({"status": "work-in-progress"}),
+            &sample_records(20, 6),
+        )
+        .await;
+    let proxy = FaultProxy::start(&kinto.url).await;
+    proxy.inject(
+        "GET",
+        "/buckets/ws/collections/cfr/records",
+        Fault::Truncate,
+        1000,
+    );
+    let setup = Setup::new(
+        "",
+        &proxy.url,
+        "ws/cfr -> prod/cfr",
+        &format!("{FAST_QUEUE}max_attempts = 2\n[feed]\ninterval_seconds = 1\n"),
+    );
+    let api = Api::start(&setup, 1).await;
+    editor
+        .patch_collection("ws", "cfr", json!({"status": "to-sign"}))
+        .await;
+    let failed = eventually(60, "the first job to run out of attempts", || {
+        let api = &api;
+        async move {
+            let (_, jobs) = api
+                .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+                .await;
+            jobs["data"]
+                .as_array()?
+                .iter()
+                .find(|j| j["state"] == "failed")
+                .cloned()
+        }
+    })
+    .await;
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("cut short"),
+        "{failed}"
+    );
+    proxy.clear();
+    eventually(60, "a later job to sign it", || {
+        let editor = &editor;
+        async move {
+            let status = editor.collection("ws", "cfr").await?["status"].clone();
+            (status == "signed").then_some(())
+        }
+    })
+    .await;
+    setup.assert_verifies(&kinto.url, "prod", "cfr", 20);
+    let (_, jobs) = api
+        .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
+        .await;
+    let states: Vec<&str> = jobs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"succeeded") && states.contains(&"failed"),
+        "{states:?}"
+    );
 }

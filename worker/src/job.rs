@@ -123,6 +123,22 @@ pub struct Progress {
 }
 
 impl Job {
+    /// The `result` of a job that ran out of attempts on failures that were all worth retrying: what it asked
+    /// may still be done later (the change feed asks again), unlike a job that failed for good.
+    pub fn out_of_retries() -> serde_json::Value {
+        serde_json::json!({ "out_of_retries": true })
+    }
+
+    pub fn ran_out_of_retries(&self) -> bool {
+        self.state == JobState::Failed
+            && self
+                .result
+                .as_ref()
+                .and_then(|r| r.get("out_of_retries"))
+                .and_then(serde_json::Value::as_bool)
+                == Some(true)
+    }
+
     /// The proof a worker holds while running this attempt; every write it makes is guarded by it.
     pub fn lease(&self) -> Option<Lease> {
         Some(Lease {

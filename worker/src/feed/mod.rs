@@ -35,10 +35,12 @@ pub enum FeedError {
 
 /// Whether a request seen at source timestamp `metadata_ts` already has its job: one is queued or running, or
 /// one was triggered by this very change (`source_timestamp`), or wrote it (`result.source_metadata_timestamp`).
+/// A job that ran out of retries on transient failures (Kinto or the signer unreachable for longer than its
+/// attempts last) has not handled it: the request is taken up again.
 pub fn handled(jobs: &[Job], metadata_ts: i64) -> bool {
     jobs.iter().any(|job| {
         matches!(job.state, JobState::Queued | JobState::Running)
-            || job.source_timestamp == Some(metadata_ts)
+            || (job.source_timestamp == Some(metadata_ts) && !job.ran_out_of_retries())
             || job
                 .result
                 .as_ref()
@@ -389,6 +391,13 @@ mod tests {
         assert!(!handled(&[], 10));
         assert!(handled(&[job(JobState::Running, None, None)], 10));
         assert!(handled(&[job(JobState::Failed, Some(10), None)], 10));
+        assert!(
+            !handled(
+                &[job(JobState::Failed, Some(10), Some(Job::out_of_retries()))],
+                10
+            ),
+            "a job that ran out of retries on transient failures is asked again"
+        );
         let wrote = job(
             JobState::Succeeded,
             Some(5),

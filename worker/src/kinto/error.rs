@@ -24,6 +24,15 @@ pub enum KintoError {
         url: String,
         reason: String,
     },
+    /// A success answer whose body is cut short or is not the JSON it should be: a connection dropped by a proxy
+    /// or load balancer mid-body, with a `Content-Length` matching what arrived. The same request may well
+    /// succeed next time.
+    #[error("{method} {url}: the answer's body was cut short or garbled on the way: {reason}")]
+    Garbled {
+        method: String,
+        url: String,
+        reason: String,
+    },
     #[error(
         "the records of {uri} changed while they were being listed (ETag {first} then {last})"
     )]
@@ -37,11 +46,13 @@ pub enum KintoError {
 }
 
 impl KintoError {
-    /// Network trouble, 5xx, 429 and the 409/412 races are worth retrying; other 4xx are configuration or data
-    /// problems that retrying cannot fix.
+    /// Network trouble (a body cut short included), 5xx, 429 and the 409/412 races are worth retrying; other 4xx
+    /// are configuration or data problems that retrying cannot fix.
     pub fn is_transient(&self) -> bool {
         match self {
-            KintoError::Network { .. } | KintoError::ListingMoved { .. } => true,
+            KintoError::Network { .. }
+            | KintoError::Garbled { .. }
+            | KintoError::ListingMoved { .. } => true,
             KintoError::Status { status, .. } | KintoError::BatchItem { status, .. } => {
                 *status >= 500 || matches!(status, 408 | 409 | 412 | 429)
             }
@@ -49,11 +60,13 @@ impl KintoError {
         }
     }
 
-    /// Worth repeating the same request at once: the network, an overloaded or failing server. A 412 is not:
-    /// it means the data moved, which only the job can decide about.
+    /// Worth repeating the same request at once: the network, an overloaded or failing server, a read whose
+    /// answer arrived garbled. A 412 is not: it means the data moved, which only the job can decide about; nor a
+    /// write whose answer arrived garbled: it was probably applied, and the job re-plans from what is there.
     pub fn is_retryable_in_place(&self) -> bool {
         match self {
             KintoError::Network { .. } => true,
+            KintoError::Garbled { method, .. } => method == "GET" || method == "HEAD",
             KintoError::Status { status, .. } => {
                 *status >= 500 || matches!(status, 408 | 409 | 429)
             }

@@ -7,7 +7,7 @@ mod listing;
 
 pub use error::KintoError;
 
-use crate::canonical::{PageReader, Record};
+use crate::canonical::{CanonicalError, PageReader, Record};
 use crate::config::{CollectionRef, ServerSettings};
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
@@ -590,8 +590,7 @@ impl KintoClient {
                 .iter()
                 .filter(|w| matches!(w, Write::Put { .. }))
                 .count();
-            let answer: PushAnswer = serde_json::from_slice(&body)
-                .map_err(|_| invalid("POST", &url, "no `written` count"))?;
+            let answer: PushAnswer = decode("POST", &url, &body, "no `written` count")?;
             if answer.written != puts {
                 return Err(invalid(
                     "POST",
@@ -656,8 +655,7 @@ impl KintoClient {
             .records_copied
             .with_label_values(&["bulk"])
             .inc_by(writes.len() as u64);
-        let answer: PushAnswer = serde_json::from_slice(&answer)
-            .map_err(|_| invalid("POST", &url, "no `written` count"))?;
+        let answer: PushAnswer = decode("POST", &url, &answer, "no `written` count")?;
         answer
             .timestamp
             .map(Some)
@@ -728,8 +726,7 @@ impl KintoClient {
                 Whole::default,
             )
             .await?;
-        let body: Value = serde_json::from_slice(&body)
-            .map_err(|_| invalid("POST", &self.url(&["batch"]), "body is not JSON"))?;
+        let body: Value = decode("POST", &self.url(&["batch"]), &body, "body is not JSON")?;
         let responses = body
             .get("responses")
             .and_then(Value::as_array)
@@ -826,8 +823,7 @@ impl KintoClient {
         if is_head {
             return Ok((headers, Value::Null));
         }
-        let json = serde_json::from_slice(&bytes)
-            .map_err(|_| invalid(method.as_str(), &url, "body is not JSON"))?;
+        let json = decode(method.as_str(), &url, &bytes, "body is not JSON")?;
         Ok((headers, json))
     }
 
@@ -898,7 +894,8 @@ impl KintoClient {
         }
         let failed = |e| match e {
             BodyError::Network(source) => network(source),
-            BodyError::Invalid(why) => invalid(method.as_str(), url, &why),
+            BodyError::Read(ReadError::Garbled(why)) => garbled(method.as_str(), url, &why),
+            BodyError::Read(ReadError::Invalid(why)) => invalid(method.as_str(), url, &why),
         };
         if status.is_success() {
             let body = read_body(response, reader).await.map_err(failed)?;
@@ -931,8 +928,16 @@ trait BodyReader {
     type Output;
     /// The body's announced size (`Content-Length`), before its first chunk.
     fn expect(&mut self, _bytes: u64) {}
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), String>;
-    fn finish(self) -> Result<Self::Output, String>;
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), ReadError>;
+    fn finish(self) -> Result<Self::Output, ReadError>;
+}
+
+/// Why a success body was not taken.
+enum ReadError {
+    /// Not what such an answer holds (cut short, not JSON): damaged on the way, worth another try.
+    Garbled(String),
+    /// Complete, and wrong for good (a record without an id).
+    Invalid(String),
 }
 
 /// The body as it came, in one buffer (`Response::bytes` gathers every chunk before copying them into one
@@ -948,12 +953,12 @@ impl BodyReader for Whole {
             .reserve(usize::try_from(bytes.min(PREALLOCATE_AT_MOST)).unwrap_or(0));
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), ReadError> {
         self.0.extend_from_slice(chunk);
         Ok(())
     }
 
-    fn finish(self) -> Result<bytes::Bytes, String> {
+    fn finish(self) -> Result<bytes::Bytes, ReadError> {
         Ok(self.0.into())
     }
 }
@@ -966,18 +971,27 @@ impl<'c, C: Fn(&str) -> Option<&'c Record> + Sync> BodyReader for PageReader<C> 
         PageReader::expect(self, usize::try_from(bytes).unwrap_or(usize::MAX));
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
-        PageReader::feed(self, chunk).map_err(|e| e.to_string())
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), ReadError> {
+        PageReader::feed(self, chunk).map_err(page_error)
     }
 
-    fn finish(self) -> Result<Vec<Record>, String> {
-        PageReader::finish(self).map_err(|e| e.to_string())
+    fn finish(self) -> Result<Vec<Record>, ReadError> {
+        PageReader::finish(self).map_err(page_error)
+    }
+}
+
+fn page_error(error: CanonicalError) -> ReadError {
+    match error {
+        CanonicalError::NotAPage(_) | CanonicalError::Unreadable { .. } => {
+            ReadError::Garbled(error.to_string())
+        }
+        _ => ReadError::Invalid(error.to_string()),
     }
 }
 
 enum BodyError {
     Network(reqwest::Error),
-    Invalid(String),
+    Read(ReadError),
 }
 
 async fn read_body<R: BodyReader>(
@@ -989,9 +1003,9 @@ async fn read_body<R: BodyReader>(
         reader.expect(bytes);
     }
     while let Some(chunk) = response.chunk().await.map_err(BodyError::Network)? {
-        reader.feed(&chunk).map_err(BodyError::Invalid)?;
+        reader.feed(&chunk).map_err(BodyError::Read)?;
     }
-    reader.finish().map_err(BodyError::Invalid)
+    reader.finish().map_err(BodyError::Read)
 }
 
 /// What the server offers: how many writes a batch takes, and whether the plugin's endpoints are there.
@@ -1080,6 +1094,28 @@ struct BatchRequest<'a> {
 #[derive(Serialize)]
 struct PutBody<'a> {
     data: &'a RawValue,
+}
+
+/// A success body read as `T`: text that is not JSON (cut short or damaged on the way) is worth another try; JSON
+/// of the wrong shape (`shape` says what was missing) is not.
+fn decode<T: serde::de::DeserializeOwned>(
+    method: &str,
+    url: &str,
+    bytes: &[u8],
+    shape: &str,
+) -> Result<T, KintoError> {
+    serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid(method, url, shape),
+        _ => garbled(method, url, &e.to_string()),
+    })
+}
+
+fn garbled(method: &str, url: &str, reason: &str) -> KintoError {
+    KintoError::Garbled {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn invalid(method: &str, url: &str, reason: &str) -> KintoError {

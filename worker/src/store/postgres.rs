@@ -145,6 +145,7 @@ impl JobStore for PgStore {
         let decision = why.decide(row.get("exhausted"), row.get("queued"));
         sqlx::query(
             "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
+                    result = CASE WHEN $2 = 'failed' THEN $6 ELSE result END,
                     attempt = attempt - $5::int,
                     run_at = now() + make_interval(secs => $4),
                     lease_expires_at = NULL,
@@ -157,6 +158,7 @@ impl JobStore for PgStore {
         .bind(why.error())
         .bind(why.delay().as_secs_f64())
         .bind(i32::from(why.refunds_attempt()))
+        .bind(crate::job::Job::out_of_retries())
         .execute(&mut *tx)
         .await?;
         insert_event(

@@ -101,6 +101,7 @@ impl JobStore for SqliteStore {
         let now = now_ms();
         sqlx::query(
             "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), attempt = attempt - ?5,
+                    result = CASE WHEN ?2 = 'failed' THEN ?7 ELSE result END,
                     run_at = ?4, lease_expires_at = NULL,
                     worker_id = CASE WHEN ?2 = 'queued' THEN NULL ELSE worker_id END,
                     finished_at = CASE WHEN ?2 = 'queued' THEN NULL ELSE ?6 END
@@ -112,6 +113,7 @@ impl JobStore for SqliteStore {
         .bind(later_ms(why.delay()))
         .bind(i32::from(why.refunds_attempt()))
         .bind(now)
+        .bind(crate::job::Job::out_of_retries().to_string())
         .execute(&mut *tx)
         .await?;
         let event = Event {
