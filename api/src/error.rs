@@ -82,6 +82,10 @@ impl ApiError {
     /// The database is down or failing: 503 so callers and load balancers retry, with the cause logged here.
     pub fn backend(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "job store failure");
+        Self::store_unavailable()
+    }
+
+    fn store_unavailable() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             Errno::Backend,
@@ -92,7 +96,11 @@ impl ApiError {
 
 impl From<signer_worker::store::StoreError> for ApiError {
     fn from(error: signer_worker::store::StoreError) -> Self {
-        Self::backend(&error)
+        match error {
+            // Said once by the store, when it noticed: not again for every request it refuses.
+            signer_worker::store::StoreError::Lost { .. } => Self::store_unavailable(),
+            other => Self::backend(&other),
+        }
     }
 }
 

@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", signer_worker::error_text::one_line(e.chain()));
             ExitCode::FAILURE
         }
     }

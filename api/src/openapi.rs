@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         jobs::create, jobs::list, jobs::get, jobs::cancel, webhook::receive,
-        health::heartbeat, health::lbheartbeat, health::version, metrics::scrape, openapi
+        health::heartbeat, health::lbheartbeat, health::ready, health::version, metrics::scrape, openapi
     ),
     components(schemas(
         Accepted, Ignored, JobPage, JobWithHistory, OneJob, Version, WebhookOutcome, ErrorBody,
@@ -132,6 +132,7 @@ mod tests {
             "/v1/webhooks/kinto",
             "/__heartbeat__",
             "/__lbheartbeat__",
+            "/__ready__",
             "/__version__",
             "/metrics",
             "/openapi.json",

@@ -145,7 +145,7 @@ fn kubernetes_probes_and_autoscaler_point_at_the_right_things() {
     };
     let api = &find("Deployment", "signer-api")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(api["livenessProbe"]["httpGet"]["path"], "/__lbheartbeat__");
-    assert_eq!(api["readinessProbe"]["httpGet"]["path"], "/__heartbeat__");
+    assert_eq!(api["readinessProbe"]["httpGet"]["path"], "/__ready__");
     let worker_pod = &find("Deployment", "signer-worker")["spec"]["template"]["spec"];
     assert_eq!(
         worker_pod["containers"][0]["livenessProbe"]["httpGet"]["path"],

@@ -387,3 +387,135 @@ async fn the_feed_takes_up_a_request_whose_job_ran_out_of_retries() {
         "{states:?}"
     );
 }
+
+/// `POST /v1/jobs` for `ws/cfr`: the status code.
+async fn ask(api: &Api) -> u16 {
+    api.post("/v1/jobs", r#"{"resource": "ws/cfr"}"#).await.0
+}
+
+/// The embedded store's file deleted while the API runs: it would keep answering 202 into an unlinked file whose
+/// jobs vanish at the next restart. Refused with 503 instead, both health checks fail, and one log line says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_embedded_store_refuses_work_and_says_so() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/cfr -> prod/cfr", "");
+    let api = Api::start(&setup, 0).await;
+    assert_eq!(ask(&api).await, 202);
+    assert_eq!(api.get("/__ready__").await.0, 200);
+    let file = setup.dir.0.join("signer.db");
+    std::fs::remove_file(&file).unwrap();
+    for _ in 0..3 {
+        assert_eq!(ask(&api).await, 503);
+    }
+    let (status, ready) = api.get("/__ready__").await;
+    assert_eq!((status, ready["database"].clone()), (503, json!(false)));
+    let (status, heartbeat) = api.get("/__heartbeat__").await;
+    assert_eq!((status, heartbeat["database"].clone()), (503, json!(false)));
+    // A new file at the same path is not the one the accepted job is in.
+    std::fs::write(&file, b"").unwrap();
+    assert_eq!(ask(&api).await, 503);
+    let log = api.process.log_text();
+    assert_eq!(
+        log.matches("was deleted or replaced while in use").count(),
+        1,
+        "said once, with the file: {log}"
+    );
+    assert!(log.contains(&file.display().to_string()), "{log}");
+}
+
+/// The embedded store on a full disk (a small tmpfs the test fills): refused with 503 and readiness red while
+/// full, both green again once there is room, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_under_the_embedded_store_turns_readiness_red_until_there_is_room() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/cfr -> prod/cfr", "");
+    let disk = setup.dir.0.join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&disk)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (it needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(disk.clone());
+    let config = std::fs::read_to_string(&setup.config).unwrap().replace(
+        &format!("data_dir = \"{}\"", setup.dir.0.display()),
+        &format!("data_dir = \"{}\"", disk.display()),
+    );
+    std::fs::write(&setup.config, config).unwrap();
+    let api = Api::start(&setup, 0).await;
+    assert_eq!(ask(&api).await, 202);
+    assert_eq!(api.get("/__ready__").await.0, 200);
+
+    let filler = disk.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+    }
+    assert_eq!(ask(&api).await, 503);
+    let (status, ready) = api.get("/__ready__").await;
+    assert_eq!((status, ready["database"].clone()), (503, json!(false)));
+    assert_eq!(api.get("/__heartbeat__").await.0, 503);
+    assert!(api.process.log_text().contains("bytes free on its disk"));
+
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(api.get("/__ready__").await.0, 200);
+    assert_eq!(ask(&api).await, 202);
+    let (_, jobs) = api.get("/v1/jobs").await;
+    assert_eq!(
+        jobs["data"].as_array().unwrap().len(),
+        1,
+        "the job accepted before is there, and the refused ones are not: {jobs}"
+    );
+}
+
+/// RabbitMQ is optional: with it unreachable, jobs are still recorded (and run through Postgres), so readiness
+/// stays green while `__heartbeat__` reports the broker down.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_broker_does_not_take_the_api_out_of_service() {
+    let db = TestDb::create().await;
+    let extra = format!(
+        "[queue]\ndispatch = \"rabbitmq\"\n{}",
+        signer_e2e::rabbitmq::dispatch_settings(
+            &format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port()),
+            "signer-unreachable"
+        )
+    );
+    let setup = Setup::new(
+        &db.url,
+        "http://127.0.0.1:9/v1",
+        "ws/cfr -> prod/cfr",
+        &extra,
+    );
+    let api = Api::start(&setup, 1).await;
+    let (status, heartbeat) = api.get("/__heartbeat__").await;
+    assert_eq!(
+        (status, heartbeat["broker"].clone()),
+        (503, json!(false)),
+        "{heartbeat}"
+    );
+    let (status, ready) = api.get("/__ready__").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ask(&api).await, 202);
+    // Several reconnection attempts later, the outage was said once per broker session (relay, consumer).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = api.process.log_text();
+    assert_eq!(
+        log.matches("broker session ended").count(),
+        2,
+        "one warning per role and outage: {log}"
+    );
+    assert!(!log.contains("ERROR"), "{log}");
+}

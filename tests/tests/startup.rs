@@ -189,3 +189,53 @@ async fn a_broken_log_sink_neither_stops_nor_blocks_the_service() {
         assert!(status.success(), "{sink}: {status:?}");
     }
 }
+
+/// Starts `processes` `signer-api migrate` at the same instant with `config`; every one must succeed.
+fn start_together(config: &std::path::Path, processes: usize, round: usize) {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(processes));
+    let runs: Vec<_> = (0..processes)
+        .map(|_| {
+            let (barrier, config) = (barrier.clone(), config.to_owned());
+            std::thread::spawn(move || {
+                barrier.wait();
+                run("signer-api", &config, &["migrate"])
+            })
+        })
+        .collect();
+    for run in runs {
+        let (code, text) = run.join().unwrap();
+        assert_eq!(code, 0, "round {round}: a process failed to start: {text}");
+    }
+}
+
+/// Processes started together on one new store (an embedded SQLite file, or an empty Postgres database) all
+/// start: the migrations take turns, the losers wait and go on. Many rounds, each on a new store.
+#[tokio::test(flavor = "multi_thread")]
+async fn processes_starting_together_on_a_new_store_all_start() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/a -> prod/a", "");
+    let original = std::fs::read_to_string(&setup.config).unwrap();
+    let data_dir = format!("data_dir = \"{}\"", setup.dir.0.display());
+    for round in 0..15 {
+        let dir = setup.dir.0.join(format!("round-{round}"));
+        let config = setup.dir.0.join(format!("round-{round}.toml"));
+        std::fs::write(
+            &config,
+            original.replace(&data_dir, &format!("data_dir = \"{}\"", dir.display())),
+        )
+        .unwrap();
+        start_together(&config, 3, round);
+    }
+    for round in 0..5 {
+        let db = signer_e2e::db::TestDb::create().await;
+        let config = setup.dir.0.join(format!("pg-{round}.toml"));
+        std::fs::write(
+            &config,
+            original.replace(
+                "database_url = \"\"",
+                &format!("database_url = \"{}\"", db.url),
+            ),
+        )
+        .unwrap();
+        start_together(&config, 3, round);
+    }
+}

@@ -1,5 +1,5 @@
 //! What `/__heartbeat__` reports (as Kinto and Autograph do): each dependency checked, concurrently and with a
-//! short timeout, one boolean per check.
+//! short timeout, one boolean per check; and what readiness needs (the job store takes writes).
 
 use crate::kinto::KintoClient;
 use crate::signing::{AnySigner, SignerSet};
@@ -37,11 +37,17 @@ async fn signers_up(signers: &SignerSet) -> bool {
 }
 
 impl Health {
+    /// Whether this process can take requests: jobs are recorded in the store, whatever else is down (Kinto,
+    /// the signer and the broker only delay the work, which waits in the store).
+    pub async fn store_writable(&self) -> bool {
+        within(async { self.store.ping().await.is_ok() }).await
+    }
+
     /// `database`, `kinto_source`, `kinto_destination` (when separate), `signer`, and `broker` with RabbitMQ
     /// dispatch.
     pub async fn report(&self) -> BTreeMap<&'static str, bool> {
         let (database, source, destination, signer, broker) = tokio::join!(
-            within(async { self.store.ping().await.is_ok() }),
+            self.store_writable(),
             within(async { self.source.ping().await }),
             async {
                 match &self.destination {

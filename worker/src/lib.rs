@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod canonical;
 pub mod config;
 pub mod dispatch;
+pub mod error_text;
 pub mod feed;
 pub mod health;
 pub mod job;

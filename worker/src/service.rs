@@ -230,10 +230,12 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`).
+/// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`). lapin is silent by
+/// default: it logs every failed recovery attempt at ERROR (about 50 lines per worker in 20 s of outage), where
+/// the broker supervisor says an outage once.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,lapin=off"));
     use std::io::IsTerminal as _;
     // Colours only for a person at a terminal: files and log shippers get plain text.
     let builder = tracing_subscriber::fmt()

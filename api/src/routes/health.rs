@@ -17,8 +17,9 @@ use serde_json::json;
             example = json!({"database": false, "kinto_source": true, "signer": true})),
     )
 )]
-/// Every dependency, one boolean each: the job store, the Kinto servers, the signers (Autograph's own
-/// heartbeat). 503 when any fails: for monitoring and readiness; liveness is `__lbheartbeat__`. A process that
+/// Every dependency, one boolean each: the job store (written), the Kinto servers, the signers (Autograph's own
+/// heartbeat), the broker. 503 when any fails: for monitoring and alerts; readiness is `__ready__`, liveness
+/// `__lbheartbeat__`. A process that
 /// received SIGTERM answers 503 with `"draining": true`, so a load balancer stops sending before it stops serving.
 pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
     let mut checks = json!(state.health.report().await);
@@ -30,6 +31,33 @@ pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
         checks["draining"] = json!(true);
     }
     let status = if healthy && !draining {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(checks))
+}
+
+/// Readiness: the process can take requests, that is record jobs. Only the job store counts (written, not only
+/// read): Kinto, the signer or RabbitMQ being down delays the work, which waits in the store, and must not take
+/// every instance out of its load balancer at once. 503 after SIGTERM, as `__heartbeat__`.
+#[utoipa::path(
+    get, path = "/__ready__", tag = "operations",
+    responses(
+        (status = 200, description = "Jobs can be recorded", body = std::collections::HashMap<String, bool>,
+            example = json!({"database": true})),
+        (status = 503, description = "The job store takes no writes, or the process is draining", body = std::collections::HashMap<String, bool>,
+            example = json!({"database": false})),
+    )
+)]
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = state.health.store_writable().await;
+    let mut checks = json!({ "database": database });
+    let draining = state.draining.is_cancelled();
+    if draining {
+        checks["draining"] = json!(true);
+    }
+    let status = if database && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

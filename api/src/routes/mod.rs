@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/kinto", post(webhook::receive))
         .route("/__heartbeat__", get(health::heartbeat))
         .route("/__lbheartbeat__", get(health::lbheartbeat))
+        .route("/__ready__", get(health::ready))
         .route("/__version__", get(health::version))
         .route("/openapi.json", get(crate::openapi::openapi))
         .route_layer(axum::middleware::from_fn(metrics::track))

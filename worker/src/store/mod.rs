@@ -3,6 +3,7 @@
 
 mod postgres;
 mod sqlite;
+mod store_file;
 
 pub use postgres::{redact, OutboxEntry, PgStore};
 pub use sqlite::SqliteStore;
@@ -27,6 +28,8 @@ pub enum StoreError {
         "database unreachable at {url}: {source} (start it, or drop SIGNER_DATABASE_URL / database_url to use the embedded store)"
     )]
     Unreachable { url: String, source: sqlx::Error },
+    #[error("the embedded store {path} cannot be used: {source} (its directory must be writable, with room on the disk)")]
+    Embedded { path: String, source: sqlx::Error },
     #[error(
         "database_url {0:?}: expected postgres://…, sqlite://<path>, or nothing for the embedded store"
     )]
@@ -44,6 +47,8 @@ pub enum StoreError {
     Flush(String),
     #[error("the job store is shutting down")]
     Closed,
+    #[error("the embedded store {path} {reason}")]
+    Lost { path: String, reason: String },
 }
 
 /// A new job's id: UUIDv7, so ids sort in creation order and the jobs of a burst sit together in the primary key's

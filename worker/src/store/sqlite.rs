@@ -2,6 +2,7 @@
 //! connection, so statements are serialized and a transaction is all the locking a claim needs; wake-ups are
 //! in-process. It honours the same contract as the Postgres store (the conformance suite runs on both).
 
+use super::store_file::StoreFile;
 use super::{
     Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
@@ -25,6 +26,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     wake: Arc<Notify>,
     path: String,
+    file: Arc<StoreFile>,
 }
 
 fn now_ms() -> i64 {
@@ -42,9 +44,8 @@ fn time(ms: i64) -> DateTime<Utc> {
 impl SqliteStore {
     /// Opens (creating it and its directory if needed) and migrates the file.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let url = format!("sqlite://{}", path.display());
-        let unreachable = |source| StoreError::Unreachable {
-            url: url.clone(),
+        let unreachable = |source| StoreError::Embedded {
+            path: path.display().to_string(),
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -58,16 +59,24 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // Creating the file, switching it to WAL and migrating it are not safe for two processes at once (sqlx
+        // locks migrations on Postgres only): processes starting together take turns on a lock file beside it.
+        let turn = lock_file(path)
+            .await
+            .map_err(|e| unreachable(sqlx::Error::Io(e)))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)
             .await
             .map_err(unreachable)?;
         MIGRATOR.run(&pool).await?;
+        drop(turn);
+        let file = StoreFile::open(path).map_err(|e| unreachable(sqlx::Error::Io(e)))?;
         Ok(Self {
             pool,
             wake: Arc::new(Notify::new()),
             path: path.display().to_string(),
+            file: Arc::new(file),
         })
     }
 
@@ -79,6 +88,21 @@ impl SqliteStore {
     pub fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
     }
+}
+
+/// Waits for, and holds until dropped, an exclusive lock on `<path>.lock` (an advisory lock the kernel releases
+/// if the process dies).
+async fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(name)?;
+    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 impl JobStore for SqliteStore {
@@ -167,6 +191,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
+        self.file.check()?;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let inserted = sqlx::query(
@@ -283,6 +308,7 @@ impl JobStore for SqliteStore {
         lease: Duration,
         id: Option<Uuid>,
     ) -> Result<Option<Job>, StoreError> {
+        self.file.check()?;
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         let row = sqlx::query(
@@ -408,6 +434,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn first_use(&self, key: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.file.check()?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM webhook_calls WHERE expires_at < ?1")
             .bind(now_ms())
@@ -474,7 +501,14 @@ impl JobStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        self.file.check()?;
+        sqlx::query(
+            "INSERT INTO store_heartbeat (id, at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -184,7 +184,9 @@ pub async fn ping(url: &str) -> bool {
 }
 
 /// Runs `session` again and again until `shutdown`, waiting with exponential backoff (100 ms to 10 s, jittered)
-/// after each failure; a session that ran for a while resets the backoff.
+/// after each failure; a session that ran for a while resets the backoff. An outage is said once: a warning at
+/// its first failed session, the later ones at debug level, and one line with the count when a session connects
+/// again (the sessions raise `signer_broker_connected` once connected).
 async fn supervise<F, Fut>(role: &'static str, shutdown: CancellationToken, mut session: F)
 where
     F: FnMut(CancellationToken) -> Fut,
@@ -198,11 +200,31 @@ where
             .without_max_times()
             .build()
     };
+    let connected = || {
+        crate::metrics::metrics()
+            .broker_connected
+            .with_label_values(&[role])
+            .get()
+            == 1
+    };
     let mut delays = backoff();
+    let mut failed_sessions: u32 = 0;
     while !shutdown.is_cancelled() {
         let started = tokio::time::Instant::now();
         // The session watches `shutdown` itself, to leave the broker cleanly.
-        let result = session(shutdown.clone()).await;
+        let running = session(shutdown.clone());
+        tokio::pin!(running);
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                () = tokio::time::sleep(Duration::from_millis(500)), if failed_sessions > 0 => {
+                    if connected() {
+                        tracing::info!(role, failed_sessions, "broker reachable again");
+                        failed_sessions = 0;
+                    }
+                }
+            }
+        };
         crate::metrics::metrics()
             .broker_connected
             .with_label_values(&[role])
@@ -214,7 +236,12 @@ where
                     delays = backoff();
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(role, error = %e, ?delay, "broker session ended; reconnecting");
+                failed_sessions += 1;
+                if failed_sessions == 1 {
+                    tracing::warn!(role, error = %e, "broker session ended; reconnecting with backoff (said once per outage)");
+                } else {
+                    tracing::debug!(role, error = %e, ?delay, failed_sessions, "broker still unreachable");
+                }
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return,

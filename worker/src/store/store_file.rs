@@ -1,0 +1,110 @@
+//! The embedded store's file as it was when opened. A file deleted or replaced while in use (a volume remounted,
+//! a clean-up script, an operator) would take every job accepted since with it, silently: SQLite keeps writing to
+//! the open, unlinked inode. So every write, and every health check, first checks that the path still names the
+//! file that was opened, and that its disk has room; a failure is said once in the log until it clears.
+
+use super::StoreError;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Below this much free space on the file's disk, writes are refused before SQLite fails halfway.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+
+pub struct StoreFile {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+    reported: AtomicBool,
+}
+
+impl StoreFile {
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            identity: identity(path)?,
+            reported: AtomicBool::new(false),
+        })
+    }
+
+    /// `Ok` while the path names the opened file and its disk has room.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let problem = match identity(&self.path) {
+            Ok(now) if now == self.identity => match free_bytes(&self.path) {
+                Some(free) if free < MIN_FREE_BYTES => Some(format!(
+                    "has {free} bytes free on its disk: writes are refused below {MIN_FREE_BYTES}"
+                )),
+                _ => None,
+            },
+            _ => Some(
+                "was deleted or replaced while in use: jobs are refused until the service restarts on a file it \
+                 can keep (jobs accepted before are only in the old file, if it still exists)"
+                    .to_owned(),
+            ),
+        };
+        match problem {
+            None => {
+                if self.reported.swap(false, Ordering::Relaxed) {
+                    tracing::info!(path = %self.path.display(), "the embedded store is writable again");
+                }
+                Ok(())
+            }
+            Some(reason) => {
+                if !self.reported.swap(true, Ordering::Relaxed) {
+                    tracing::error!(path = %self.path.display(), "the embedded store {reason}");
+                }
+                Err(StoreError::Lost {
+                    path: self.path.display().to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+/// Device and inode, on Unix; elsewhere nothing to compare (`None` both times).
+fn identity(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
+    let metadata = std::fs::metadata(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(Some((metadata.dev(), metadata.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        Ok(None)
+    }
+}
+
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(path).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_: &Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_deleted_or_replaced_is_noticed() {
+        let dir = std::env::temp_dir().join(format!("store-file-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jobs.db");
+        std::fs::write(&path, b"x").unwrap();
+        let file = StoreFile::open(&path).unwrap();
+        assert!(file.check().is_ok());
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(file.check(), Err(StoreError::Lost { .. })));
+        std::fs::write(&path, b"a new file").unwrap();
+        assert!(
+            matches!(file.check(), Err(StoreError::Lost { .. })),
+            "a new file at the same path is not the one holding the jobs"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
