@@ -13,21 +13,27 @@ const MIN_FREE_BYTES: u64 = 1 << 20;
 pub struct StoreFile {
     path: PathBuf,
     identity: Option<(u64, u64)>,
+    /// Held open so that its inode is not reused by a new file at the same path (SQLite holds it too, but that is
+    /// SQLite's business).
+    _held: std::fs::File,
     reported: AtomicBool,
 }
 
 impl StoreFile {
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        let held = std::fs::File::open(path)?;
         Ok(Self {
             path: path.to_owned(),
-            identity: identity(path)?,
+            identity: identity(&held.metadata()?),
+            _held: held,
             reported: AtomicBool::new(false),
         })
     }
 
     /// `Ok` while the path names the opened file and its disk has room.
     pub fn check(&self) -> Result<(), StoreError> {
-        let problem = match identity(&self.path) {
+        let now = std::fs::metadata(&self.path).map(|m| identity(&m));
+        let problem = match now {
             Ok(now) if now == self.identity => match free_bytes(&self.path) {
                 Some(free) if free < MIN_FREE_BYTES => Some(format!(
                     "has {free} bytes free on its disk: writes are refused below {MIN_FREE_BYTES}"
@@ -61,17 +67,16 @@ impl StoreFile {
 }
 
 /// Device and inode, on Unix; elsewhere nothing to compare (`None` both times).
-fn identity(path: &Path) -> std::io::Result<Option<(u64, u64)>> {
-    let metadata = std::fs::metadata(path)?;
+fn identity(metadata: &std::fs::Metadata) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        Ok(Some((metadata.dev(), metadata.ino())))
+        Some((metadata.dev(), metadata.ino()))
     }
     #[cfg(not(unix))]
     {
         let _ = metadata;
-        Ok(None)
+        None
     }
 }
 
