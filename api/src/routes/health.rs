@@ -19,10 +19,17 @@ use serde_json::json;
 )]
 /// Every dependency, one boolean each: the job store (written), the Kinto servers, the signers (Autograph's own
 /// heartbeat), the broker. 503 when any fails: for monitoring and alerts; readiness is `__ready__`, liveness
-/// `__lbheartbeat__`. A process that
-/// received SIGTERM answers 503 with `"draining": true`, so a load balancer stops sending before it stops serving.
+/// `__lbheartbeat__`. A process that received SIGTERM answers 503 with `"draining": true`, so a load balancer stops
+/// sending before it stops serving.
 pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
-    let mut checks = json!(state.health.report().await);
+    checked(&state, json!(state.health.report().await))
+}
+
+/// 200 when every check passed and the process is not draining; 503 otherwise, saying `"draining": true` then.
+fn checked(
+    state: &AppState,
+    mut checks: serde_json::Value,
+) -> (StatusCode, Json<serde_json::Value>) {
     let healthy = checks
         .as_object()
         .is_some_and(|c| c.values().all(|ok| ok == true));
@@ -51,18 +58,10 @@ pub async fn heartbeat(State(state): State<AppState>) -> impl IntoResponse {
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let database = state.health.store_writable().await;
-    let mut checks = json!({ "database": database });
-    let draining = state.draining.is_cancelled();
-    if draining {
-        checks["draining"] = json!(true);
-    }
-    let status = if database && !draining {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(checks))
+    checked(
+        &state,
+        json!({ "database": state.health.store_writable().await }),
+    )
 }
 
 /// Liveness: the process serves HTTP.
