@@ -386,16 +386,20 @@ async fn after_sigterm_readiness_fails_first_then_the_api_exits_zero() {
     let extra = "[api]\nshutdown_delay_seconds = 3\n";
     let setup = Setup::new(&db.url, &kinto.url, "ws/cfr -> prod/cfr", extra);
     let mut api = Api::start(&setup, 0).await;
-    let (status, body) = api.get("/__heartbeat__").await;
-    assert_eq!(status, 200, "{body}");
+    for check in ["/__heartbeat__", "/__ready__"] {
+        let (status, body) = api.get(check).await;
+        assert_eq!(status, 200, "{check}: {body}");
+    }
 
     api.process.terminate();
     // The signal arrives asynchronously: poll, as a load balancer does, well within the 3 s delay.
     signer_e2e::eventually(2, "readiness to report draining", || async {
-        let (status, body) = api.get("/__heartbeat__").await;
+        let (status, body) = api.get("/__ready__").await;
         (status == 503 && body["draining"] == json!(true)).then_some(())
     })
     .await;
+    let (status, body) = api.get("/__heartbeat__").await;
+    assert_eq!((status, body["draining"].clone()), (503, json!(true)));
     let (status, _) = api.get("/v1/jobs").await;
     assert_eq!(status, 200, "requests are still served while draining");
     let exit = api
