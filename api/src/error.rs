@@ -98,7 +98,7 @@ impl From<signer_worker::store::StoreError> for ApiError {
     fn from(error: signer_worker::store::StoreError) -> Self {
         match error {
             // Said once by the store, when it noticed: not again for every request it refuses.
-            signer_worker::store::StoreError::Lost { .. } => Self::store_unavailable(),
+            signer_worker::store::StoreError::Unusable { .. } => Self::store_unavailable(),
             other => Self::backend(&other),
         }
     }

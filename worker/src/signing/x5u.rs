@@ -174,14 +174,16 @@ pub fn check_chain(
     })
 }
 
+/// Certificates, DER.
+type Ders<'c> = Vec<CertificateDer<'c>>;
+
 /// The anchors to build to, and the chain's other certificates (after the end-entity) as intermediates.
-#[allow(clippy::type_complexity)]
 fn split_anchor<'c>(
     chain: &'c [CertificateDer<'static>],
     anchors: &TrustAnchors,
-) -> Result<(Vec<CertificateDer<'c>>, Vec<CertificateDer<'c>>), ChainError> {
+) -> Result<(Ders<'c>, Ders<'c>), ChainError> {
     let rest = chain.get(1..).unwrap_or_default();
-    let others = |anchor: &[u8]| -> Vec<CertificateDer<'c>> {
+    let others = |anchor: &[u8]| -> Ders<'c> {
         rest.iter()
             .filter(|c| c.as_ref() != anchor)
             .cloned()

@@ -47,8 +47,9 @@ pub enum StoreError {
     Flush(String),
     #[error("the job store is shutting down")]
     Closed,
+    /// The embedded store's file was deleted or replaced, or its disk is full: said once by the store.
     #[error("the embedded store {path} {reason}")]
-    Lost { path: String, reason: String },
+    Unusable { path: String, reason: String },
 }
 
 /// A new job's id: UUIDv7, so ids sort in creation order and the jobs of a burst sit together in the primary key's
@@ -225,7 +226,7 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Postgres(s) => redact(s.url()),
-            Store::Sqlite(s) => format!("sqlite://{}", s.path()),
+            Store::Sqlite(s) => format!("sqlite://{}", s.path().display()),
         }
     }
 }

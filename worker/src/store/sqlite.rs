@@ -25,7 +25,6 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite"
 pub struct SqliteStore {
     pool: SqlitePool,
     wake: Arc<Notify>,
-    path: String,
     file: Arc<StoreFile>,
 }
 
@@ -75,13 +74,12 @@ impl SqliteStore {
         Ok(Self {
             pool,
             wake: Arc::new(Notify::new()),
-            path: path.display().to_string(),
             file: Arc::new(file),
         })
     }
 
-    pub fn path(&self) -> &str {
-        &self.path
+    pub fn path(&self) -> &Path {
+        self.file.path()
     }
 
     /// Signalled whenever a job becomes runnable now (the in-process `NOTIFY`).

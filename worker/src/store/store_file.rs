@@ -30,6 +30,10 @@ impl StoreFile {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// `Ok` while the path names the opened file and its disk has room.
     pub fn check(&self) -> Result<(), StoreError> {
         let now = std::fs::metadata(&self.path).map(|m| identity(&m));
@@ -57,7 +61,7 @@ impl StoreFile {
                 if !self.reported.swap(true, Ordering::Relaxed) {
                     tracing::error!(path = %self.path.display(), "the embedded store {reason}");
                 }
-                Err(StoreError::Lost {
+                Err(StoreError::Unusable {
                     path: self.path.display().to_string(),
                     reason,
                 })
@@ -104,10 +108,10 @@ mod tests {
         let file = StoreFile::open(&path).unwrap();
         assert!(file.check().is_ok());
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(file.check(), Err(StoreError::Lost { .. })));
+        assert!(matches!(file.check(), Err(StoreError::Unusable { .. })));
         std::fs::write(&path, b"a new file").unwrap();
         assert!(
-            matches!(file.check(), Err(StoreError::Lost { .. })),
+            matches!(file.check(), Err(StoreError::Unusable { .. })),
             "a new file at the same path is not the one holding the jobs"
         );
         std::fs::remove_dir_all(&dir).unwrap();
