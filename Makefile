@@ -4,8 +4,10 @@ VENV  := .venv
 PY    := python3
 # Every optional scheme is built and tested (kmsauth brings the AWS SDK).
 FEATURES := --features signer_api/kmsauth
+# A target's prerequisites are made side by side: the venvs and promtool download while cargo compiles.
+MAKEFLAGS += --jobs=4
 
-.PHONY: help venv reference-venv tools bench-tools build plugin-test test lint fmt run demo bench clean
+.PHONY: help venv run-venv reference-venv tools bench-tools build build-run plugin-test test lint fmt run demo bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
@@ -26,6 +28,14 @@ $(VENV)/.installed: tests/python/requirements.txt
 
 venv: $(VENV)/.installed
 
+# What `make run` and `make demo` need: Kinto alone (memory backend), the plugin coming from deploy/kinto.
+.venv-run/.installed: deploy/local/requirements.txt
+	$(PY) -m venv .venv-run
+	.venv-run/bin/pip install --quiet --disable-pip-version-check -r deploy/local/requirements.txt
+	touch $@
+
+run-venv: .venv-run/.installed
+
 # kinto-signer 8.1.1, the reference the interop tests and benchmarks compare against.
 .venv-reference/.installed: tests/python/reference-requirements.txt
 	$(PY) -m venv .venv-reference
@@ -34,46 +44,56 @@ venv: $(VENV)/.installed
 
 reference-venv: .venv-reference/.installed
 
-# promtool checks the alert rules; it comes with Debian's prometheus package.
-tools:
-	@command -v promtool >/dev/null || { \
-		echo "installing promtool (Debian package prometheus)"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-			|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; \
-	}
+# promtool checks the alert rules. It is taken out of Debian's prometheus package, unpacked, not installed: the
+# package would bring a Prometheus server, its service and a web UI's JavaScript with it.
+PROMTOOL := .tools/bin/promtool
+$(PROMTOOL):
+	@echo "unpacking promtool from Debian's prometheus package into $(@D)"
+	@rm -rf .tools/deb && mkdir -p .tools/deb $(@D)
+	@cd .tools/deb && { apt-get download -qq prometheus 2>/dev/null \
+		|| { apt-get update -qq && apt-get download -qq prometheus; }; }
+	@dpkg-deb --fsys-tarfile .tools/deb/prometheus_*.deb | tar -xO ./usr/bin/promtool > $@.part
+	@chmod +x $@.part && mv $@.part $@ && rm -rf .tools/deb
 
+tools: $(PROMTOOL)
+
+# What runs: the two binaries with default features, nothing only the tests need (no AWS SDK, no test targets).
+build-run:
+	cargo build --locked -p signer_api -p signer_worker --bins
+
+# What the tests run: the binaries and every test target, with every optional scheme. The benchmarks (examples)
+# are type-checked by `make lint` and built by `make bench`.
 build:
-	cargo build --workspace --all-targets --locked $(FEATURES)
+	cargo build --workspace --bins --tests --locked $(FEATURES)
 
-# The Kinto plugin's own tests (deploy/kinto/tests: its pure workflow rules); the end-to-end tests run it in Kinto.
+# The Kinto plugin's lint and own tests (deploy/kinto/tests: its workflow rules, its listener); the end-to-end
+# tests run it in Kinto.
 plugin-test: venv
-	cd deploy/kinto && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	cd deploy/kinto && ../../$(VENV)/bin/ruff check --no-cache . && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 test: venv reference-venv tools build plugin-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --locked --no-fail-fast $(FEATURES); \
+		cargo nextest run --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	else \
-		cargo test --workspace --locked --no-fail-fast $(FEATURES); \
+		cargo test --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	fi
 
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked $(FEATURES) -- -D warnings
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 fmt:
 	cargo fmt --all
 
-run: venv build
+run: run-venv build-run
 	deploy/local/run.sh
 
-demo: venv build
+demo: run-venv build-run
 	deploy/local/demo.sh
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-reference var
+	rm -rf $(VENV) .venv-run .venv-reference .tools var
 
 # What `make bench` measures with and against: Graphile Worker from npm (pinned by its package-lock.json), and
 # wrk (Debian's package) for the API under load.

@@ -5,7 +5,6 @@ mod answers;
 pub mod auth;
 mod body;
 pub mod error;
-mod openapi;
 mod prefer;
 mod routes;
 pub mod server;

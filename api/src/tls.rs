@@ -1,7 +1,7 @@
 //! HTTPS for the API (rustls), and client certificates verified at the handshake against every CA certificate in
 //! `api.tls.client_ca_dir` (certified's `known_clients/`). No certificate (when required), an unknown issuer, an
 //! expired certificate or an unknown critical extension end the handshake: the request never reaches a handler.
-//! Each request of a connection carries what the handshake established (`crate::auth::TlsPeer`; see `server`).
+//! Each request of a connection carries what the handshake established (the auth module's `TlsPeer`; see `server`).
 
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;

@@ -10,7 +10,7 @@ fi
 
 collection=demo-$(date +%s)
 echo "== creating /buckets/main-workspace/collections/$collection with 500 records"
-.venv/bin/python deploy/local/demo_data.py "$KINTO_URL" main-workspace "$collection" 500
+"$VENV"/bin/python deploy/local/demo_data.py "$KINTO_URL" main-workspace "$collection" 500
 
 echo "== asking for a signature"
 "$SIGNER_API" sign "main-workspace/$collection" --wait

@@ -1,6 +1,7 @@
 # Sourced by run.sh and demo.sh: a local Kinto (memory backend) and signer-api with in-process workers on the
 # embedded store, stopped when the calling script exits. Override with SIGNER_LOCAL_DIR (default var),
-# KINTO_PORT (8888), API_PORT (8000), and SIGNER_DATABASE_URL to use Postgres instead of the embedded store.
+# KINTO_PORT (8888), API_PORT (8000), KINTO_VENV (.venv-run, where Kinto is installed), and SIGNER_DATABASE_URL
+# to use Postgres instead of the embedded store.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -10,6 +11,7 @@ API_PORT=${API_PORT:-8000}
 KINTO_URL="http://127.0.0.1:$KINTO_PORT/v1"
 API_URL="http://127.0.0.1:$API_PORT"
 SIGNER_API=target/debug/signer-api
+VENV=${KINTO_VENV:-.venv-run}
 export SIGNER_API_URL=$API_URL
 WEBHOOK_SECRET=local-webhook-secret
 
@@ -41,13 +43,13 @@ TOML
     # Kinto with the listener plugin posting collection changes to the API's webhook, and the review workflow's
     # rules decided in Kinto (signoff), the service known by its Basic-auth user id.
     local signer_id
-    signer_id=basicauth:$(.venv/bin/python -c 'import hashlib, hmac, re, sys
+    signer_id=basicauth:$("$VENV"/bin/python -c 'import hashlib, hmac, re, sys
 secret = re.search(r"^kinto.userid_hmac_secret = (.*)$", open(sys.argv[1]).read(), re.M).group(1)
 print(hmac.new(secret.encode(), b"signer:signer", hashlib.sha256).hexdigest())' deploy/kinto/kinto.ini)
     sed -e "s|^kinto.includes = kinto_signer_webhook.push\$|kinto.includes = kinto_signer_webhook.push kinto_signer_webhook.signoff\nkinto.signer.resources = /buckets/main-workspace -> /buckets/main\nkinto.signer.service_userid = $signer_id|" \
         -e "s|^\[app:main\]\$|[app:main]\nkinto.event_listeners = signer\nkinto.event_listeners.signer.use = kinto_signer_webhook\nkinto.event_listeners.signer.url = $API_URL/v1/webhooks/kinto\nkinto.event_listeners.signer.hmac_secret = $WEBHOOK_SECRET\nkinto.event_listeners.signer.resources = collection record\nkinto.event_listeners.signer.buckets = main-workspace|" \
         deploy/kinto/kinto.ini > "$LOCAL_DIR/kinto.ini"
-    PYTHONPATH=deploy/kinto .venv/bin/kinto start --ini "$LOCAL_DIR/kinto.ini" --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
+    PYTHONPATH=deploy/kinto "$VENV"/bin/kinto start --ini "$LOCAL_DIR/kinto.ini" --port "$KINTO_PORT" >"$LOCAL_DIR/kinto.log" 2>&1 &
     KINTO_PID=$!
     trap stop_stack EXIT
     wait_for "$KINTO_URL/" Kinto

@@ -11,6 +11,7 @@
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::root;
+use signer_worker::dispatch::Waker;
 use signer_worker::job::{Job, JobKind, NewJob, Trigger};
 use signer_worker::pool::{JobError, JobRunner, PoolSettings, WorkerPool};
 use signer_worker::report::Report;
@@ -87,7 +88,7 @@ async fn worker(url: &str, concurrency: usize, claim_ahead: usize) {
     let store = open(url, concurrency).await;
     let runner = Arc::new(Noop::default());
     let shutdown = signer_worker::service::shutdown_on_signals();
-    let waker = store.waker(true);
+    let waker = Waker::for_store(&store, true);
     let pool = WorkerPool::new(
         store,
         runner.clone(),
@@ -270,7 +271,7 @@ async fn ours_latency(jobs: usize, claim_ahead: usize) -> Vec<f64> {
     });
     let shutdown = CancellationToken::new();
     let pool = WorkerPool::new(store.clone(), runner, pool_settings(4, claim_ahead));
-    let running = tokio::spawn(pool.run(store.waker(true), shutdown.clone()));
+    let running = tokio::spawn(pool.run(Waker::for_store(&store, true), shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut latencies = Vec::with_capacity(jobs);
     for i in 0..jobs {

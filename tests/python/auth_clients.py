@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Real clients from PyPI for the authentication tests (tests/tests/auth.rs).
+"""Real clients from PyPI for the authentication tests (tests/tests/e2e/auth.rs).
 
 Each subcommand either makes credentials (keys, tokens, certificates) or sends one scheme's cases to a running
 signer-api with the library its users would use, and prints one JSON object: case name -> what happened.

@@ -1,4 +1,4 @@
-"""Awkward listings and what kinto-signer's serializer makes of them (tests/tests/canonical_reference.rs).
+"""Awkward listings and what kinto-signer's serializer makes of them (tests/tests/e2e/canonical_reference.rs).
 
 Records built to stress canonical JSON where it is easy to get wrong: every ASCII control character, DEL, quotes
 and backslashes, U+2028/U+2029, the last BMP code points before and after the surrogates, astral characters

@@ -7,13 +7,8 @@
 
 use crate::config::{CollectionRef, ConfigError};
 use crate::job::JobKind;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
-pub const EVERYONE: &str = "system.Everyone";
-pub const AUTHENTICATED: &str = "system.Authenticated";
-/// The key of the grants that cover every source collection.
-pub const ALL_RESOURCES: &str = "*";
+pub use crate::config::{Grants, PermissionSettings, ALL_RESOURCES, AUTHENTICATED, EVERYONE};
 
 /// Something a caller does to a source collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,43 +26,6 @@ impl std::fmt::Display for Action {
             Action::Read => f.write_str("read the jobs of"),
         }
     }
-}
-
-/// `[permissions]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PermissionSettings {
-    /// May do anything: every action on every collection, list and cancel any job.
-    #[serde(default)]
-    pub admin: Vec<String>,
-    /// May scrape `/metrics` (anyone unless restricted).
-    #[serde(default = "everyone")]
-    pub metrics: Vec<String>,
-    /// Grants per source collection (`"<bid>/<cid>"`), bucket (`"<bid>"`) or all of them (`"*"`).
-    #[serde(default)]
-    pub resources: BTreeMap<String, Grants>,
-}
-
-/// The principals allowed each action on one collection, bucket or everything.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Grants {
-    #[serde(default)]
-    pub sign: Vec<String>,
-    #[serde(default)]
-    pub review: Vec<String>,
-    #[serde(default)]
-    pub resign: Vec<String>,
-    #[serde(default)]
-    pub rollback: Vec<String>,
-    #[serde(default)]
-    pub cleanup: Vec<String>,
-    #[serde(default)]
-    pub read: Vec<String>,
-}
-
-fn everyone() -> Vec<String> {
-    vec![EVERYONE.to_owned()]
 }
 
 impl Grants {
@@ -95,7 +53,7 @@ impl Principals {
     pub fn anonymous() -> Self {
         Self {
             user_id: None,
-            all: everyone(),
+            all: vec![EVERYONE.to_owned()],
         }
     }
 
@@ -136,17 +94,8 @@ pub struct Permissions {
 impl Permissions {
     /// Checks every resource key names `*`, a bucket or a collection.
     pub fn new(settings: Option<PermissionSettings>) -> Result<Self, ConfigError> {
-        for key in settings.iter().flat_map(|s| s.resources.keys()) {
-            let valid = key == ALL_RESOURCES
-                || match key.split_once('/') {
-                    Some((b, c)) => !b.is_empty() && !c.is_empty() && !c.contains('/'),
-                    None => !key.is_empty(),
-                };
-            if !valid {
-                return Err(ConfigError::Invalid(format!(
-                    "permissions.resources.{key:?}: expected \"*\", \"<bucket>\" or \"<bucket>/<collection>\""
-                )));
-            }
+        if let Some(settings) = &settings {
+            settings.check()?;
         }
         Ok(Self { settings })
     }
@@ -199,6 +148,7 @@ impl Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn permissions(toml_grants: &[(&str, Grants)], admin: &[&str]) -> Permissions {
         Permissions::new(Some(PermissionSettings {
@@ -275,7 +225,7 @@ mod tests {
         assert!(open.is_admin(&anyone));
         let closed = Permissions::new(Some(PermissionSettings {
             admin: vec![],
-            metrics: everyone(),
+            metrics: vec![EVERYONE.to_owned()],
             resources: BTreeMap::new(),
         }))
         .unwrap();
@@ -315,7 +265,7 @@ mod tests {
         for bad in ["", "a/", "/b", "a/b/c"] {
             let settings = PermissionSettings {
                 admin: vec![],
-                metrics: everyone(),
+                metrics: vec![EVERYONE.to_owned()],
                 resources: [(bad.to_owned(), Grants::default())].into(),
             };
             let err = Permissions::new(Some(settings)).unwrap_err().to_string();

@@ -1,6 +1,6 @@
-//! An error and its causes as one line, each cause said once: many errors (sqlx's, thiserror's with `{source}`
-//! in their message) already repeat their source in their own text, which a plain walk down the chain would say
-//! again.
+//! What messages and logs may say: an error and its causes as one line, each cause said once (many errors,
+//! sqlx's, thiserror's with `{source}` in their message, already repeat their source in their own text, which a
+//! plain walk down the chain would say again), and URLs without their passwords.
 
 use std::error::Error;
 
@@ -25,6 +25,17 @@ pub fn chain<'a>(
     error: &'a (dyn Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
     std::iter::successors(Some(error), |e: &&(dyn Error + 'static)| (*e).source())
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]

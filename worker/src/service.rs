@@ -120,7 +120,10 @@ impl Service {
                 .spawn(shutdown.clone(), relay_stop.clone());
                 (Waker::rabbit(bells), Some(task))
             }
-            _ => (self.store.waker(self.settings.queue.listen), None),
+            _ => (
+                Waker::for_store(&self.store, self.settings.queue.listen),
+                None,
+            ),
         };
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
         let feed = self

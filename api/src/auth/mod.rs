@@ -12,11 +12,8 @@ pub mod jwt;
 pub mod keys;
 #[cfg(feature = "kmsauth")]
 pub mod kmsauth;
-mod layer;
 pub mod mtls;
 pub mod webhook_hmac;
-
-pub use layer::identify;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use signer_worker::acl::Principals;

@@ -1,8 +1,10 @@
 //! The HTTP surface: one module per group of endpoints.
 
 pub(crate) mod health;
+mod identify;
 pub(crate) mod jobs;
 pub(crate) mod metrics;
+mod openapi;
 pub(crate) mod webhook;
 
 use crate::error::{ApiError, Errno};
@@ -22,7 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::identify,
+            identify::identify,
         ));
     Router::new()
         .merge(identified)
@@ -31,7 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/__lbheartbeat__", get(health::lbheartbeat))
         .route("/__ready__", get(health::ready))
         .route("/__version__", get(health::version))
-        .route("/openapi.json", get(crate::openapi::openapi))
+        .route("/openapi.json", get(openapi::openapi))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .fallback(|| async {
             ApiError::new(

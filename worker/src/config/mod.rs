@@ -2,6 +2,7 @@
 //! `SIGNER_KINTO__SOURCE__URL`; `SIGNER_DATABASE_URL` is the top-level `database_url`).
 
 mod auth;
+mod permissions;
 mod policy;
 mod resources;
 
@@ -9,6 +10,7 @@ pub use auth::{
     AuthSettings, BasicSettings, CavageSettings, ClientAuth, JwtSettings, KeySettings,
     KmsauthSettings, MtlsSettings, Rfc9421Settings, Scheme, TlsSettings,
 };
+pub use permissions::{Grants, PermissionSettings, ALL_RESOURCES, AUTHENTICATED, EVERYONE};
 pub use policy::{AutographOverride, Override, ResourcePolicy, SignerBackend, SignerConfig};
 pub use resources::{check_id, CollectionRef, Resource, ResourceError, Resources, MAX_ID_LENGTH};
 
@@ -70,7 +72,7 @@ pub struct Settings {
     /// How API callers authenticate; none by default.
     pub auth: AuthSettings,
     /// Who may do what; without it, anyone who reaches the API may do anything.
-    pub permissions: Option<crate::acl::PermissionSettings>,
+    pub permissions: Option<PermissionSettings>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -238,7 +240,7 @@ pub struct RabbitmqSettings {
 impl std::fmt::Debug for RabbitmqSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitmqSettings")
-            .field("url", &crate::store::redact(&self.url))
+            .field("url", &crate::error_text::redact(&self.url))
             .field("queue", &self.queue)
             .field("delivery_limit", &self.delivery_limit)
             .finish()
@@ -503,7 +505,7 @@ impl Settings {
             url::Url::parse(&self.rabbitmq.url).map_err(|e| {
                 ConfigError::Invalid(format!(
                     "rabbitmq.url {:?}: {e}",
-                    crate::store::redact(&self.rabbitmq.url)
+                    crate::error_text::redact(&self.rabbitmq.url)
                 ))
             })?;
             if self.rabbitmq.queue.is_empty() || self.rabbitmq.delivery_limit < 1 {
@@ -554,8 +556,10 @@ impl Settings {
                 "auth.policies lists mtls: set api.tls.client_ca_dir to the directory of trusted client CAs".into(),
             ));
         }
-        crate::acl::Permissions::new(self.permissions.clone())?;
-        Ok(())
+        match &self.permissions {
+            Some(permissions) => permissions.check(),
+            None => Ok(()),
+        }
     }
 
     pub fn parsed_resources(&self) -> Result<Resources, ConfigError> {

@@ -6,6 +6,7 @@ pub mod rabbitmq;
 
 pub use postgres::PgWaker;
 
+use crate::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -31,6 +32,14 @@ pub enum Waker {
 }
 
 impl Waker {
+    /// How idle workers learn of new jobs in `store`: `LISTEN` (unless `listen` is false) or the in-process signal.
+    pub fn for_store(store: &Store, listen: bool) -> Self {
+        match store {
+            Store::Postgres(s) => Waker::Postgres(PgWaker::new(s.pool().clone(), listen)),
+            Store::Sqlite(s) => Waker::Local(s.wake_signal()),
+        }
+    }
+
     pub fn rabbit(bells: rabbitmq::Bells) -> Self {
         Waker::Rabbit {
             bells,

@@ -5,10 +5,10 @@ mod postgres;
 mod sqlite;
 mod store_file;
 
-pub use postgres::{redact, OutboxEntry, PgStore};
+pub use postgres::{OutboxEntry, PgStore};
 pub use sqlite::SqliteStore;
 
-use crate::dispatch::{PgWaker, Waker};
+use crate::error_text::redact;
 use std::path::Path;
 
 /// The `NOTIFY` channel of the Postgres store.
@@ -211,14 +211,6 @@ impl Store {
                 Some(path) => Ok(Store::Sqlite(SqliteStore::open(Path::new(path)).await?)),
                 None => Err(StoreError::UnknownScheme(redact(url))),
             },
-        }
-    }
-
-    /// How idle workers learn of new jobs: `LISTEN` (unless `listen` is false) or the in-process signal.
-    pub fn waker(&self, listen: bool) -> Waker {
-        match self {
-            Store::Postgres(s) => Waker::Postgres(PgWaker::new(s.pool().clone(), listen)),
-            Store::Sqlite(s) => Waker::Local(s.wake_signal()),
         }
     }
 

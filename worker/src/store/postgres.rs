@@ -4,6 +4,7 @@
 use super::{
     Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
+use crate::error_text::redact;
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -762,17 +763,6 @@ fn job_from_row(row: &sqlx::postgres::PgRow) -> Result<Job, StoreError> {
             .get::<Option<sqlx::types::Json<Progress>>, _>("progress")
             .map(|p| p.0),
     })
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// A statement whose first three parameters are the lease guard (`id`, `attempt`, `worker_id`): how every write

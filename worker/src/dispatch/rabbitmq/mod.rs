@@ -9,7 +9,8 @@ mod relay;
 pub use consumer::{Bell, Bells};
 
 use crate::config::RabbitmqSettings;
-use crate::store::{redact, PgStore};
+use crate::error_text::redact;
+use crate::store::PgStore;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};

@@ -23,11 +23,11 @@ fn deploy_facts() -> Value {
 }
 
 fn promtool(args: &[&str]) {
-    let output = Command::new("promtool")
+    let output = Command::new(root().join(".tools/bin/promtool"))
         .args(args)
         .current_dir(root().join("deploy/prometheus"))
         .output()
-        .expect("promtool is installed (`make tools`, Debian package prometheus)");
+        .expect("promtool is unpacked (`make tools`)");
     assert!(
         output.status.success(),
         "promtool {args:?}: {}{}",

@@ -1,5 +1,5 @@
 //! `make demo` on the embedded store (no database configured): it creates, signs and verifies a collection and
-//! says so. Its prerequisites (`venv`, `build`) are what `make test` just did, so they are not remade here.
+//! says so. Its prerequisites are not remade here: the binaries are `make test`'s, and Kinto is the test venv's.
 
 use signer_e2e::service::TempDir;
 use signer_e2e::{free_port, root};
@@ -9,9 +9,17 @@ use std::process::Command;
 fn make_demo_signs_and_verifies_a_collection_without_postgres() {
     let dir = TempDir::new("demo");
     let output = Command::new("make")
-        .args(["--no-print-directory", "-o", "build", "-o", "venv", "demo"])
+        .args([
+            "--no-print-directory",
+            "-o",
+            "build-run",
+            "-o",
+            "run-venv",
+            "demo",
+        ])
         .current_dir(root())
         .env("SIGNER_LOCAL_DIR", &dir.0)
+        .env("KINTO_VENV", root().join(".venv"))
         .env("KINTO_PORT", free_port().to_string())
         .env("API_PORT", free_port().to_string())
         .env_remove("SIGNER_DATABASE_URL")

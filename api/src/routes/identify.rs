@@ -1,7 +1,7 @@
 //! The middleware that runs the configured policies on a request and attaches its [`Caller`]; a refused
 //! credential is answered here (401, or 503 when it cannot be checked now), before any handler runs.
 
-use super::{Caller, Request, TlsPeer};
+use crate::auth::{Caller, Request, TlsPeer};
 use crate::error::{ApiError, Errno};
 use crate::server::ClientAddr;
 use crate::state::AppState;

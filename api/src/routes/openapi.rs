@@ -1,10 +1,10 @@
 //! `GET /openapi.json`: the API's contract, generated from the handlers' annotations and the types they read and
 //! write, so it cannot drift from the code (schemathesis checks the running API against it in the tests).
 
+use super::{health, jobs, metrics, webhook};
 use crate::answers::{Accepted, Ignored, JobPage, JobWithHistory, OneJob, Version, WebhookOutcome};
 use crate::auth::webhook_hmac;
 use crate::error::ErrorBody;
-use crate::routes::{health, jobs, metrics, webhook};
 use axum::Json;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
@@ -41,7 +41,7 @@ pub struct ApiDoc;
 /// pass where `[permissions]` let everyone through), and the listener plugin's HMAC headers on the webhook.
 struct SecuritySchemes;
 
-/// The endpoints whose callers are identified (`crate::auth::identify` runs on them).
+/// The endpoints whose callers are identified (`identify` runs on them).
 const IDENTIFIED: [&str; 4] = [
     "/v1/jobs",
     "/v1/jobs/{id}",

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::service::TempDir;
 use signer_worker::config::{CollectionRef, Resource};
+use signer_worker::dispatch::Waker;
 use signer_worker::job::{Job, JobKind, JobState, NewJob, Trigger};
 use signer_worker::pool::{JobError, JobRunner, PoolSettings, WorkerPool};
 use signer_worker::report::Report;
@@ -87,7 +88,7 @@ fn start(store: Arc<Store>, pause: Duration, settings: PoolSettings) -> Running 
     });
     let shutdown = CancellationToken::new();
     let pool = WorkerPool::new(store.clone(), runner.clone(), settings);
-    let pool = tokio::spawn(pool.run(store.waker(true), shutdown.clone()));
+    let pool = tokio::spawn(pool.run(Waker::for_store(&store, true), shutdown.clone()));
     Running {
         runner,
         started,
