@@ -45,6 +45,10 @@ class Flows:
         reviewers = [self.ids["reviewer"]] + ([self.ids["editor"]] if reviewer_edits else [])
         self.setup.patch_group(id=f"{name}-editors", data={"members": editors})
         self.setup.patch_group(id=f"{name}-reviewers", data={"members": reviewers})
+        # As kinto-signer does with the creating request: the new source is signed as it is (empty).
+        self.settle("the first signature", lambda: self.status(name) == "signed")
+        for bucket in (PREVIEW, DESTINATION):
+            self.verified(bucket, name, 0)
         return name
 
     def upload(self, name, count):
@@ -58,8 +62,7 @@ class Flows:
         return self.editor.get_collection(id=name)["data"].get("status")
 
     def signature(self, bucket, name):
-        """The collection's signature value; None before the service made the collection (kinto-signer makes an
-        empty preview and destination with the source; we make them at the first review)."""
+        """The collection's signature value; None before the service made the collection."""
         try:
             metadata = self.editor.get_collection(id=name, bucket=bucket)["data"]
         except KintoException as e:

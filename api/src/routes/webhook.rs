@@ -142,6 +142,14 @@ pub fn decide(event: &KintoEvent) -> Vec<Decision> {
                 Some(old) if matches!(old.as_str(), "to-sign" | "to-resign" | "to-rollback") => {
                     ignore(format!("{old:?} -> {new:?} is the signer's own answer"))
                 }
+                // A source is created unreviewed and first signed as it is (empty): nothing was reviewed, so the
+                // job records no reviewer, as kinto-remote-settings' first signature does (it too counts the
+                // previous status as `signed`).
+                _ if event.action == "create" => Decision::Enqueue {
+                    collection,
+                    kind,
+                    previous_status: Some(workflow::SIGNED.to_owned()),
+                },
                 previous_status => Decision::Enqueue {
                     collection,
                     kind,
@@ -380,6 +388,31 @@ mod tests {
         assert!(
             matches!(&decisions[7], Decision::Ignore { reason, .. } if reason.contains("asks for nothing"))
         );
+    }
+
+    #[test]
+    fn a_created_source_is_signed_without_a_reviewer() {
+        let e = event(json!({
+            "action": "create", "resource_name": "collection", "bucket_id": "ws",
+            "impacted_objects": [{"new": {"id": "cfr", "status": "to-sign"}}]
+        }));
+        assert_eq!(
+            decide(&e),
+            vec![Decision::Enqueue {
+                collection: CollectionRef::new("ws", "cfr"),
+                kind: JobKind::Sign,
+                previous_status: Some("signed".into())
+            }]
+        );
+        let fields = workflow::source_update(
+            JobKind::Sign,
+            "account:alice",
+            "now",
+            Some("to-sign"),
+            Some("signed"),
+        );
+        assert_eq!(fields["last_signature_by"], "account:alice");
+        assert!(!fields.contains_key("last_review_by"), "{fields:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -47,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 # Calls waiting for the sender thread; beyond this they are dropped (the feed is the safety net).
 QUEUE_SIZE = 1000
+
+
+def encode(body):
+    return json.dumps(body, default=str).encode()
 
 
 def signature(secret, timestamp, body):
@@ -86,8 +91,21 @@ class Listener:
         self.buckets = set(buckets)
         self.timeout = timeout
         self.wait_seconds = min(wait_seconds, MAX_WAIT_SECONDS)
-        self.pending = queue.Queue(QUEUE_SIZE)
-        threading.Thread(target=self._send_forever, name="signer-webhook", daemon=True).start()
+        # The sender thread belongs to a process: started on first use in each one, so that the workers a
+        # pre-forking server (gunicorn --preload, uWSGI without lazy-apps) makes after loading Kinto get their own
+        # (a thread does not survive fork).
+        self._lock = threading.Lock()
+        self._sender_pid = None
+        self.pending = None
+
+    def _queue(self):
+        with self._lock:
+            if self._sender_pid != os.getpid():
+                self.pending = queue.Queue(QUEUE_SIZE)
+                threading.Thread(target=self._send_forever, args=(self.pending,), name="signer-webhook",
+                                 daemon=True).start()
+                self._sender_pid = os.getpid()
+            return self.pending
 
     def __call__(self, event):
         payload = event.payload
@@ -99,42 +117,44 @@ class Listener:
         body["impacted_objects"] = [
             {k: v for k, v in impacted.items() if k in ("new", "old")} for impacted in event.impacted_objects
         ]
-        data = json.dumps(body, default=str).encode()
-        # Only what committed is announced: a rolled-back request must not trigger a signature.
+        # Only what committed is announced: a rolled-back request must not trigger a signature. The body is
+        # written then, so that it holds what `signoff` wrote in the same transaction, whichever of the two
+        # subscribers Kinto called first (a new source is announced as `to-sign`).
         wait, asked = preferred_wait(event.request, self.wait_seconds)
         if wait:
-            transaction.get().addAfterCommitHook(self._deliver_now, args=(data, event.request, wait, asked))
+            transaction.get().addAfterCommitHook(self._deliver_now, args=(body, event.request, wait, asked))
         else:
-            transaction.get().addAfterCommitHook(self._enqueue, args=(data,))
+            transaction.get().addAfterCommitHook(self._enqueue, args=(body,))
 
-    def _deliver_now(self, committed, data, request, wait, asked):
+    def _deliver_now(self, committed, body, request, wait, asked):
         """The synchronous answer: the editor's response leaves once the service says the jobs are final (or the
         wait ran out), with their states in `Signer-Jobs` (`succeeded`; `queued`/`running` when the wait ran out).
         A call that fails goes to the background sender like any other."""
         if not committed:
             return
+        data = encode(body)
         try:
             states = job_states(self.send(data, wait))
         except Exception as e:  # noqa: BLE001 - the change is committed: never fail the editor's request now
             logger.error("signer webhook %s failed, sending later: %s", self.url, e)
-            self._enqueue(True, data)
+            self._enqueue(True, body)
             states = ["unknown"]
         headers = request.response.headers
         headers[JOBS_HEADER] = ", ".join(states) or "none"
         if asked:
             headers["Preference-Applied"] = f"wait={wait}"
 
-    def _enqueue(self, committed, data):
+    def _enqueue(self, committed, body):
         if not committed:
             return
         try:
-            self.pending.put_nowait(data)
+            self._queue().put_nowait(encode(body))
         except queue.Full:
             logger.error("signer webhook queue full: event dropped (the change feed will find it)")
 
-    def _send_forever(self):
+    def _send_forever(self, pending):
         while True:
-            data = self.pending.get()
+            data = pending.get()
             try:
                 self.send(data)
             except Exception as e:  # noqa: BLE001 - never let the sender thread die

@@ -27,8 +27,9 @@ the service signed it with (deletions first, then puts, one stamp after the othe
 in one transaction: clients see the previous signed state or the next one, never records the signature does not
 cover. It is refused with 412 when the records are not at `if_match`, or would not end at the signed timestamp.
 
-The server announces both as the API capability `signer-push` (`atomic: true` for atomic publications); the service uses `/v1/batch` and a guessed
-overlap where it is absent. Enable them with `kinto.includes = kinto_signer_webhook.push`.
+The server announces both as the API capability `signer-push` (`atomic: true` for atomic publications); the
+service uses `/v1/batch` and a guessed overlap where it is absent. Enable them with
+`kinto.includes = kinto_signer_webhook.push`.
 """
 
 import time
@@ -100,7 +101,7 @@ def collection_of(request, permission):
             resource_name="collection", parent_id=bucket_uri, object_id=request.matchdict["collection_id"]
         )
     except ObjectNotFoundError:
-        raise http_error(
+        raise http_error(  # noqa: B904 - Kinto's error answer, not an error in handling one
             httpexceptions.HTTPNotFound(),
             errno=ERRORS.MISSING_RESOURCE,
             message=f"{collection_uri} does not exist",

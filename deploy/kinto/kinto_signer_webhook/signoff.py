@@ -6,7 +6,7 @@ In each request to a configured source collection (the signing service's own pri
 - a status change is checked (allowed transitions, editors/reviewers groups, requester != approver); an accepted
   review request records who asked (`last_review_request_by/date`) in the same transaction;
 - a new source collection gets its `{cid}-editors` (its creator as member) and `{cid}-reviewers` groups, allowed
-  to write it;
+  to write it, and asks the service for its first signature (an empty preview and destination, then `signed`);
 - the tracking fields (`last_*_by/date`) cannot be written by hand;
 - a record written, changed or deleted puts the collection back to `work-in-progress` with `last_edit_by/date`;
 - a record holding a float is refused (unless `signer.allow_floats`);
@@ -39,17 +39,16 @@ import datetime
 import functools
 import sys
 
+import transaction
 from kinto.core import errors
 from kinto.core.errors import ERRORS
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid import httpexceptions
-from pyramid.interfaces import IAuthorizationPolicy
-from pyramid.exceptions import ConfigurationError
 from pyramid.events import ApplicationCreated
+from pyramid.exceptions import ConfigurationError
+from pyramid.interfaces import IAuthorizationPolicy
 from pyramid.settings import asbool, aslist
-
-import transaction
 
 from . import events, rules
 
@@ -93,7 +92,9 @@ def parse_uri(uri, line):
         return {"bucket": parts[1], "collection": None}
     if len(parts) == 4 and parts[0] == "buckets" and parts[2] == "collections" and parts[1] and parts[3]:
         return {"bucket": parts[1], "collection": parts[3]}
-    raise ConfigurationError(f"signer.resources: {uri!r} in {line!r} is neither /buckets/<b> nor /buckets/<b>/collections/<c>")
+    raise ConfigurationError(
+        f"signer.resources: {uri!r} in {line!r} is neither /buckets/<b> nor /buckets/<b>/collections/<c>"
+    )
 
 
 def setting_prefixes(bucket_id, collection_id):
@@ -240,6 +241,7 @@ def check_collection_change(event, signoff):
             update_collection(storage, bucket_id, new["id"], tracked)
         if not old:
             create_groups(request, bucket_id, new["id"], resource)
+            ask_first_signature(storage, bucket_id, new)
         else:
             announce_review(event, impacted, dict(new, **tracked), resource)
 
@@ -274,6 +276,16 @@ def announce_review(event, impacted, new, resource):
 def notify_review_events(request):
     for review in request.bound_data.pop(PENDING_EVENTS, []):
         request.registry.notify(review)
+
+
+def ask_first_signature(storage, bucket_id, new):
+    """A new source collection is published as it is, unreviewed (it holds nothing yet): its preview and
+    destination are signed and it becomes `signed`, as kinto-remote-settings does inside the creating request.
+    Here the service does it, asked by the status `to-sign`, also written into the event (`new`) so that the
+    listener announces it. A record written before the service ran puts the collection back to work in progress
+    and the signature is not made: nothing reaches the destination unreviewed."""
+    update_collection(storage, bucket_id, new["id"], {"status": rules.TO_SIGN})
+    new["status"] = rules.TO_SIGN
 
 
 def create_groups(request, bucket_id, collection_id, resource):
@@ -437,12 +449,12 @@ def includeme(config):
         **cap,
     )
     config.registry.signoff = signoff
-    collection_writes = dict(for_actions=(ACTIONS.CREATE, ACTIONS.UPDATE), for_resources=("collection",))
+    collection_writes = {"for_actions": (ACTIONS.CREATE, ACTIONS.UPDATE), "for_resources": ("collection",)}
     config.add_subscriber(functools.partial(check_record_change, signoff=signoff), ResourceChanged,
                           for_resources=("record",))
     config.add_subscriber(functools.partial(check_collection_change, signoff=signoff), ResourceChanged,
                           **collection_writes)
-    collection_deletes = dict(for_actions=(ACTIONS.DELETE,), for_resources=("collection",))
+    collection_deletes = {"for_actions": (ACTIONS.DELETE,), "for_resources": ("collection",)}
     config.add_subscriber(functools.partial(prevent_collection_delete, signoff=signoff), ResourceChanged,
                           **collection_deletes)
     config.add_subscriber(functools.partial(cleanup_on_source_delete, signoff=signoff), ResourceChanged,

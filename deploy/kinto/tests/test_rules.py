@@ -1,6 +1,7 @@
 """The signoff rules alone, as pure functions: every row of kinto-remote-settings' table, in its order."""
 
 import pytest
+from pyramid.exceptions import ConfigurationError
 
 from kinto_signer_webhook import rules
 from kinto_signer_webhook.signoff import parse_resources, setting_prefixes
@@ -95,7 +96,7 @@ def test_resources_as_kinto_signer_writes_them():
     }
     assert "preview" not in resources["/buckets/sec/collections/onecrl"]
     for wrong in ("/buckets/a", "/buckets/a -> /buckets/b/collections/c", "/buckets/a -> /records/x"):
-        with pytest.raises(Exception):
+        with pytest.raises(ConfigurationError):
             parse_resources(wrong)
     assert setting_prefixes("ws", "cfr") == ["ws.cfr.", "ws."]
     assert setting_prefixes("ws", None) == ["ws."]

@@ -831,7 +831,8 @@ async fn answers_match_kinto_signer_side_by_side() {
     )
     .await;
 
-    let (mut answers, mut groups, mut deletions) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut answers, mut groups, mut firsts, mut deletions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for kinto in [&ours, &reference] {
         // Preview and destination buckets anyone may write, so that deleting one meets the workflow's rule and
         // not Kinto's permissions (kinto-signer creates them as its own user).
@@ -935,6 +936,23 @@ async fn answers_match_kinto_signer_side_by_side() {
         assert_eq!(made[0], json!(["other-editors", [editor_id], [editor_id]]));
         groups.push(made);
 
+        // ... and is signed as it is (empty, unreviewed): preview and destination verify, the source is `signed`
+        // with its signer and no reviewer, as kinto-signer does in the creating request.
+        let first = eventually(60, "the new source signed", || async {
+            let source = editor.collection("ws", "other").await?;
+            (source["status"] == "signed").then_some(source)
+        })
+        .await;
+        for bucket in ["ws-preview", "main"] {
+            setup.assert_verifies(&kinto.url, bucket, "other", 0);
+        }
+        firsts.push(json!({
+            "status": first["status"],
+            "signed by the creator": first["last_signature_by"] == json!(editor_id),
+            "signature date": first["last_signature_date"].is_string(),
+            "review": [&first["last_review_by"], &first["last_review_request_by"]],
+        }));
+
         // Deleting the source empties its preview and destination, leaving a tombstone per record, and signs
         // them: clients that synced remove what they hold, and what is left verifies.
         let signed_before = editor.collection("main", "cfr").await.unwrap()["signature"].clone();
@@ -971,6 +989,11 @@ async fn answers_match_kinto_signer_side_by_side() {
         groups[0], groups[1],
         "groups: ours (left) and kinto-signer 8.1.1 (right)"
     );
+    assert_eq!(
+        firsts[0], firsts[1],
+        "a new source: ours (left) and kinto-signer 8.1.1 (right)"
+    );
+    assert_eq!(firsts[0]["signed by the creator"], true, "{firsts:?}");
     assert_eq!(
         deletions[0], deletions[1],
         "after the source's deletion: ours (left) and kinto-signer 8.1.1 (right)"
