@@ -34,7 +34,8 @@ fn make_demo_signs_and_verifies_a_collection_without_postgres() {
     for expected in [
         "== creating /buckets/main-workspace/collections/demo-",
         "succeeded: /buckets/main/collections/demo-",
-        "500 records (+500 ~0 -0)",
+        // The collection's first signature (made when it was created) may have published some records already.
+        "signed, 500 records (+",
         "records     500",
         "verdict     VALID",
         "== demo OK",
