@@ -1,4 +1,4 @@
-//! The `signer_*` Prometheus series (DESIGN §5), in one registry per process: `signer-api serve --workers N` runs
+//! The `signer_*` Prometheus series, in one registry per process: `signer-api serve --workers N` runs
 //! the API and workers in one process, so both feed the same `/metrics`.
 
 use prometheus::{

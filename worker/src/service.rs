@@ -234,7 +234,7 @@ impl std::io::Write for LogSink {
 }
 
 /// Logs to stderr, as text or one JSON object per line; `RUST_LOG` filters (default `info`). lapin is silent by
-/// default: it logs every failed recovery attempt at ERROR (about 50 lines per worker in 20 s of outage), where
+/// default: it logs every failed recovery attempt at ERROR (dozens of lines per worker and outage), where
 /// the broker supervisor says an outage once.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

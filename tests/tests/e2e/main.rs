@@ -14,6 +14,7 @@ mod deploy_files;
 mod failures;
 mod feed;
 mod kinto_plugin;
+mod layout;
 mod metrics;
 mod openapi;
 mod rabbitmq;

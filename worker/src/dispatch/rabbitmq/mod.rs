@@ -1,4 +1,4 @@
-//! RabbitMQ dispatch (DESIGN §4, queue-anchors §3): Postgres stays the truth and RabbitMQ carries doorbells.
+//! RabbitMQ dispatch: Postgres stays the truth and RabbitMQ carries doorbells.
 //! A relay publishes the job ids of the outbox with publisher confirms; a consumer hands each delivery to the
 //! pool, which acks it once its claim committed. A duplicate or late id claims nothing and is acked: harmless.
 //! Both sides rebuild their connection, channel, QoS and consumer after any broker failure.
