@@ -4,6 +4,7 @@ use crate::{eventually, free_port, root, venv_bin};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 pub const EDITOR: (&str, &str) = ("editor", "editor-pw");
 pub const SIGNER: (&str, &str) = ("signer", "signer-pw");
@@ -272,6 +273,28 @@ impl KintoServer {
             }
         })
         .await;
+    }
+
+    /// Starts the process again expecting it to refuse: it must exit on its own within 60 s. Returns what it said.
+    pub async fn restart_refused(&mut self) -> String {
+        self.stop();
+        let child = tokio::process::Command::new(&self.kinto)
+            .env("PYTHONPATH", root().join("deploy/kinto"))
+            .current_dir(self.ini.parent().expect("the ini is in a directory"))
+            .args(["start", "--ini"])
+            .arg(&self.ini)
+            .args(["--port", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("can start kinto");
+        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("Kinto exits on its own")
+            .expect("Kinto's output");
+        assert!(!output.status.success(), "Kinto started: {output:?}");
+        String::from_utf8_lossy(&output.stderr).into_owned()
     }
 
     /// Restarts the process on the same port without the plugin's bulk endpoint (a Kinto redeployed without

@@ -15,7 +15,8 @@ a listing can miss a write that commits later with an older timestamp. The servi
 re-reads from there on its next refresh, instead of guessing how long transactions last. A records listing asked
 with the request header `Signer-Visible: 1` carries the same answer in its `Signer-Visible-Before` response
 header, computed before the records are read: one round trip instead of two (capability field
-`visible_in_listings`).
+`visible_in_listings`). The answer reads Kinto's PostgreSQL tables, which are not a public API of Kinto: at
+start-up the plugin checks they are as it reads them, and Kinto refuses to start, saying so, where they are not.
 
 Who may call them: principals with `write` (for `signer-push`) or `read` (for `signer-visible`) on the
 collection or its bucket, as Kinto grants them in its permission backend or its settings
@@ -32,8 +33,10 @@ service uses `/v1/batch` and a guessed overlap where it is absent. Enable them w
 `kinto.includes = kinto_signer_webhook.push`.
 """
 
+import sys
 import time
 
+import kinto
 from kinto.core import Service
 from kinto.core.errors import ERRORS, http_error, raise_invalid
 from kinto.core.events import ACTIONS
@@ -42,7 +45,8 @@ from kinto.core.storage.exceptions import ObjectNotFoundError
 from kinto.core.utils import COMPARISON
 from kinto.views import RelaxedUUID
 from pyramid import httpexceptions
-from pyramid.events import ContextFound, NewResponse
+from pyramid.events import ApplicationCreated, ContextFound, NewResponse
+from pyramid.exceptions import ConfigurationError
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.settings import asbool, aslist
 
@@ -278,6 +282,33 @@ def postgresql_visible_before(storage, collection_uri):
     return max(first.started, (first.newest or 0) + 1)
 
 
+# What `postgresql_visible_before` reads of Kinto's PostgreSQL schema (not a public API of Kinto's): probed at
+# start-up, so that a Kinto whose schema changed refuses to start instead of answering wrongly.
+SCHEMA_PROBE = """
+SELECT as_epoch(now()::TIMESTAMP) AS started,
+       (SELECT MAX(last_modified) FROM objects WHERE parent_id = '' AND resource_name = 'record') AS newest,
+       (SELECT MIN(xact_start) FROM pg_stat_activity
+         WHERE datname = current_database() AND backend_type = 'client backend' AND backend_xid IS NULL) AS oldest;
+"""
+
+
+def check_storage_schema(event):
+    storage = event.app.registry.storage
+    if type(storage).__module__ != "kinto.core.storage.postgresql":
+        return
+    import sqlalchemy as sa
+
+    try:
+        with storage.client.connect(readonly=True) as conn:
+            conn.execute(sa.text(SCHEMA_PROBE)).fetchone()
+    except Exception as e:  # noqa: BLE001 - any failure means the schema is not the one this plugin reads
+        raise ConfigurationError(
+            f"kinto_signer_webhook.push reads Kinto's PostgreSQL schema (table objects, function as_epoch, "
+            f"pg_stat_activity) to answer signer-visible; it does not hold on this Kinto {kinto.__version__} "
+            f"(run `kinto migrate` first, or use a kinto-signer-rs plugin made for this Kinto): {e}"
+        ) from e
+
+
 def parse_body(request):
     """`put` (records, each with a valid `id`, no `last_modified`) and `delete` (ids), each id at most once; and,
     for an atomic publication, `stamps_from` (the first write's timestamp, the next ones following in order),
@@ -331,4 +362,7 @@ def includeme(config):
     config.add_cornice_service(push)
     config.add_cornice_service(visible)
     config.add_subscriber(note_visible_before, ContextFound)
+    # Not while `kinto migrate` runs: the tables may not exist yet.
+    if "migrate" not in sys.argv:
+        config.add_subscriber(check_storage_schema, ApplicationCreated)
     config.add_subscriber(add_visible_before, NewResponse)

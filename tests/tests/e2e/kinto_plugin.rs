@@ -589,3 +589,27 @@ async fn without_the_plugin_a_publication_has_a_window_readers_can_fall_in() {
         "{states} states read, none mismatched: the test would not see the window"
     );
 }
+
+/// `signer-visible` reads Kinto's PostgreSQL schema, which is not a public API of Kinto: a Kinto whose schema is
+/// not the one it reads (here, its records table renamed as an upgrade might) refuses to start, saying why,
+/// instead of answering wrongly. The same probe passed on this Kinto before (it started).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_whose_schema_moved_refuses_to_start_with_the_plugin() {
+    let kinto_db = TestDb::create().await;
+    let dir = TempDir::new("kinto-schema");
+    let storage = Storage::Postgres(kinto_db.url.clone());
+    let mut kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, "").await;
+    kinto.stop();
+    let pool = sqlx::PgPool::connect(&kinto_db.url).await.unwrap();
+    sqlx::query("ALTER TABLE objects RENAME TO objects_elsewhere")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let said = kinto.restart_refused().await;
+    assert!(
+        said.contains("kinto_signer_webhook.push reads Kinto's PostgreSQL schema")
+            && said.contains("objects"),
+        "{said}"
+    );
+}
