@@ -243,17 +243,25 @@ impl KintoServer {
         server
     }
 
-    /// (Re)starts the process on the same port; the memory backend starts empty, PostgreSQL keeps its data.
-    pub async fn restart(&mut self) {
-        self.stop();
-        let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
-        let child = Command::new(&self.kinto)
+    /// `kinto start` on this server's ini and port, with the plugin importable.
+    fn start_command(&self) -> Command {
+        let mut command = Command::new(&self.kinto);
+        command
             .env("PYTHONPATH", root().join("deploy/kinto"))
             // Where Kinto writes files of its own (pyramid_mailer's debug mails, `./mail`): beside its ini.
             .current_dir(self.ini.parent().expect("the ini is in a directory"))
             .args(["start", "--ini"])
             .arg(&self.ini)
-            .args(["--port", &self.port.to_string()])
+            .args(["--port", &self.port.to_string()]);
+        command
+    }
+
+    /// (Re)starts the process on the same port; the memory backend starts empty, PostgreSQL keeps its data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        let log = std::env::temp_dir().join(format!("kinto-{}.log", self.port));
+        let child = self
+            .start_command()
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("can create the Kinto log"))
             .spawn()
@@ -278,12 +286,7 @@ impl KintoServer {
     /// Starts the process again expecting it to refuse: it must exit on its own within 60 s. Returns what it said.
     pub async fn restart_refused(&mut self) -> String {
         self.stop();
-        let child = tokio::process::Command::new(&self.kinto)
-            .env("PYTHONPATH", root().join("deploy/kinto"))
-            .current_dir(self.ini.parent().expect("the ini is in a directory"))
-            .args(["start", "--ini"])
-            .arg(&self.ini)
-            .args(["--port", &self.port.to_string()])
+        let child = tokio::process::Command::from(self.start_command())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
