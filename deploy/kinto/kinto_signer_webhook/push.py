@@ -282,25 +282,14 @@ def postgresql_visible_before(storage, collection_uri):
     return max(first.started, (first.newest or 0) + 1)
 
 
-# What `postgresql_visible_before` reads of Kinto's PostgreSQL schema (not a public API of Kinto's): probed at
-# start-up, so that a Kinto whose schema changed refuses to start instead of answering wrongly.
-SCHEMA_PROBE = """
-SELECT as_epoch(now()::TIMESTAMP) AS started,
-       (SELECT MAX(last_modified) FROM objects WHERE parent_id = '' AND resource_name = 'record') AS newest,
-       (SELECT MIN(xact_start) FROM pg_stat_activity
-         WHERE datname = current_database() AND backend_type = 'client backend' AND backend_xid IS NULL) AS oldest;
-"""
-
-
 def check_storage_schema(event):
+    """`postgresql_visible_before` reads Kinto's PostgreSQL schema, which is not a public API of Kinto: it is run
+    once at start-up, so that a Kinto whose schema changed refuses to start instead of answering wrongly."""
     storage = event.app.registry.storage
     if type(storage).__module__ != "kinto.core.storage.postgresql":
         return
-    import sqlalchemy as sa
-
     try:
-        with storage.client.connect(readonly=True) as conn:
-            conn.execute(sa.text(SCHEMA_PROBE)).fetchone()
+        postgresql_visible_before(storage, "/buckets/signer-schema-probe/collections/none")
     except Exception as e:  # noqa: BLE001 - any failure means the schema is not the one this plugin reads
         raise ConfigurationError(
             f"kinto_signer_webhook.push reads Kinto's PostgreSQL schema (table objects, function as_epoch, "
