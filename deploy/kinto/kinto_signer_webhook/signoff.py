@@ -45,6 +45,7 @@ from kinto.core.errors import ERRORS
 from kinto.core.events import ACTIONS, ResourceChanged
 from kinto.core.storage.exceptions import ObjectNotFoundError, UnicityError
 from pyramid import httpexceptions
+from pyramid.authorization import Everyone as EVERYONE
 from pyramid.events import ApplicationCreated
 from pyramid.exceptions import ConfigurationError
 from pyramid.interfaces import IAuthorizationPolicy
@@ -241,6 +242,7 @@ def check_collection_change(event, signoff):
             update_collection(storage, bucket_id, new["id"], tracked)
         if not old:
             create_groups(request, bucket_id, new["id"], resource)
+            create_targets(request.registry.permission, storage, resource, signoff.service_userid)
             ask_first_signature(storage, bucket_id, new)
         else:
             announce_review(event, impacted, dict(new, **tracked), resource)
@@ -286,6 +288,34 @@ def ask_first_signature(storage, bucket_id, new):
     and the signature is not made: nothing reaches the destination unreviewed."""
     update_collection(storage, bucket_id, new["id"], {"status": rules.TO_SIGN})
     new["status"] = rules.TO_SIGN
+
+
+def create_targets(permission, storage, resource, service_userid):
+    """A new source's preview and destination exist from its creating request on, readable by everyone and
+    writable by the service, as kinto-remote-settings creates them in that request: readers (kinto-admin's
+    signoff view, clients) find them, empty, even before the service's first signature, or when a record written
+    at once voids it. Existing buckets and collections are left as they are."""
+    for role in ("preview", "destination"):
+        target = resource.get(role)
+        if target is None:
+            continue
+        bucket_uri = f"/buckets/{target['bucket']}"
+        wanted = (
+            ("bucket", "", bucket_uri, target["bucket"], {"write": [service_userid]}),
+            (
+                "collection",
+                bucket_uri,
+                f"{bucket_uri}/collections/{target['collection']}",
+                target["collection"],
+                {"read": [EVERYONE], "write": [service_userid]},
+            ),
+        )
+        for resource_name, parent_id, uri, object_id, permissions in wanted:
+            try:
+                storage.create(resource_name=resource_name, parent_id=parent_id, obj={"id": object_id})
+            except UnicityError:
+                continue
+            permission.replace_object_permissions(uri, permissions)
 
 
 def create_groups(request, bucket_id, collection_id, resource):

@@ -201,7 +201,7 @@ async fn review_approve_rollback_and_resign_through_kinto_events() {
     assert_eq!(review["data"]["trigger"], "webhook");
     assert_eq!(review["data"]["result"]["action"], "review");
     s.verified("ws-preview", 20);
-    assert!(s.editor.collection("main", "cfr").await.is_none());
+    assert!(s.editor.records("main", "cfr").await.is_empty());
     let source = s.source().await;
     assert_eq!(source["status"], "to-review");
     assert_eq!(source["last_review_request_by"], s.editor_id);
@@ -781,7 +781,7 @@ async fn the_requester_never_approves_their_own_review_even_at_once() {
         );
     }
     assert!(
-        s.editor.collection("main", "cfr").await.is_none(),
+        s.editor.records("main", "cfr").await.is_empty(),
         "nothing was published"
     );
     assert!(
