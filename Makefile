@@ -7,7 +7,7 @@ FEATURES := --features signer_api/kmsauth
 # A target's prerequisites are made side by side: the venvs and promtool download while cargo compiles.
 MAKEFLAGS += --jobs=4
 
-.PHONY: help venv run-venv reference-venv tools bench-tools build build-run plugin-test test lint fmt run demo bench clean
+.PHONY: help venv run-venv reference-venv tools browser-tools bench-tools build build-run plugin-test test lint audit fmt run demo bench clean
 
 help:
 	@echo "make run    start a local Kinto (:8888) and signer-api with 2 in-process workers (:8000); no database needed"
@@ -57,6 +57,34 @@ $(PROMTOOL):
 
 tools: $(PROMTOOL)
 
+# The browser test of kinto-admin's signoff UI. kinto-admin comes built only inside Kinto's source packages (later
+# Kinto wheels fetch it from GitHub, which may be unreachable): 6.1.1, from Kinto 23.3.2's sdist on PyPI, checked
+# against its hash. Chromium is Debian's (a test tool's own browser download needs the open internet); Playwright's
+# driver without a browser is npm's playwright-core, pinned by its package-lock.json.
+KINTO_ADMIN := .tools/kinto-admin
+KINTO_ADMIN_SDIST := kinto-23.3.2.tar.gz
+KINTO_ADMIN_SHA256 := 79964c053c9a40f33ae2e8ed127b329a3847a85c598751b4fd37cfab6e914f96
+$(KINTO_ADMIN)/index.html:
+	@echo "unpacking kinto-admin from $(KINTO_ADMIN_SDIST) into $(KINTO_ADMIN)"
+	@rm -rf .tools/sdist $(KINTO_ADMIN) && mkdir -p .tools/sdist $(KINTO_ADMIN)
+	@$(PY) -m pip download --quiet --no-deps --no-binary :all: kinto==23.3.2 -d .tools/sdist
+	@echo "$(KINTO_ADMIN_SHA256)  .tools/sdist/$(KINTO_ADMIN_SDIST)" | sha256sum --check --quiet
+	@tar -xzf .tools/sdist/$(KINTO_ADMIN_SDIST) -C $(KINTO_ADMIN) --strip-components=5 \
+		kinto-23.3.2/kinto/plugins/admin/build
+	@rm -rf .tools/sdist
+
+tests/browser/node_modules/.installed: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+/usr/bin/chromium:
+	@echo "installing Chromium (Debian package chromium)"
+	@export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+browser-tools: $(KINTO_ADMIN)/index.html tests/browser/node_modules/.installed /usr/bin/chromium
+
 # What runs: the two binaries with default features, nothing only the tests need (no AWS SDK, no test targets).
 build-run:
 	cargo build --locked -p signer_api -p signer_worker --bins
@@ -71,16 +99,33 @@ build:
 plugin-test: venv
 	cd deploy/kinto && ../../$(VENV)/bin/ruff check --no-cache . && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
-test: venv reference-venv tools build plugin-test
+test: venv reference-venv tools browser-tools build plugin-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	else \
 		cargo test --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	fi
 
-lint:
+lint: audit
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+# RustSec advisories against Cargo.lock (accepted ones, each with its reason, in .cargo/audit.toml). The advisory
+# database is a git repository on GitHub that cargo-audit clones into ~/.cargo/advisory-db and updates. Where GitHub
+# cannot be reached, the copy already there is used, or the one ADVISORY_DB names, and its date is printed;
+# with none, the check cannot run: it says so and does not fail the build.
+CARGO_AUDIT_VERSION := 0.22.2
+ADVISORY_DB ?= $(HOME)/.cargo/advisory-db
+audit:
+	@command -v cargo-audit >/dev/null || cargo install --quiet --locked cargo-audit --version $(CARGO_AUDIT_VERSION)
+	@if timeout 20 git ls-remote --quiet https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then \
+		cargo audit; \
+	elif [ -d "$(ADVISORY_DB)" ]; then \
+		echo "advisories: GitHub unreachable; the database at $(ADVISORY_DB) as of $$(git -C $(ADVISORY_DB) log -1 --format=%cs)"; \
+		cargo audit --no-fetch --stale --db "$(ADVISORY_DB)"; \
+	else \
+		echo "advisories NOT checked: GitHub unreachable and no advisory database at $(ADVISORY_DB) (see README, Operations)"; \
+	fi
 
 fmt:
 	cargo fmt --all
@@ -93,7 +138,7 @@ demo: run-venv build-run
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .venv-run .venv-reference .tools var
+	rm -rf $(VENV) .venv-run .venv-reference .tools var tests/browser/node_modules
 
 # What `make bench` measures with and against: Graphile Worker from npm (pinned by its package-lock.json), and
 # wrk (Debian's package) for the API under load.

@@ -1150,3 +1150,60 @@ async fn mozilla_signer_flows_with_synchronous_answers() {
 async fn mozilla_signer_flows_each_step_waiting_for_its_job() {
     mozilla_signer_flows("poll", "").await;
 }
+
+/// kinto-admin's signoff UI (6.1.1, as `make browser-tools` unpacks it, served by Kinto's admin plugin) in
+/// Debian's Chromium (`tests/browser/signoff.mjs`): the editor requests a review, the reviewer approves it, each in
+/// their own browser session with the buttons a person uses. What they did must reach Kinto as the same review
+/// (who asked, who approved, the comment) and the service must publish it signed.
+#[tokio::test(flavor = "multi_thread")]
+async fn kinto_admin_requests_a_review_and_another_user_approves_it() {
+    let root = signer_e2e::root();
+    let assets = root.join(".tools/kinto-admin");
+    assert!(
+        assets.join("index.html").exists(),
+        "{} is missing: run `make browser-tools` (make test does it)",
+        assets.display()
+    );
+    let s = stack_with(
+        3,
+        Backend::Postgres,
+        &format!(
+            "kinto.includes = kinto.plugins.admin\nkinto.admin_assets_path = {}\n\
+             kinto.event_listeners.signer.wait_seconds = 30\n",
+            assets.display()
+        ),
+    )
+    .await;
+    // Kept after the test: the screenshot of a failed step.
+    let screenshots = root.join("target/kinto-admin-screenshots");
+    std::fs::create_dir_all(&screenshots).expect("can create the screenshots directory");
+    let output = std::process::Command::new("node")
+        .current_dir(root.join("tests/browser"))
+        .arg("signoff.mjs")
+        .arg(format!("{}/admin/", s.kinto.url))
+        .args(["ws", "cfr", "editor:editor-pw", "reviewer:reviewer-pw"])
+        .arg(&screenshots)
+        .output()
+        .expect("node runs the browser test");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && printed.contains("signoff: done"),
+        "{printed}\n(screenshot of the failed step: {})",
+        screenshots.join("failed.png").display()
+    );
+
+    let source = s.source().await;
+    assert_eq!(source["status"], "signed", "{source}");
+    assert_eq!(source["last_review_request_by"], s.editor_id.as_str());
+    assert_eq!(source["last_review_by"], s.reviewer_id.as_str());
+    assert_eq!(
+        source["last_editor_comment"],
+        "Please check the new records."
+    );
+    s.verified("ws-preview", 3);
+    s.verified("main", 3);
+}
