@@ -7,8 +7,10 @@
 use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{json, Value};
+use signer_e2e::db::TestDb;
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::peers::{auth_clients, PeerServer};
+use signer_e2e::rabbitmq::{dispatch_settings, shared_url, unique_queue, TestBroker};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{run_binary, Api, Process, Setup, TempDir};
 use signer_e2e::{eventually, free_port, metric, FAST_QUEUE};
@@ -775,6 +777,140 @@ async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is
         ),
         Some(1.0)
     );
+}
+
+/// Where the jobs of `a_kinto_users_change_never_rides_on_an_operators_queued_job` wait, and how workers learn of
+/// them.
+#[derive(Clone, Copy, Debug)]
+enum Queue {
+    Sqlite,
+    Postgres,
+    PostgresRabbitmq,
+}
+
+/// Issue 32, item 1, as the attack: while an operator's API job for a collection waits in the queue (no worker
+/// free), a Kinto user with no grant asks for a rollback; the webhook's job coalesces onto the operator's. It must
+/// then run as that user's request and be refused, not carried out on the operator's authority: the editor's
+/// pending record stays, the destination keeps its signed records.
+async fn a_kinto_users_change_never_rides_on_an_operators_queued_job(queue: Queue) {
+    let secret = "webhook-secret";
+    let api_port = free_port();
+    let dir = TempDir::new("kinto-coalesce");
+    let kinto = KintoServer::start_with_webhook(
+        &dir.0,
+        &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
+        secret,
+        "ws",
+    )
+    .await;
+    let editor = kinto.editor();
+    let outsider = editor.as_user("eve", "eve-pw");
+    let (editor_id, outsider_id) = (editor.principal().await, outsider.principal().await);
+    editor
+        .create_source("ws", "cfr", json!({}), &sample_records(20, 3))
+        .await;
+    let db = match queue {
+        Queue::Sqlite => None,
+        Queue::Postgres | Queue::PostgresRabbitmq => Some(TestDb::create().await),
+    };
+    let rabbitmq_queue = unique_queue();
+    let dispatch = match queue {
+        Queue::PostgresRabbitmq => format!(
+            "dispatch = \"rabbitmq\"\n{}",
+            dispatch_settings(&shared_url(), &rabbitmq_queue)
+        ),
+        Queue::Sqlite | Queue::Postgres => String::new(),
+    };
+    let setup = Setup::new(
+        db.as_ref().map_or("", |db| db.url.as_str()),
+        &kinto.url,
+        RESOURCES,
+        &format!(
+            "{FAST_QUEUE}{dispatch}[api]\nwebhook_secret = \"{secret}\"\n[auth]\npolicies = [\"basicauth\"]\n\
+             [auth.basicauth.users]\nops = \"{}\"\n[permissions]\nadmin = [\"basicauth:ops\"]\n\
+             [permissions.resources.\"ws/cfr\"]\nsign = [\"{editor_id}\"]\n[feed]\nenabled = false\n",
+            hash_password("ops-pw")
+        ),
+    );
+    // The API takes calls; the worker is a process of its own, started when the queue should move.
+    let mut api = Api::start_on(&setup, 0, api_port).await;
+    api.authorization = Some(basic("ops", "ops-pw"));
+    let worker = || {
+        Process::spawn(
+            "signer-worker",
+            &[],
+            &setup.config,
+            setup
+                .dir
+                .0
+                .join(format!("worker-{}.log", uuid::Uuid::new_v4().simple())),
+        )
+    };
+
+    let first = api.sign("ws/cfr").await;
+    let running = worker();
+    let first = api.wait_final(&first, 60).await;
+    assert_eq!(first["data"]["state"], "succeeded", "{first}");
+    drop(running);
+    setup.assert_verifies(&kinto.url, "prod", "cfr", 20);
+
+    // The editor's change, waiting for a review; the operator queues a re-sign while no worker runs.
+    editor
+        .put_records(
+            "ws",
+            "cfr",
+            &[json!({"id": "pending", "title": "not reviewed yet"})],
+        )
+        .await;
+    let queued = api.sign("ws/cfr").await;
+    outsider
+        .patch_collection("ws", "cfr", json!({"status": "to-rollback"}))
+        .await;
+    let joined = eventually(30, "the rollback to join the queued job", || async {
+        let (_, job) = api.get(&format!("/v1/jobs/{queued}")).await;
+        (job["data"]["requested_by"] == outsider_id.as_str()).then_some(job)
+    })
+    .await;
+    assert_eq!(joined["data"]["kind"], "rollback", "{joined}");
+
+    let running = worker();
+    let done = api.wait_final(&queued, 60).await;
+    drop(running);
+    assert_eq!(done["data"]["state"], "failed", "{done}");
+    let error = done["data"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "{outsider_id} may not request a rollback of /buckets/ws/collections/cfr (permissions)"
+        )),
+        "{queue:?}: {done}"
+    );
+    let records = editor.records("ws", "cfr").await;
+    assert!(
+        records.iter().any(|r| r["id"] == "pending"),
+        "{queue:?}: the editor's pending record survives"
+    );
+    setup.assert_verifies(&kinto.url, "prod", "cfr", 20);
+    if let Queue::PostgresRabbitmq = queue {
+        TestBroker::connect(&shared_url(), &rabbitmq_queue)
+            .await
+            .delete()
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_users_change_never_rides_on_an_operators_queued_job_sqlite() {
+    a_kinto_users_change_never_rides_on_an_operators_queued_job(Queue::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_users_change_never_rides_on_an_operators_queued_job_postgres() {
+    a_kinto_users_change_never_rides_on_an_operators_queued_job(Queue::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_users_change_never_rides_on_an_operators_queued_job_rabbitmq() {
+    a_kinto_users_change_never_rides_on_an_operators_queued_job(Queue::PostgresRabbitmq).await;
 }
 
 /// The listener's signature over a webhook call sent at `timestamp` (`sha256=<hex>` of `<ts>.<body>`).
