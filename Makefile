@@ -15,7 +15,7 @@ help:
 	@echo "make test   install the Python peers and promtool, build, run unit + end-to-end tests"
 	@echo "            (needs Postgres on 127.0.0.1:5432 and RabbitMQ on 127.0.0.1:5672; the chaos tests start their"
 	@echo "            own Postgres and RabbitMQ nodes, as the postgres and rabbitmq users when run as root)"
-	@echo "make lint   rustfmt check and clippy with warnings as errors"
+	@echo "make lint   rustfmt check, clippy with warnings as errors (as the build compiles), RustSec advisories"
 	@echo "make fmt    format the code"
 	@echo "make bench  benchmarks beside their references: canonical JSON + SHA-384, the queue vs Graphile Worker,"
 	@echo "            end-to-end signing, scale-out (release build; see BENCHMARKS.md)"
@@ -89,10 +89,15 @@ browser-tools: $(KINTO_ADMIN)/index.html tests/browser/node_modules/.installed /
 build-run:
 	cargo build --locked -p signer_api -p signer_worker --bins
 
-# What the tests run: the binaries and every test target, with every optional scheme. The benchmarks (examples)
-# are type-checked by `make lint` and built by `make bench`.
+# What the tests run, linted as it compiles: every target (binaries, tests, the benchmarks of `make bench`) with
+# every optional scheme, the workspace's own crates compiled by clippy-driver with warnings denied (what `cargo
+# clippy -- -D warnings` asks of it). Lint and tests share this one build: the dependencies compile once, as the
+# tests need them, where a separate `cargo clippy` would check them all again in its own mode.
+# nextest compiles with the same settings, or it would build the workspace's crates again.
+CLIPPY_ENV := RUSTC_WORKSPACE_WRAPPER=clippy-driver CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+CLIPPY_BUILD := $(CLIPPY_ENV) cargo build --workspace --all-targets --locked $(FEATURES)
 build:
-	cargo build --workspace --bins --tests --locked $(FEATURES)
+	$(CLIPPY_BUILD)
 
 # The Kinto plugin's lint and own tests (deploy/kinto/tests: its workflow rules, its listener); the end-to-end
 # tests run it in Kinto.
@@ -101,14 +106,14 @@ plugin-test: venv
 
 test: venv reference-venv tools browser-tools build plugin-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
-		cargo nextest run --workspace --tests --locked --no-fail-fast $(FEATURES); \
+		$(CLIPPY_ENV) cargo nextest run --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	else \
-		cargo test --workspace --tests --locked --no-fail-fast $(FEATURES); \
+		$(CLIPPY_ENV) cargo test --workspace --tests --locked --no-fail-fast $(FEATURES); \
 	fi
 
-lint: audit
+# clippy runs as the build compiles (see build).
+lint: audit build
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 # RustSec advisories against Cargo.lock (accepted ones, each with its reason, in .cargo/audit.toml). The advisory
 # database is a git repository on GitHub that cargo-audit clones into ~/.cargo/advisory-db and updates. Where GitHub
