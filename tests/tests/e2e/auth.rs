@@ -8,7 +8,7 @@ use base64::Engine as _;
 use reqwest::Method;
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
-use signer_e2e::kinto::KintoServer;
+use signer_e2e::kinto::{KintoAdmin, KintoServer};
 use signer_e2e::peers::{auth_clients, PeerServer};
 use signer_e2e::rabbitmq::{dispatch_settings, shared_url, unique_queue, TestBroker};
 use signer_e2e::records::sample_records;
@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 
 const RESOURCES: &str = "ws/cfr -> prod/cfr";
 const JOB: &str = r#"{"resource": "ws/cfr"}"#;
+const WEBHOOK_SECRET: &str = "webhook-secret";
 
 /// An API on the embedded store, no workers, no feed: these tests are about who gets in.
 async fn start_api(kinto: &KintoServer, extra: &str) -> (Setup, Api) {
@@ -696,20 +697,37 @@ async fn kmsauth_tokens_from_lyfts_generator_are_validated_against_kms_like_the_
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is_put_back() {
-    let secret = "webhook-secret";
-    let api_port = free_port();
+/// A Kinto whose listener posts to an API to come on `api_port` (signed with `WEBHOOK_SECRET`), its editor, and
+/// "eve", a Kinto user the service's permissions grant nothing.
+async fn kinto_with_an_outsider(api_port: u16) -> (TempDir, KintoServer, KintoAdmin, KintoAdmin) {
     let dir = TempDir::new("kinto-permissions");
     let kinto = KintoServer::start_with_webhook(
         &dir.0,
         &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
-        secret,
+        WEBHOOK_SECRET,
         "ws",
     )
     .await;
     let editor = kinto.editor();
     let outsider = editor.as_user("eve", "eve-pw");
+    (dir, kinto, editor, outsider)
+}
+
+/// The service's settings for those tests: `queue` lines (after `[queue]`), the webhook's secret, Basic auth with
+/// the operator `ops` as admin, and only `editor_id` granted signatures of `ws/cfr`.
+fn guarded_settings(queue: &str, editor_id: &str) -> String {
+    format!(
+        "{FAST_QUEUE}{queue}[api]\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n[auth]\npolicies = [\"basicauth\"]\n\
+         [auth.basicauth.users]\nops = \"{}\"\n[permissions]\nadmin = [\"basicauth:ops\"]\n\
+         [permissions.resources.\"ws/cfr\"]\nsign = [\"{editor_id}\"]\n[feed]\nenabled = false\n",
+        hash_password("ops-pw")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is_put_back() {
+    let api_port = free_port();
+    let (_dir, kinto, editor, outsider) = kinto_with_an_outsider(api_port).await;
     let editor_id = editor.principal().await;
     editor
         .create_source(
@@ -719,17 +737,7 @@ async fn a_kinto_user_without_a_grant_is_refused_by_the_worker_and_the_status_is
             &sample_records(20, 3),
         )
         .await;
-    let setup = Setup::new(
-        "",
-        &kinto.url,
-        RESOURCES,
-        &format!(
-            "{FAST_QUEUE}[api]\nwebhook_secret = \"{secret}\"\n[auth]\npolicies = [\"basicauth\"]\n\
-             [auth.basicauth.users]\nops = \"{}\"\n[permissions]\nadmin = [\"basicauth:ops\"]\n\
-             [permissions.resources.\"ws/cfr\"]\nsign = [\"{editor_id}\"]\n[feed]\nenabled = false\n",
-            hash_password("ops-pw")
-        ),
-    );
+    let setup = Setup::new("", &kinto.url, RESOURCES, &guarded_settings("", &editor_id));
     let mut api = Api::start_on(&setup, 1, api_port).await;
     api.authorization = Some(basic("ops", "ops-pw"));
     let job = |n: usize| {
@@ -793,18 +801,8 @@ enum Queue {
 /// then run as that user's request and be refused, not carried out on the operator's authority: the editor's
 /// pending record stays, the destination keeps its signed records.
 async fn a_kinto_users_change_never_rides_on_an_operators_queued_job(queue: Queue) {
-    let secret = "webhook-secret";
     let api_port = free_port();
-    let dir = TempDir::new("kinto-coalesce");
-    let kinto = KintoServer::start_with_webhook(
-        &dir.0,
-        &format!("http://127.0.0.1:{api_port}/v1/webhooks/kinto"),
-        secret,
-        "ws",
-    )
-    .await;
-    let editor = kinto.editor();
-    let outsider = editor.as_user("eve", "eve-pw");
+    let (_dir, kinto, editor, outsider) = kinto_with_an_outsider(api_port).await;
     let (editor_id, outsider_id) = (editor.principal().await, outsider.principal().await);
     editor
         .create_source("ws", "cfr", json!({}), &sample_records(20, 3))
@@ -825,12 +823,7 @@ async fn a_kinto_users_change_never_rides_on_an_operators_queued_job(queue: Queu
         db.as_ref().map_or("", |db| db.url.as_str()),
         &kinto.url,
         RESOURCES,
-        &format!(
-            "{FAST_QUEUE}{dispatch}[api]\nwebhook_secret = \"{secret}\"\n[auth]\npolicies = [\"basicauth\"]\n\
-             [auth.basicauth.users]\nops = \"{}\"\n[permissions]\nadmin = [\"basicauth:ops\"]\n\
-             [permissions.resources.\"ws/cfr\"]\nsign = [\"{editor_id}\"]\n[feed]\nenabled = false\n",
-            hash_password("ops-pw")
-        ),
+        &guarded_settings(&dispatch, &editor_id),
     );
     // The API takes calls; the worker is a process of its own, started when the queue should move.
     let mut api = Api::start_on(&setup, 0, api_port).await;

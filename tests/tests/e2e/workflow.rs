@@ -1122,6 +1122,15 @@ async fn a_status_change_can_answer_once_its_job_finished() {
     let _ = &s.autograph;
 }
 
+/// What a helper program printed, standard output then standard error.
+fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// The flows of Mozilla's signer browser tests (full workflow, rollback, refresh, cannot skip to-review, same
 /// editor cannot review, re-review after cancel), driven by kinto-http from `tests/python/rs_signer_flow.py`.
 async fn mozilla_signer_flows(mode: &str, kinto_settings: &str) {
@@ -1131,11 +1140,7 @@ async fn mozilla_signer_flows(mode: &str, kinto_settings: &str) {
         .args([&s.kinto.url, "x5u", mode])
         .output()
         .expect("the flows run");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = printed(&output);
     assert!(output.status.success(), "{printed}");
     assert!(printed.contains("7 passed, 0 failed"), "{printed}");
     let _ = &s.autograph;
@@ -1185,11 +1190,7 @@ async fn kinto_admin_requests_a_review_and_another_user_approves_it() {
         .arg(&screenshots)
         .output()
         .expect("node runs the browser test");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = printed(&output);
     assert!(
         output.status.success() && printed.contains("signoff: done"),
         "{printed}\n(screenshot of the failed step: {})",
