@@ -311,11 +311,16 @@ def create_targets(permission, storage, resource, service_userid):
             ),
         )
         for resource_name, parent_id, uri, object_id, permissions in wanted:
-            try:
-                storage.create(resource_name=resource_name, parent_id=parent_id, obj={"id": object_id})
-            except UnicityError:
-                continue
-            permission.replace_object_permissions(uri, permissions)
+            create_if_missing(storage, permission, resource_name, parent_id, uri, object_id, permissions)
+
+
+def create_if_missing(storage, permission, resource_name, parent_id, uri, object_id, permissions):
+    """Creates a bucket or collection with these permissions; one that exists is left as it is."""
+    try:
+        storage.create(resource_name=resource_name, parent_id=parent_id, obj={"id": object_id})
+    except UnicityError:
+        return
+    permission.replace_object_permissions(uri, permissions)
 
 
 def create_groups(request, bucket_id, collection_id, resource):
@@ -462,11 +467,7 @@ def auto_create_resources(event, signoff):
             if collection_id:
                 wanted.append(("collection", bucket_uri, f"{bucket_uri}/collections/{collection_id}", collection_id))
             for resource_name, parent_id, uri, object_id in wanted:
-                try:
-                    storage.create(resource_name=resource_name, parent_id=parent_id, obj={"id": object_id})
-                except UnicityError:
-                    continue
-                permission.replace_object_permissions(uri, {"write": writers})
+                create_if_missing(storage, permission, resource_name, parent_id, uri, object_id, {"write": writers})
 
 
 def includeme(config):
