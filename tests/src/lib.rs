@@ -4,6 +4,7 @@
 pub mod autograph;
 pub mod conformance;
 pub mod db;
+pub mod disk;
 pub mod faults;
 pub mod kinto;
 pub mod peers;

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
+use signer_e2e::disk::Tmpfs;
 use signer_e2e::faults::{Fault, FaultProxy};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
@@ -422,32 +423,48 @@ async fn a_deleted_embedded_store_refuses_work_and_says_so() {
     assert!(log.contains(&file.display().to_string()), "{log}");
 }
 
+/// The embedded store's file overwritten in place while the API runs (a restore over a running service, a bad
+/// copy): the store's one connection would go on answering from its cache and its write-ahead log. Refused with
+/// 503 instead, both health checks fail, and one log line says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedded_store_overwritten_in_place_refuses_work_and_says_so() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/cfr -> prod/cfr", "");
+    let api = Api::start(&setup, 0).await;
+    assert_eq!(ask(&api).await, 202);
+    let file = setup.dir.0.join("signer.db");
+    let size = std::fs::metadata(&file).unwrap().len();
+    {
+        use std::io::Write as _;
+        // The same file (inode) with other bytes in it.
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all(&vec![0x5a; size as usize]).unwrap();
+        f.sync_all().unwrap();
+    }
+    for _ in 0..3 {
+        assert_eq!(ask(&api).await, 503);
+    }
+    let (status, ready) = api.get("/__ready__").await;
+    assert_eq!((status, ready["database"].clone()), (503, json!(false)));
+    let (status, heartbeat) = api.get("/__heartbeat__").await;
+    assert_eq!((status, heartbeat["database"].clone()), (503, json!(false)));
+    let log = api.process.log_text();
+    assert_eq!(
+        log.matches("no longer starts as an SQLite database")
+            .count(),
+        1,
+        "said once: {log}"
+    );
+}
+
 /// The embedded store on a full disk (a small tmpfs the test fills): refused with 503 and readiness red while
 /// full, both green again once there is room, without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_under_the_embedded_store_turns_readiness_red_until_there_is_room() {
     let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/cfr -> prod/cfr", "");
     let disk = setup.dir.0.join("disk");
-    std::fs::create_dir_all(&disk).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&disk)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (it needs root)");
+    let Some(_tmpfs) = Tmpfs::mount(&disk, "8m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _unmount = Unmount(disk.clone());
+    };
     let config = std::fs::read_to_string(&setup.config).unwrap().replace(
         &format!("data_dir = \"{}\"", setup.dir.0.display()),
         &format!("data_dir = \"{}\"", disk.display()),

@@ -1,5 +1,6 @@
 //! A bad configuration stops the binaries at start-up with a message that says what to fix.
 
+use signer_e2e::disk::Tmpfs;
 use signer_e2e::service::{bin, run_binary, Setup, TempDir};
 use std::process::Command;
 
@@ -238,4 +239,63 @@ async fn processes_starting_together_on_a_new_store_all_start() {
         .unwrap();
         start_together(&config, 3, round);
     }
+}
+
+/// Both binaries stop at start-up with one message naming the embedded store `file`, `cause` once, and `hint`.
+fn refused_with(config: &std::path::Path, file: &std::path::Path, cause: &str, hint: &str) {
+    for (binary, args) in [("signer-worker", &[][..]), ("signer-api", &["migrate"][..])] {
+        let (code, text) = run(binary, config, args);
+        assert_eq!(code, 1, "{binary}: {text}");
+        let named = format!("the embedded store {} cannot be used", file.display());
+        assert_eq!(text.matches(&named).count(), 1, "{binary}: {text}");
+        assert_eq!(
+            text.matches(cause).count(),
+            1,
+            "{binary}, the cause once: {text}"
+        );
+        assert!(text.contains(hint), "{binary} should say {hint:?}: {text}");
+        assert!(
+            !text.contains("database_url"),
+            "no database is configured: {binary}: {text}"
+        );
+    }
+}
+
+/// An embedded store that cannot be opened stops both binaries with one message naming the file, its cause once,
+/// and what to do about that cause.
+#[test]
+fn an_embedded_store_that_cannot_be_opened_is_named_with_its_cause() {
+    let setup = Setup::new("", "http://127.0.0.1:9/v1", "ws/a -> prod/a", "");
+    let file = setup.dir.0.join("signer.db");
+    std::fs::write(&file, vec![0x5a; 8192]).unwrap();
+    refused_with(
+        &setup.config,
+        &file,
+        "file is not a database",
+        "restore it from a backup",
+    );
+
+    // A store made on a disk that is then remounted read-only.
+    let disk = setup.dir.0.join("disk");
+    let Some(tmpfs) = Tmpfs::mount(&disk, "8m") else {
+        return;
+    };
+    let original = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        original.replace(
+            &format!("data_dir = \"{}\"", setup.dir.0.display()),
+            &format!("data_dir = \"{}\"", disk.display()),
+        ),
+    )
+    .unwrap();
+    let (code, text) = run("signer-api", &setup.config, &["migrate"]);
+    assert_eq!(code, 0, "{text}");
+    tmpfs.make_read_only();
+    refused_with(
+        &setup.config,
+        &disk.join("signer.db"),
+        "Read-only file system",
+        "must be writable",
+    );
 }

@@ -28,7 +28,10 @@ pub enum StoreError {
         "database unreachable at {url}: {source} (start it, or drop SIGNER_DATABASE_URL / database_url to use the embedded store)"
     )]
     Unreachable { url: String, source: sqlx::Error },
-    #[error("the embedded store {path} cannot be used: {source} (its directory must be writable, with room on the disk)")]
+    #[error(
+        "the embedded store {path} cannot be used: {source} ({})",
+        embedded_hint(source)
+    )]
     Embedded { path: String, source: sqlx::Error },
     #[error(
         "database_url {0:?}: expected postgres://…, sqlite://<path>, or nothing for the embedded store"
@@ -50,6 +53,25 @@ pub enum StoreError {
     /// The embedded store's file was deleted or replaced, or its disk is full: said once by the store.
     #[error("the embedded store {path} {reason}")]
     Unusable { path: String, reason: String },
+}
+
+/// What to do about an embedded store that cannot be opened, by its cause: a file that is not (or no longer) an
+/// SQLite database is not fixed by permissions or room on the disk.
+fn embedded_hint(source: &sqlx::Error) -> &'static str {
+    // SQLITE_CORRUPT and SQLITE_NOTADB, as primary result codes (sqlx gives the extended one).
+    const CORRUPT: i32 = 11;
+    const NOT_A_DATABASE: i32 = 26;
+    let code = match source {
+        sqlx::Error::Database(e) => e.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    match code.map(|c| c & 0xff) {
+        Some(CORRUPT | NOT_A_DATABASE) => {
+            "the file is not an SQLite database or is damaged: restore it from a backup, or move it away to start \
+             with an empty store"
+        }
+        _ => "its directory must be writable, with room on the disk",
+    }
 }
 
 /// A new job's id: UUIDv7, so ids sort in creation order and the jobs of a burst sit together in the primary key's

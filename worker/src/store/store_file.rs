@@ -1,7 +1,10 @@
 //! The embedded store's file as it was when opened. A file deleted or replaced while in use (a volume remounted,
 //! a clean-up script, an operator) would take every job accepted since with it, silently: SQLite keeps writing to
-//! the open, unlinked inode. So every write, and every health check, first checks that the path still names the
-//! file that was opened, and that its disk has room; a failure is said once in the log until it clears.
+//! the open, unlinked inode. A file overwritten in place (a restore over a running service, a bad copy) goes
+//! unnoticed too: the store's one connection keeps serving and writing from its cache and its write-ahead log. So
+//! every write, and every health check, first checks that the path still names the file that was opened, that the
+//! file still starts as an SQLite database, and that its disk has room; a failure is said once in the log until it
+//! clears.
 
 use super::StoreError;
 use std::path::{Path, PathBuf};
@@ -10,12 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Below this much free space on the file's disk, writes are refused before SQLite fails halfway.
 const MIN_FREE_BYTES: u64 = 1 << 20;
 
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
 pub struct StoreFile {
     path: PathBuf,
     identity: Option<(u64, u64)>,
     /// Held open so that its inode is not reused by a new file at the same path (SQLite holds it too, but that is
-    /// SQLite's business).
-    _held: std::fs::File,
+    /// SQLite's business), and read for its header.
+    held: std::fs::File,
     reported: AtomicBool,
 }
 
@@ -25,7 +31,7 @@ impl StoreFile {
         Ok(Self {
             path: path.to_owned(),
             identity: identity(&held.metadata()?),
-            _held: held,
+            held,
             reported: AtomicBool::new(false),
         })
     }
@@ -34,16 +40,27 @@ impl StoreFile {
         &self.path
     }
 
-    /// `Ok` while the path names the opened file and its disk has room.
+    /// `Ok` while the path names the opened file, the file starts as an SQLite database and its disk has room.
     pub fn check(&self) -> Result<(), StoreError> {
         let now = std::fs::metadata(&self.path).map(|m| identity(&m));
         let problem = match now {
-            Ok(now) if now == self.identity => match free_bytes(&self.path) {
-                Some(free) if free < MIN_FREE_BYTES => Some(format!(
-                    "has {free} bytes free on its disk: writes are refused below {MIN_FREE_BYTES}"
-                )),
-                _ => None,
-            },
+            Ok(now) if now == self.identity => {
+                if !starts_as_sqlite(&self.held) {
+                    Some(
+                        "was overwritten while in use: it no longer starts as an SQLite database; jobs are \
+                         refused until it is restored from a backup (or moved away to start empty) and the \
+                         service restarted"
+                            .to_owned(),
+                    )
+                } else {
+                    match free_bytes(&self.path) {
+                        Some(free) if free < MIN_FREE_BYTES => Some(format!(
+                            "has {free} bytes free on its disk: writes are refused below {MIN_FREE_BYTES}"
+                        )),
+                        _ => None,
+                    }
+                }
+            }
             _ => Some(
                 "was deleted or replaced while in use: jobs are refused until the service restarts on a file it \
                  can keep (jobs accepted before are only in the old file, if it still exists)"
@@ -68,6 +85,19 @@ impl StoreFile {
             }
         }
     }
+}
+
+/// Whether the file's first bytes are SQLite's header (read at offset 0, whatever else reads the file).
+#[cfg(unix)]
+fn starts_as_sqlite(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt as _;
+    let mut header = [0u8; SQLITE_HEADER.len()];
+    file.read_exact_at(&mut header, 0).is_ok() && &header == SQLITE_HEADER
+}
+
+#[cfg(not(unix))]
+fn starts_as_sqlite(_: &std::fs::File) -> bool {
+    true
 }
 
 /// Device and inode, on Unix; elsewhere nothing to compare (`None` both times).
@@ -100,13 +130,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_deleted_or_replaced_is_noticed() {
+    fn a_file_deleted_replaced_or_overwritten_is_noticed() {
         let dir = std::env::temp_dir().join(format!("store-file-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("jobs.db");
-        std::fs::write(&path, b"x").unwrap();
+        std::fs::write(&path, SQLITE_HEADER).unwrap();
         let file = StoreFile::open(&path).unwrap();
         assert!(file.check().is_ok());
+        // Overwritten in place: the same file, no longer a database.
+        std::fs::write(&path, [0u8; 16]).unwrap();
+        assert!(
+            matches!(file.check(), Err(StoreError::Unusable { reason, .. }) if reason.contains("overwritten"))
+        );
+        std::fs::write(&path, SQLITE_HEADER).unwrap();
+        assert!(file.check().is_ok(), "restored in place");
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(file.check(), Err(StoreError::Unusable { .. })));
         std::fs::write(&path, b"a new file").unwrap();
