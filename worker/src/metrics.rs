@@ -29,6 +29,7 @@ pub struct Metrics {
     pub records_copied: IntCounterVec,
     pub payload_bytes: IntCounter,
     pub broker_connected: IntGaugeVec,
+    pub broker_sessions_failed: IntCounterVec,
     pub doorbells_published: IntCounter,
     pub deliveries: IntCounterVec,
     pub dead_letters: IntGauge,
@@ -158,6 +159,13 @@ impl Metrics {
             broker_connected: gauges(
                 "signer_broker_connected",
                 "1 while the RabbitMQ relay or consumer of this process is connected",
+                &["role"],
+            ),
+            broker_sessions_failed: counter(
+                &r,
+                "signer_broker_sessions_failed_total",
+                "RabbitMQ sessions of the relay or consumer that ended in an error (each one is retried with \
+                 backoff; a rate above zero for long is an outage)",
                 &["role"],
             ),
             log_writes_dropped: plain(

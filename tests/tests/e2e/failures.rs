@@ -8,7 +8,7 @@ use signer_e2e::faults::{Fault, FaultProxy};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
-use signer_e2e::{by_id_without_timestamps, eventually, free_port, FAST_QUEUE};
+use signer_e2e::{by_id_without_timestamps, eventually, free_port, metric, FAST_QUEUE};
 use std::time::Duration;
 
 /// Large enough that pushing it takes a few seconds on the memory backend through `/v1/batch` (25 records per
@@ -526,8 +526,25 @@ async fn an_unreachable_broker_does_not_take_the_api_out_of_service() {
     let (status, ready) = api.get("/__ready__").await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ask(&api).await, 202);
-    // Several reconnection attempts later, the outage was said once per broker session (relay, consumer).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Several failed sessions later, the outage was said once per role (relay, consumer).
+    eventually(30, "three failed broker sessions per role", || {
+        let api = &api;
+        async move {
+            let scrape = api.metrics().await;
+            ["relay", "consumer"]
+                .iter()
+                .all(|role| {
+                    metric(
+                        &scrape,
+                        "signer_broker_sessions_failed_total",
+                        &[("role", role)],
+                    )
+                    .is_some_and(|n| n >= 3.0)
+                })
+                .then_some(())
+        }
+    })
+    .await;
     let log = api.process.log_text();
     assert_eq!(
         log.matches("broker session ended").count(),

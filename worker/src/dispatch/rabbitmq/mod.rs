@@ -238,6 +238,10 @@ where
                 }
                 let delay = delays.next().unwrap_or(Duration::from_secs(10));
                 failed_sessions += 1;
+                crate::metrics::metrics()
+                    .broker_sessions_failed
+                    .with_label_values(&[role])
+                    .inc();
                 if failed_sessions == 1 {
                     tracing::warn!(role, error = %e, "broker session ended; reconnecting with backoff (said once per outage)");
                 } else {
