@@ -1,11 +1,20 @@
 //! The job store contract, written once against the `JobStore` trait: every store implementation runs these
-//! same checks, so implementations cannot drift.
+//! same checks, so implementations cannot drift. Each store runs on a manual clock: leases expire, retries fall
+//! due and finished jobs age because a case moves the clock, never because it slept.
 
+use signer_worker::clock::Clock;
 use signer_worker::job::{JobKind, JobState, Lease, NewJob, Progress, Trigger};
 use signer_worker::store::{JobFilter, JobStore, RetryOutcome};
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
+
+/// A manual clock at the current millisecond: what both stores keep (SQLite milliseconds, Postgres microseconds),
+/// so a time read back equals the time written.
+pub fn clock() -> Clock {
+    let ms = chrono::Utc::now().timestamp_millis();
+    Clock::manual(chrono::DateTime::from_timestamp_millis(ms).expect("now is a valid time"))
+}
 
 pub fn new_job(resource: &str, destination: &str, priority: i32) -> NewJob {
     NewJob {
@@ -32,7 +41,10 @@ async fn events<S: JobStore>(store: &S, id: uuid::Uuid) -> Vec<String> {
         .collect()
 }
 
-pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(store: &S) {
+pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
+    store: &S,
+    _: &Clock,
+) {
     let a = store.enqueue(new_job("a", "a", 0)).await.unwrap();
     let b = store.enqueue(new_job("b", "b", 5)).await.unwrap();
     let c = store.enqueue(new_job("c", "c", 0)).await.unwrap();
@@ -76,7 +88,7 @@ pub async fn enqueue_coalesces_and_claims_follow_priority_then_age<S: JobStore>(
 
 /// The attack of issue "Close the trust boundary": an operator's API job is queued, a Kinto user's status change
 /// coalesces onto it. The job must then run as that user's request (checked as one), never as the operator's.
-pub async fn a_coalesced_request_brings_its_own_authority<S: JobStore>(store: &S) {
+pub async fn a_coalesced_request_brings_its_own_authority<S: JobStore>(store: &S, _: &Clock) {
     let operator = store.enqueue(new_job("a", "a", 0)).await.unwrap();
     let mut change = new_job("a", "a", 0);
     change.kind = JobKind::Rollback;
@@ -109,7 +121,7 @@ pub async fn a_coalesced_request_brings_its_own_authority<S: JobStore>(store: &S
     );
 }
 
-pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S) {
+pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S, _: &Clock) {
     // Two resources publishing to one destination (a misconfiguration the store still survives).
     store.enqueue(new_job("one", "shared", 0)).await.unwrap();
     store.enqueue(new_job("two", "shared", 0)).await.unwrap();
@@ -125,7 +137,10 @@ pub async fn a_destination_has_one_running_job<S: JobStore>(store: &S) {
     assert!(store.claim("w2", LONG).await.unwrap().is_some());
 }
 
-pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: JobStore>(store: &S) {
+pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: JobStore>(
+    store: &S,
+    clock: &Clock,
+) {
     let id = store.enqueue(new_job("r", "r", 0)).await.unwrap().job.id;
     let first = store
         .claim("slow", Duration::from_millis(300))
@@ -154,7 +169,12 @@ pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: Job
         Some(&pushing),
         "the heartbeat recorded the progress"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    clock.advance(Duration::from_millis(299));
+    assert!(
+        store.rescue_expired().await.unwrap().is_empty(),
+        "not before the lease ends"
+    );
+    clock.advance(Duration::from_millis(2));
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued.len(), 1);
     assert_eq!(
@@ -195,7 +215,10 @@ pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: Job
     );
 }
 
-pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(store: &S) {
+pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(
+    store: &S,
+    clock: &Clock,
+) {
     let id = store.enqueue(new_job("x", "x", 0)).await.unwrap().job.id;
     let job = store.claim("w", LONG).await.unwrap().unwrap();
     let outcome = store
@@ -212,8 +235,13 @@ pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(stor
         "not before its run_at"
     );
     let next = store.next_run_at().await.unwrap().expect("a queued job");
-    assert!(next > chrono::Utc::now() + chrono::Duration::milliseconds(100));
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(next, clock.now() + chrono::Duration::milliseconds(400));
+    clock.advance(Duration::from_millis(399));
+    assert!(
+        store.claim("w", LONG).await.unwrap().is_none(),
+        "a millisecond early"
+    );
+    clock.advance(Duration::from_millis(1));
     let job = store
         .claim("w", LONG)
         .await
@@ -246,7 +274,7 @@ pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(stor
     );
 }
 
-pub async fn a_retry_defers_to_a_newer_queued_job<S: JobStore>(store: &S) {
+pub async fn a_retry_defers_to_a_newer_queued_job<S: JobStore>(store: &S, _: &Clock) {
     let old = store.claim_new(new_job("s", "s", 0)).await;
     let newer = store.enqueue(new_job("s", "s", 0)).await.unwrap();
     assert!(!newer.coalesced, "a running job does not absorb triggers");
@@ -267,6 +295,7 @@ pub async fn a_retry_defers_to_a_newer_queued_job<S: JobStore>(store: &S) {
 
 pub async fn release_gives_the_attempt_back_and_cancel_only_takes_queued_jobs<S: JobStore>(
     store: &S,
+    _: &Clock,
 ) {
     let job = store.claim_new(new_job("rel", "rel", 0)).await;
     assert!(store.release(&job.lease().unwrap()).await.unwrap());
@@ -290,7 +319,10 @@ pub async fn release_gives_the_attempt_back_and_cancel_only_takes_queued_jobs<S:
     assert!(store.claim("w", LONG).await.unwrap().is_none());
 }
 
-pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(store: &S) {
+pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(
+    store: &S,
+    clock: &Clock,
+) {
     let mut job = new_job("crashy", "crashy", 0);
     job.max_attempts = 1;
     let id = store.enqueue(job).await.unwrap().job.id;
@@ -299,14 +331,14 @@ pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(sto
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    clock.advance(Duration::from_millis(101));
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued[0].state, JobState::Failed);
     let failed = store.get(id).await.unwrap().unwrap();
     assert!(failed.last_error.unwrap().contains("lease expired"));
 }
 
-pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S) {
+pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S, clock: &Clock) {
     let done = store.claim_new(new_job("p1", "p1", 0)).await;
     store
         .succeed(&done.lease().unwrap(), serde_json::json!({}))
@@ -318,9 +350,15 @@ pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S) {
         0,
         "too recent"
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(Duration::from_secs(3599));
     assert_eq!(
-        store.prune(Duration::from_millis(10), 100).await.unwrap(),
+        store.prune(Duration::from_secs(3600), 100).await.unwrap(),
+        0,
+        "a second too recent"
+    );
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        store.prune(Duration::from_secs(3600), 100).await.unwrap(),
         1
     );
     assert!(store.get(done.id).await.unwrap().is_none());
@@ -328,7 +366,7 @@ pub async fn pruning_removes_only_old_finished_jobs<S: JobStore>(store: &S) {
     assert!(store.get(queued.id).await.unwrap().is_some());
 }
 
-pub async fn concurrent_claims_never_hand_out_a_job_twice<S: JobStore>(store: &S) {
+pub async fn concurrent_claims_never_hand_out_a_job_twice<S: JobStore>(store: &S, _: &Clock) {
     for i in 0..200 {
         store
             .enqueue(new_job(&format!("c{i}"), &format!("c{i}"), 0))
@@ -355,6 +393,7 @@ pub async fn batched_claims_keep_one_writer_per_destination_and_concurrent_finis
     S: JobStore,
 >(
     store: &S,
+    _: &Clock,
 ) {
     // Two jobs share a destination; the rest have their own.
     store.enqueue(new_job("a", "shared", 5)).await.unwrap();
@@ -430,8 +469,8 @@ impl<S: JobStore> ClaimNew for S {
 
 /// A webhook call's MAC is taken once while remembered, by every process on the store; once expired it is
 /// forgotten (the timestamp window refuses it by then anyway).
-pub async fn a_webhook_call_is_taken_once<S: JobStore>(store: &S) {
-    let later = chrono::Utc::now() + chrono::Duration::seconds(300);
+pub async fn a_webhook_call_is_taken_once<S: JobStore>(store: &S, clock: &Clock) {
+    let later = clock.now() + chrono::Duration::seconds(300);
     assert!(store.first_use("mac-a", later).await.unwrap());
     assert!(!store.first_use("mac-a", later).await.unwrap());
     assert!(store.first_use("mac-b", later).await.unwrap());
@@ -441,8 +480,13 @@ pub async fn a_webhook_call_is_taken_once<S: JobStore>(store: &S) {
         firsts.into_iter().filter(|r| *r.as_ref().unwrap()).count(),
         1
     );
-    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
-    assert!(store.first_use("mac-d", past).await.unwrap());
+    assert!(store.first_use("mac-d", later).await.unwrap());
+    clock.advance(Duration::from_secs(299));
+    assert!(
+        !store.first_use("mac-d", later).await.unwrap(),
+        "remembered until it expires"
+    );
+    clock.advance(Duration::from_secs(2));
     assert!(
         store.first_use("mac-d", later).await.unwrap(),
         "an expired call is forgotten"

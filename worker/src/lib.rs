@@ -3,6 +3,7 @@
 pub mod acl;
 pub mod allocator;
 pub mod canonical;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod error_text;

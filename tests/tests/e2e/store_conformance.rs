@@ -1,5 +1,5 @@
 //! The store contract (`signer_e2e::conformance`), run unchanged against both stores: a real Postgres (one fresh
-//! database per test) and the embedded SQLite file (one fresh file per test).
+//! database per test) and the embedded SQLite file (one fresh file per test), each on a manual clock.
 
 use signer_e2e::conformance as suite;
 use signer_e2e::db::TestDb;
@@ -14,8 +14,10 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
                     let db = TestDb::create().await;
-                    let store = PgStore::connect(&db.url, 4).await.expect("store connects and migrates");
-                    suite::$name(&store).await;
+                    let clock = suite::clock();
+                    let store = PgStore::connect(&db.url, 4).await.expect("store connects and migrates")
+                        .with_clock(clock.clone());
+                    suite::$name(&store, &clock).await;
                 }
             )+
         }
@@ -26,8 +28,10 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread")]
                 async fn $name() {
                     let dir = TempDir::new("sqlite-store");
-                    let store = SqliteStore::open(&dir.0.join("jobs.db")).await.expect("store opens and migrates");
-                    suite::$name(&store).await;
+                    let clock = suite::clock();
+                    let store = SqliteStore::open(&dir.0.join("jobs.db")).await.expect("store opens and migrates")
+                        .with_clock(clock.clone());
+                    suite::$name(&store, &clock).await;
                 }
             )+
         }

@@ -4,6 +4,7 @@
 use super::{
     Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
+use crate::clock::Clock;
 use crate::error_text::redact;
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
@@ -32,6 +33,8 @@ pub struct PgStore {
     url: String,
     /// RabbitMQ dispatch: every transition that makes a job runnable also writes its doorbell to `job_outbox`.
     outbox: bool,
+    /// The time transitions are written and compared with: Postgres's own unless a test set one.
+    clock: Clock,
     /// Finished attempts waiting for the next group commit.
     completions: mpsc::UnboundedSender<Completion>,
 }
@@ -55,11 +58,12 @@ const COMPLETIONS_PER_FLUSH: usize = 500;
 const DESTINATION_FREE: &str =
     "NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination OFFSET 0)";
 
-/// The jobs of a `next` CTE become running under a fresh lease (`$1` worker, `$2` seconds) with their history row
-/// (`$4` its detail): the tail of every claim statement.
+/// The jobs of a `next` CTE become running under a fresh lease (`$1` worker, `$2` seconds, from `$5` the store's
+/// time) with their history row (`$4` its detail): the tail of every claim statement.
 const CLAIM_NEXT: &str = "claimed AS (
                 UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = $1,
-                       lease_expires_at = now() + make_interval(secs => $2), started_at = COALESCE(started_at, now())
+                       lease_expires_at = COALESCE($5, now()) + make_interval(secs => $2),
+                       started_at = COALESCE(started_at, $5, now())
                 FROM next WHERE jobs.id = next.id
                 RETURNING jobs.*),
              event AS (
@@ -97,11 +101,13 @@ impl PgStore {
             .await
             .map_err(unreachable)?;
         let (completions, queued) = mpsc::unbounded_channel();
-        tokio::spawn(flush_completions(pool.clone(), queued));
+        let clock = Clock::default();
+        tokio::spawn(flush_completions(pool.clone(), clock.clone(), queued));
         let store = Self {
             pool,
             url: url.to_owned(),
             outbox: false,
+            clock,
             completions,
         };
         store.migrate().await?;
@@ -117,6 +123,20 @@ impl PgStore {
     pub fn with_outbox(mut self, on: bool) -> Self {
         self.outbox = on;
         self
+    }
+
+    /// Reads the time from `clock` from now on (tests; a clone shares the time with the caller).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        let (completions, queued) = mpsc::unbounded_channel();
+        tokio::spawn(flush_completions(self.pool.clone(), clock.clone(), queued));
+        self.completions = completions;
+        self.clock = clock;
+        self
+    }
+
+    /// The time a statement binds: `None` leaves it to Postgres (`COALESCE($n, now())`).
+    fn now(&self) -> Option<DateTime<Utc>> {
+        self.clock.fixed()
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -148,10 +168,10 @@ impl JobStore for PgStore {
             "UPDATE jobs SET state = $2, last_error = COALESCE($3, last_error),
                     result = CASE WHEN $2 = 'failed' THEN $6 ELSE result END,
                     attempt = attempt - $5::int,
-                    run_at = now() + make_interval(secs => $4),
+                    run_at = COALESCE($7, now()) + make_interval(secs => $4),
                     lease_expires_at = NULL,
                     worker_id = CASE WHEN $2 = 'queued' THEN NULL ELSE worker_id END,
-                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE now() END
+                    finished_at = CASE WHEN $2 = 'queued' THEN NULL ELSE COALESCE($7, now()) END
              WHERE id = $1",
         )
         .bind(lease.job_id)
@@ -160,6 +180,7 @@ impl JobStore for PgStore {
         .bind(why.delay().as_secs_f64())
         .bind(i32::from(why.refunds_attempt()))
         .bind(crate::job::Job::out_of_retries())
+        .bind(self.now())
         .execute(&mut *tx)
         .await?;
         insert_event(
@@ -319,7 +340,7 @@ impl JobStore for PgStore {
         let sql = format!(
             "WITH next AS (
                 SELECT id FROM jobs j
-                WHERE state = 'queued' AND run_at <= now() AND ($3::uuid IS NULL OR id = $3)
+                WHERE state = 'queued' AND run_at <= COALESCE($5, now()) AND ($3::uuid IS NULL OR id = $3)
                   AND {DESTINATION_FREE}
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT 1
@@ -332,6 +353,7 @@ impl JobStore for PgStore {
             .bind(lease.as_secs_f64())
             .bind(id)
             .bind(id.map(|_| "doorbell"))
+            .bind(self.now())
             .fetch_optional(&self.pool)
             .await;
         match claimed {
@@ -354,7 +376,7 @@ impl JobStore for PgStore {
         let sql = format!(
             "WITH candidates AS (
                 SELECT id, destination, priority, run_at, created_at FROM jobs j
-                WHERE state = 'queued' AND run_at <= now()
+                WHERE state = 'queued' AND run_at <= COALESCE($5, now())
                   AND {DESTINATION_FREE}
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT $3 * 2
@@ -373,6 +395,7 @@ impl JobStore for PgStore {
             .bind(lease.as_secs_f64())
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(None::<&str>)
+            .bind(self.now())
             .fetch_all(&self.pool)
             .await;
         match claimed {
@@ -390,12 +413,14 @@ impl JobStore for PgStore {
         progress: Option<&Progress>,
     ) -> Result<bool, StoreError> {
         let done = guarded(
-            "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4), progress = COALESCE($5, progress)
+            "UPDATE jobs SET lease_expires_at = COALESCE($6, now()) + make_interval(secs => $4),
+                    progress = COALESCE($5, progress)
              WHERE id = $1 AND state = 'running' AND attempt = $2 AND worker_id = $3",
             lease,
         )
         .bind(duration.as_secs_f64())
         .bind(progress.map(sqlx::types::Json))
+        .bind(self.now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -421,7 +446,7 @@ impl JobStore for PgStore {
         let rows = sqlx::query(
             "WITH expired AS (
                 SELECT id, worker_id AS previous_worker FROM jobs
-                WHERE state = 'running' AND lease_expires_at < now()
+                WHERE state = 'running' AND lease_expires_at < COALESCE($2, now())
                 FOR UPDATE SKIP LOCKED),
              moved AS (
                 UPDATE jobs j SET
@@ -431,12 +456,12 @@ impl JobStore for PgStore {
                         WHEN j.attempt >= j.max_attempts THEN 'failed'
                         ELSE 'queued' END,
                     last_error = 'lease expired: worker ' || e.previous_worker || ' stopped renewing it',
-                    run_at = now(), lease_expires_at = NULL, worker_id = NULL
+                    run_at = COALESCE($2, now()), lease_expires_at = NULL, worker_id = NULL
                 FROM expired e
-                WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < now()
+                WHERE j.id = e.id AND j.state = 'running' AND j.lease_expires_at < COALESCE($2, now())
                 RETURNING j.id, j.attempt, j.state, j.destination, e.previous_worker),
              finished AS (
-                UPDATE jobs SET finished_at = now() FROM moved WHERE jobs.id = moved.id AND moved.state <> 'queued'),
+                UPDATE jobs SET finished_at = COALESCE($2, now()) FROM moved WHERE jobs.id = moved.id AND moved.state <> 'queued'),
              event AS (
                 INSERT INTO job_events (job_id, event, attempt, worker_id, detail)
                 SELECT id, 'rescued', attempt, previous_worker, 'lease expired; now ' || state FROM moved),
@@ -446,10 +471,11 @@ impl JobStore for PgStore {
                 UNION
                 SELECT q.id FROM jobs q JOIN moved m ON q.destination = m.destination
                 WHERE $1 AND m.state <> 'queued' AND q.state = 'queued'
-                ON CONFLICT (job_id) DO UPDATE SET publish_after = now(), relay_until = NULL)
+                ON CONFLICT (job_id) DO UPDATE SET publish_after = COALESCE($2, now()), relay_until = NULL)
              SELECT * FROM moved",
         )
         .bind(self.outbox)
+        .bind(self.now())
         .fetch_all(&self.pool)
         .await?;
         let rescued = rows
@@ -478,7 +504,8 @@ impl JobStore for PgStore {
 
     async fn first_use(&self, key: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM webhook_calls WHERE expires_at < now()")
+        sqlx::query("DELETE FROM webhook_calls WHERE expires_at < COALESCE($1, now())")
+            .bind(self.now())
             .execute(&mut *tx)
             .await?;
         let new = sqlx::query(
@@ -495,12 +522,13 @@ impl JobStore for PgStore {
     async fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "WITH done AS (
-                UPDATE jobs SET state = 'cancelled', finished_at = now(), last_error = 'cancelled by ' || $2
+                UPDATE jobs SET state = 'cancelled', finished_at = COALESCE($3, now()), last_error = 'cancelled by ' || $2
                 WHERE id = $1 AND state = 'queued' RETURNING id, attempt)
              INSERT INTO job_events (job_id, event, attempt, detail) SELECT id, 'cancelled', attempt, 'by ' || $2 FROM done",
         )
         .bind(id)
         .bind(by)
+        .bind(self.now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -511,7 +539,7 @@ impl JobStore for PgStore {
             "WITH gone AS (
                 DELETE FROM jobs WHERE id IN (
                     SELECT id FROM jobs
-                    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < now() - make_interval(secs => $1)
+                    WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < COALESCE($3, now()) - make_interval(secs => $1)
                     LIMIT $2 FOR UPDATE SKIP LOCKED)
                 RETURNING id),
              history AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone))
@@ -519,6 +547,7 @@ impl JobStore for PgStore {
         )
         .bind(older_than.as_secs_f64())
         .bind(batch)
+        .bind(self.now())
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(done.get::<i64, _>(0)).unwrap_or_default())
@@ -545,9 +574,10 @@ impl JobStore for PgStore {
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         let rows = sqlx::query(
             "SELECT state, count(*) AS n,
-                    min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()) AS oldest
+                    min(run_at) FILTER (WHERE state = 'queued' AND run_at <= COALESCE($1, now())) AS oldest
              FROM jobs GROUP BY state",
         )
+        .bind(self.now())
         .fetch_all(&self.pool)
         .await?;
         let mut stats = QueueStats::default();
@@ -570,8 +600,8 @@ impl PgStore {
         let row = sqlx::query(
             "WITH inserted AS (
                 INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
-                                  requested_by, source_timestamp, previous_status)
-                VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
+                                  requested_by, source_timestamp, previous_status, run_at)
+                VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, COALESCE($15, now()))
                 ON CONFLICT (resource) WHERE state = 'queued' DO NOTHING
                 RETURNING *),
              event AS (
@@ -579,7 +609,7 @@ impl PgStore {
                 SELECT id, 'queued', 0, $12 FROM inserted),
              doorbell AS (
                 INSERT INTO job_outbox (job_id, publish_after)
-                SELECT id, now() FROM inserted WHERE $13
+                SELECT id, run_at FROM inserted WHERE $13
                 ON CONFLICT (job_id) DO UPDATE SET publish_after = EXCLUDED.publish_after, relay_until = NULL),
              wake AS (
                 SELECT pg_notify($14, id::text) FROM inserted)
@@ -599,6 +629,7 @@ impl PgStore {
         .bind(detail)
         .bind(self.outbox)
         .bind(NOTIFY_CHANNEL)
+        .bind(self.now())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(job_from_row).transpose()
@@ -612,11 +643,12 @@ impl PgStore {
     ) -> Result<(), sqlx::Error> {
         if self.outbox {
             sqlx::query(
-                "INSERT INTO job_outbox (job_id, publish_after) VALUES ($1, now() + make_interval(secs => $2))
+                "INSERT INTO job_outbox (job_id, publish_after) VALUES ($1, COALESCE($3, now()) + make_interval(secs => $2))
                  ON CONFLICT (job_id) DO UPDATE SET publish_after = EXCLUDED.publish_after, relay_until = NULL",
             )
             .bind(id)
             .bind(delay.as_secs_f64())
+            .bind(self.now())
             .execute(tx)
             .await?;
         }
@@ -651,15 +683,17 @@ impl PgStore {
         hold: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE job_outbox o SET relay_until = now() + make_interval(secs => $2), relayed = relayed + 1
+            "UPDATE job_outbox o SET relay_until = COALESCE($3, now()) + make_interval(secs => $2), relayed = relayed + 1
              FROM (SELECT job_id FROM job_outbox
-                   WHERE publish_after <= now() AND (relay_until IS NULL OR relay_until < now())
+                   WHERE publish_after <= COALESCE($3, now())
+                     AND (relay_until IS NULL OR relay_until < COALESCE($3, now()))
                    ORDER BY publish_after LIMIT $1 FOR UPDATE SKIP LOCKED) due
              WHERE o.job_id = due.job_id
              RETURNING o.job_id, o.relay_until",
         )
         .bind(limit)
         .bind(hold.as_secs_f64())
+        .bind(self.now())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -778,7 +812,11 @@ fn guarded<'q>(
 }
 
 /// Records queued completions, as many per statement as are waiting, until every store handle is gone.
-async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Completion>) {
+async fn flush_completions(
+    pool: PgPool,
+    clock: Clock,
+    mut queued: mpsc::UnboundedReceiver<Completion>,
+) {
     while let Some(first) = queued.recv().await {
         let mut batch = vec![first];
         while batch.len() < COMPLETIONS_PER_FLUSH {
@@ -787,7 +825,7 @@ async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Com
                 Err(_) => break,
             }
         }
-        match record_completions(&pool, &batch).await {
+        match record_completions(&pool, clock.fixed(), &batch).await {
             Ok(recorded) => {
                 for completion in batch {
                     // The whole lease: a stale attempt of a job finished in the same batch wrote nothing.
@@ -812,6 +850,7 @@ async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Com
 /// still held.
 async fn record_completions(
     pool: &PgPool,
+    now: Option<DateTime<Utc>>,
     batch: &[Completion],
 ) -> Result<Vec<Lease>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|c| c.lease.job_id).collect();
@@ -826,7 +865,7 @@ async fn record_completions(
             SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
                 AS f(id, attempt, worker_id, state, result, error)),
          done AS (
-            UPDATE jobs SET state = f.state, result = f.result, last_error = f.error, finished_at = now(),
+            UPDATE jobs SET state = f.state, result = f.result, last_error = f.error, finished_at = COALESCE($8, now()),
                    lease_expires_at = NULL
             FROM finished f
             WHERE jobs.id = f.id AND jobs.state = 'running' AND jobs.attempt = f.attempt AND jobs.worker_id = f.worker_id
@@ -848,6 +887,7 @@ async fn record_completions(
     .bind(&results)
     .bind(&errors)
     .bind(outbox)
+    .bind(now)
     .fetch_all(pool)
     .await?;
     Ok(rows

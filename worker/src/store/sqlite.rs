@@ -6,6 +6,7 @@ use super::store_file::StoreFile;
 use super::{
     Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
+use crate::clock::Clock;
 use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, TimeZone as _, Utc};
 use sqlx::sqlite::{
@@ -26,14 +27,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     wake: Arc<Notify>,
     file: Arc<StoreFile>,
-}
-
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-fn later_ms(delay: Duration) -> i64 {
-    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+    /// The time transitions are written and compared with: this process's unless a test set one.
+    clock: Clock,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -75,7 +70,23 @@ impl SqliteStore {
             pool,
             wake: Arc::new(Notify::new()),
             file: Arc::new(file),
+            clock: Clock::default(),
         })
+    }
+
+    /// Reads the time from `clock` from now on (tests; a clone shares the time with the caller).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    fn later_ms(&self, delay: Duration) -> i64 {
+        self.now_ms()
+            .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
     }
 
     pub fn path(&self) -> &Path {
@@ -120,7 +131,7 @@ impl JobStore for SqliteStore {
         let queued: Option<String> = row.get("queued");
         let queued = queued.map(|id| parse_uuid(&id)).transpose()?;
         let decision = why.decide(row.get("exhausted"), queued);
-        let now = now_ms();
+        let now = self.now_ms();
         sqlx::query(
             "UPDATE jobs SET state = ?2, last_error = COALESCE(?3, last_error), attempt = attempt - ?5,
                     result = CASE WHEN ?2 = 'failed' THEN ?7 ELSE result END,
@@ -132,7 +143,7 @@ impl JobStore for SqliteStore {
         .bind(lease.job_id.to_string())
         .bind(decision.state.as_str())
         .bind(why.error())
-        .bind(later_ms(why.delay()))
+        .bind(self.later_ms(why.delay()))
         .bind(i32::from(why.refunds_attempt()))
         .bind(now)
         .bind(crate::job::Job::out_of_retries().to_string())
@@ -162,7 +173,7 @@ impl JobStore for SqliteStore {
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let done = guarded(
             "UPDATE jobs SET state = ?4, result = ?5, last_error = ?6, finished_at = ?7, lease_expires_at = NULL
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
@@ -191,7 +202,7 @@ impl JobStore for SqliteStore {
     async fn enqueue(&self, new: NewJob) -> Result<Enqueued, StoreError> {
         self.file.check()?;
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let inserted = sqlx::query(
             "INSERT INTO jobs (id, resource, destination, preview, kind, state, priority, max_attempts, trigger,
                                requested_by, source_timestamp, run_at, created_at, previous_status)
@@ -308,7 +319,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Option<Job>, StoreError> {
         self.file.check()?;
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let row = sqlx::query(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker_id = ?1, lease_expires_at = ?2,
                     started_at = COALESCE(started_at, ?3)
@@ -316,12 +327,12 @@ impl JobStore for SqliteStore {
                 SELECT id FROM jobs j
                 WHERE state = 'queued' AND run_at <= ?3 AND (?4 IS NULL OR id = ?4)
                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.state = 'running' AND r.destination = j.destination)
-                ORDER BY priority DESC, run_at, created_at
+                ORDER BY priority DESC, run_at, created_at, id
                 LIMIT 1)
              RETURNING *",
         )
         .bind(worker_id)
-        .bind(later_ms(lease))
+        .bind(self.later_ms(lease))
         .bind(now)
         .bind(id.map(|id| id.to_string()))
         .fetch_optional(&mut *tx)
@@ -351,7 +362,7 @@ impl JobStore for SqliteStore {
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
             lease,
         )
-        .bind(later_ms(duration))
+        .bind(self.later_ms(duration))
         .bind(progress.map(sqlx::types::Json))
         .execute(&self.pool)
         .await?;
@@ -365,7 +376,7 @@ impl JobStore for SqliteStore {
              WHERE id = ?1 AND state = 'running' AND attempt = ?2 AND worker_id = ?3",
             lease,
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(event)
         .bind(detail)
         .execute(&self.pool)
@@ -375,7 +386,7 @@ impl JobStore for SqliteStore {
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let expired = sqlx::query(
             "SELECT id, attempt, worker_id, attempt >= max_attempts AS exhausted,
                     EXISTS (SELECT 1 FROM jobs q WHERE q.resource = j.resource AND q.state = 'queued') AS superseded
@@ -435,7 +446,7 @@ impl JobStore for SqliteStore {
         self.file.check()?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM webhook_calls WHERE expires_at < ?1")
-            .bind(now_ms())
+            .bind(self.now_ms())
             .execute(&mut *tx)
             .await?;
         let new = sqlx::query(
@@ -451,7 +462,7 @@ impl JobStore for SqliteStore {
 
     async fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let row = sqlx::query(
             "UPDATE jobs SET state = 'cancelled', finished_at = ?2, last_error = 'cancelled by ' || ?3
              WHERE id = ?1 AND state = 'queued' RETURNING attempt",
@@ -476,8 +487,9 @@ impl JobStore for SqliteStore {
     }
 
     async fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
-        let cutoff =
-            now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = self
+            .now_ms()
+            .saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
         let done = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs
@@ -504,7 +516,7 @@ impl JobStore for SqliteStore {
             "INSERT INTO store_heartbeat (id, at) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET at = excluded.at",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -516,7 +528,7 @@ impl JobStore for SqliteStore {
                     min(CASE WHEN state = 'queued' AND run_at <= ?1 THEN run_at END) AS oldest
              FROM jobs GROUP BY state",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .fetch_all(&self.pool)
         .await?;
         let mut stats = QueueStats::default();
