@@ -37,15 +37,28 @@ pub fn venv_bin(name: &str) -> PathBuf {
     path
 }
 
-/// A port nobody listens on right now, for a server started a moment later. Drawn at random below the kernel's
-/// ephemeral range (32768+), so neither an outgoing connection nor another test's `bind(0)` takes it in the
-/// meantime; parallel test processes collide only by chance.
+/// A port nobody listens on right now and no other test process holds, for a server started a moment later
+/// (Kinto and the helper servers cannot say which port they took when given 0). Drawn at random below the
+/// kernel's ephemeral range (32768+), so neither an outgoing connection nor a `bind(0)` takes it in the meantime;
+/// each port handed out is held, until this test process ends, by a lock on a file named after it that every test
+/// process checks, so two tests running side by side never get the same port between the check and the bind.
 pub fn free_port() -> u16 {
     use rand::Rng as _;
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("signer-e2e-ports");
+    std::fs::create_dir_all(&dir).expect("can create the port lock directory");
     let mut rng = rand::thread_rng();
     loop {
         let port = rng.gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .expect("can open a port lock file");
+        if lock.try_lock().is_ok() && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            HELD.lock().expect("port locks").push(lock);
             return port;
         }
     }
@@ -142,4 +155,15 @@ pub fn assert_deployed_metrics_exist(scrape: &str) {
         missing.is_empty(),
         "the dashboard or alert rules query series no process exports: {missing:?}"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The lock that keeps other test processes off a port handed out also keeps this one off it: 300 ports in a
+    /// row, no port twice.
+    #[test]
+    fn a_port_handed_out_is_not_handed_out_again() {
+        let ports: std::collections::HashSet<u16> = (0..300).map(|_| super::free_port()).collect();
+        assert_eq!(ports.len(), 300);
+    }
 }

@@ -149,10 +149,7 @@ impl PrivateBroker {
     pub async fn start() -> Self {
         let dir = owned_dir("signer-rabbit", "rabbitmq");
         let port = free_port();
-        let mut dist_port = free_port();
-        while dist_port == port {
-            dist_port = free_port();
-        }
+        let dist_port = free_port();
         std::fs::write(
             dir.join("rabbitmq.conf"),
             format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
