@@ -99,8 +99,9 @@ CLIPPY_BUILD := $(CLIPPY_ENV) cargo build --workspace --all-targets --locked $(F
 build:
 	$(CLIPPY_BUILD)
 
-# The Kinto plugin's lint and own tests (deploy/kinto/tests: its workflow rules, its listener); the end-to-end
-# tests run it in Kinto.
+# The Kinto plugin's lint and own tests (deploy/kinto/tests: its workflow rules, its listener, and the plugin
+# inside a real Kinto app on the memory backend and on the machine's PostgreSQL); the end-to-end tests run it in a
+# Kinto server beside the service.
 plugin-test: venv
 	cd deploy/kinto && ../../$(VENV)/bin/ruff check --no-cache . && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
