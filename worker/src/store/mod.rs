@@ -1,6 +1,7 @@
 //! Where jobs live. Every transition a worker makes is guarded by its lease (job id + attempt + worker id), so a
 //! worker that lost its lease cannot overwrite a newer attempt.
 
+mod migrations;
 mod postgres;
 mod sqlite;
 mod store_file;

@@ -25,8 +25,6 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_millis(500);
 /// The channel workers `LISTEN` on; the payload is the job id.
 pub const NOTIFY_CHANNEL: &str = "signer_jobs";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -115,7 +113,7 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+        super::migrations::postgres().run(&self.pool).await?;
         Ok(())
     }
 

@@ -20,8 +20,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -63,7 +61,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(unreachable)?;
-        MIGRATOR.run(&pool).await?;
+        super::migrations::sqlite().run(&pool).await?;
         drop(turn);
         let file = StoreFile::open(path).map_err(|e| unreachable(sqlx::Error::Io(e)))?;
         Ok(Self {
