@@ -482,6 +482,8 @@ async fn an_update_committed_after_a_listing_with_an_older_timestamp_is_copied_b
 /// state) and verifies each such state as a client would. Returns (states verified, states whose signature
 /// does not cover their records, distinct record timestamps seen).
 async fn states_a_reader_sees(atomic: bool) -> (usize, usize, usize) {
+    // Through /v1/batch (25 writes per call) a publication of this many records takes 16 calls: windows enough.
+    const RECORDS: usize = 400;
     use signer_worker::canonical::{Record, SignedPayload};
     use signer_worker::signing::{verify, Message};
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -492,7 +494,7 @@ async fn states_a_reader_sees(atomic: bool) -> (usize, usize, usize) {
     let storage = Storage::Postgres(kinto_db.url.clone());
     let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, "").await;
     let editor = kinto.editor();
-    let mut records = sample_records(1000, 5);
+    let mut records = sample_records(RECORDS, 5);
     editor.create_source("ws", "c", json!({}), &records).await;
     let setup = Setup::new(&db.url, &kinto.url, "ws/c -> prod/c", FAST_QUEUE);
     let batch_only: &[(&str, &str)] = &[("SIGNER_KINTO__SOURCE__BULK_PUSH_SIZE", "0")];
@@ -561,7 +563,7 @@ async fn states_a_reader_sees(atomic: bool) -> (usize, usize, usize) {
     assert_eq!(job["data"]["state"], "succeeded", "{job}");
     stop.store(true, Ordering::Relaxed);
     let seen = reader.await.unwrap();
-    setup.assert_verifies(&kinto.url, "prod", "c", 1000);
+    setup.assert_verifies(&kinto.url, "prod", "c", RECORDS);
     seen
 }
 
