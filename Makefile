@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
-# Every optional scheme is built and tested (kmsauth brings the AWS SDK).
-FEATURES := --features signer_api/kmsauth
+# Every option is built and tested: kmsauth (the AWS SDK) and RabbitMQ dispatch (lapin).
+FEATURES := --features signer_api/kmsauth,signer_worker/rabbitmq
 # A target's prerequisites are made side by side: the venvs and promtool download while cargo compiles.
 MAKEFLAGS += --jobs=4
 
@@ -85,7 +85,8 @@ tests/browser/node_modules/.installed: tests/browser/package-lock.json
 
 browser-tools: $(KINTO_ADMIN)/index.html tests/browser/node_modules/.installed /usr/bin/chromium
 
-# What runs: the two binaries with default features, nothing only the tests need (no AWS SDK, no test targets).
+# What runs: the two binaries with default features, nothing only the tests need (no AWS SDK, no RabbitMQ client,
+# no test targets).
 build-run:
 	cargo build --locked -p signer_api -p signer_worker --bins
 

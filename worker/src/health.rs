@@ -36,6 +36,17 @@ async fn signers_up(signers: &SignerSet) -> bool {
     true
 }
 
+#[cfg(feature = "rabbitmq")]
+async fn broker_up(url: &str) -> bool {
+    crate::dispatch::rabbitmq::ping(url).await
+}
+
+/// A build without RabbitMQ support refuses `queue.dispatch = "rabbitmq"` at start-up, so no broker is checked.
+#[cfg(not(feature = "rabbitmq"))]
+async fn broker_up(_: &str) -> bool {
+    false
+}
+
 impl Health {
     /// Whether this process can take requests: jobs are recorded in the store, whatever else is down (Kinto,
     /// the signer and the broker only delay the work, which waits in the store).
@@ -58,7 +69,7 @@ impl Health {
             within(signers_up(self.pipeline.signers())),
             async {
                 match &self.broker {
-                    Some(url) => Some(within(crate::dispatch::rabbitmq::ping(url)).await),
+                    Some(url) => Some(within(broker_up(url)).await),
                     None => None,
                 }
             },

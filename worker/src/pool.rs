@@ -256,37 +256,22 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
     }
 }
 
-/// Claims what `wake` names: up to `slots` runnable jobs for a sweep, the named one for a doorbell. A doorbell
-/// is acked once its claim committed (whether it found the job or not: a duplicate is dropped) and requeued when
-/// the store could not answer.
+/// Claims what `wake` names: up to `slots` runnable jobs for a sweep, the named one for a doorbell.
 async fn claim<S: JobStore>(
     store: &S,
     settings: &PoolSettings,
     wake: Wake,
     slots: usize,
 ) -> Result<Vec<Job>, StoreError> {
-    let Wake::Bell(bell) = wake else {
-        return store
-            .claim_many(&settings.worker_id, settings.lease, slots)
-            .await;
-    };
-    let claimed = store
-        .claim_job(&settings.worker_id, settings.lease, bell.job_id)
-        .await;
-    let outcome = match &claimed {
-        Ok(Some(_)) => "claimed",
-        Ok(None) => "duplicate",
-        Err(_) => "store-error",
-    };
-    crate::metrics::metrics()
-        .deliveries
-        .with_label_values(&[outcome, &bell.redelivered.to_string()])
-        .inc();
-    match claimed {
-        Ok(_) => bell.ack().await,
-        Err(_) => bell.requeue().await,
+    match wake {
+        Wake::Sweep => {
+            store
+                .claim_many(&settings.worker_id, settings.lease, slots)
+                .await
+        }
+        #[cfg(feature = "rabbitmq")]
+        Wake::Bell(bell) => bell.claim(store, &settings.worker_id, settings.lease).await,
     }
-    claimed.map(|job| job.into_iter().collect())
 }
 
 /// Until the earliest scheduled retry, but never longer than the poll interval (doorbells ring for retries

@@ -2,7 +2,6 @@
 //! `signer-worker` and `signer-api serve --workers N`, so both start the same way and fail the same way.
 
 use crate::config::{ConfigError, Dispatch, Settings};
-use crate::dispatch::rabbitmq::RabbitDispatch;
 use crate::dispatch::Waker;
 use crate::feed::{Feed, Leader};
 use crate::kinto::KintoClient;
@@ -107,24 +106,26 @@ impl Service {
         pool_settings.concurrency = concurrency;
         // The relay outlives the pool's drain: jobs finishing then may ring for others.
         let relay_stop = CancellationToken::new();
-        let (waker, dispatch) = match (self.settings.queue.dispatch, &*self.store) {
-            (Dispatch::Rabbitmq, Store::Postgres(pg)) => {
-                let (bells, task) = RabbitDispatch {
-                    settings: self.settings.rabbitmq.clone(),
-                    store: Arc::new(pg.clone()),
-                    worker_id: pool_settings.worker_id.clone(),
-                    prefetch: u16::try_from(concurrency).unwrap_or(u16::MAX),
-                    listen: self.settings.queue.listen,
-                    poll_interval: pool_settings.poll_interval,
+        let (waker, dispatch): (Waker, Option<tokio::task::JoinHandle<()>>) =
+            match (self.settings.queue.dispatch, &*self.store) {
+                #[cfg(feature = "rabbitmq")]
+                (Dispatch::Rabbitmq, Store::Postgres(pg)) => {
+                    let (bells, task) = crate::dispatch::rabbitmq::RabbitDispatch {
+                        settings: self.settings.rabbitmq.clone(),
+                        store: Arc::new(pg.clone()),
+                        worker_id: pool_settings.worker_id.clone(),
+                        prefetch: u16::try_from(concurrency).unwrap_or(u16::MAX),
+                        listen: self.settings.queue.listen,
+                        poll_interval: pool_settings.poll_interval,
+                    }
+                    .spawn(shutdown.clone(), relay_stop.clone());
+                    (Waker::rabbit(bells), Some(task))
                 }
-                .spawn(shutdown.clone(), relay_stop.clone());
-                (Waker::rabbit(bells), Some(task))
-            }
-            _ => (
-                Waker::for_store(&self.store, self.settings.queue.listen),
-                None,
-            ),
-        };
+                _ => (
+                    Waker::for_store(&self.store, self.settings.queue.listen),
+                    None,
+                ),
+            };
         let pool = WorkerPool::new(self.store.clone(), self.pipeline.clone(), pool_settings);
         let feed = self
             .feed()?

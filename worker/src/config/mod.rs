@@ -493,6 +493,13 @@ impl Settings {
         }
         self.validate_auth()?;
         if self.queue.dispatch == Dispatch::Rabbitmq {
+            if !cfg!(feature = "rabbitmq") {
+                return Err(ConfigError::Invalid(
+                    "queue.dispatch = \"rabbitmq\": this build has no RabbitMQ support (build with `--features \
+                     signer_worker/rabbitmq`, as the Docker image and make test do)"
+                        .into(),
+                ));
+            }
             let postgres = self
                 .database_url
                 .as_deref()
@@ -612,6 +619,33 @@ mod tests {
         let r = s.parsed_resources().unwrap();
         assert!(r.resolve(&CollectionRef::new("x", "z")).is_some());
         assert_eq!(s.destination_server(), &s.kinto.source);
+    }
+
+    /// RabbitMQ dispatch is a build option: a build without it says so at start-up instead of running without
+    /// the broker the settings ask for.
+    #[test]
+    fn rabbitmq_dispatch_needs_a_build_with_it() {
+        let loaded = load_toml(
+            r#"
+            resources = "a/b -> c/d"
+            database_url = "postgres://signer@db/signer"
+            [kinto.source]
+            url = "http://kinto:8888/v1"
+            [queue]
+            dispatch = "rabbitmq"
+            "#,
+        );
+        if cfg!(feature = "rabbitmq") {
+            assert_eq!(loaded.unwrap().queue.dispatch, Dispatch::Rabbitmq);
+        } else {
+            let Err(refused) = loaded else {
+                panic!("a build without RabbitMQ support loaded rabbitmq dispatch")
+            };
+            assert!(
+                refused.to_string().contains("no RabbitMQ support"),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! only costs latency, bounded by the poll interval.
 
 mod postgres;
+#[cfg(feature = "rabbitmq")]
 pub mod rabbitmq;
 
 pub use postgres::PgWaker;
@@ -16,6 +17,7 @@ pub enum Wake {
     /// Whatever is runnable (a notification, a poll, or the sweep that backs up the broker).
     Sweep,
     /// The job a RabbitMQ doorbell named.
+    #[cfg(feature = "rabbitmq")]
     Bell(rabbitmq::Bell),
 }
 
@@ -25,6 +27,7 @@ pub enum Waker {
     /// The embedded store signals in-process.
     Local(Arc<Notify>),
     /// Doorbells from RabbitMQ, and a sweep of the store every poll interval all the same.
+    #[cfg(feature = "rabbitmq")]
     Rabbit {
         bells: rabbitmq::Bells,
         swept: tokio::time::Instant,
@@ -40,6 +43,7 @@ impl Waker {
         }
     }
 
+    #[cfg(feature = "rabbitmq")]
     pub fn rabbit(bells: rabbitmq::Bells) -> Self {
         Waker::Rabbit {
             bells,
@@ -54,6 +58,7 @@ impl Waker {
             Waker::Local(signal) => {
                 let _ = tokio::time::timeout(max, signal.notified()).await;
             }
+            #[cfg(feature = "rabbitmq")]
             Waker::Rabbit { bells, swept } => {
                 let sweep_at = *swept + max;
                 match tokio::time::timeout_at(sweep_at, bells.next()).await {
@@ -71,6 +76,10 @@ impl Waker {
     /// Whether a successful claim should be followed by another at once. With doorbells, each job has its
     /// own message: claiming past it would only race the workers it was delivered to.
     pub fn claims_greedily(&self) -> bool {
-        !matches!(self, Waker::Rabbit { .. })
+        match self {
+            Waker::Postgres(_) | Waker::Local(_) => true,
+            #[cfg(feature = "rabbitmq")]
+            Waker::Rabbit { .. } => false,
+        }
     }
 }

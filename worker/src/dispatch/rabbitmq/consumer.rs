@@ -2,6 +2,8 @@
 //! prefetch is the process's concurrency, so a busy worker holds no more than it could start.
 
 use super::{Broker, BrokerError};
+use crate::job::Job;
+use crate::store::{JobStore, StoreError};
 use futures_util::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -9,6 +11,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::Acker;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,6 +24,31 @@ pub struct Bell {
 }
 
 impl Bell {
+    /// Claims the job this doorbell names, then acks it (whether the claim found the job or not: a duplicate is
+    /// dropped), or requeues it when the store could not answer.
+    pub async fn claim<S: JobStore>(
+        self,
+        store: &S,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let claimed = store.claim_job(worker_id, lease, self.job_id).await;
+        let outcome = match &claimed {
+            Ok(Some(_)) => "claimed",
+            Ok(None) => "duplicate",
+            Err(_) => "store-error",
+        };
+        crate::metrics::metrics()
+            .deliveries
+            .with_label_values(&[outcome, &self.redelivered.to_string()])
+            .inc();
+        match claimed {
+            Ok(_) => self.ack().await,
+            Err(_) => self.requeue().await,
+        }
+        claimed.map(|job| job.into_iter().collect())
+    }
+
     /// Done with this message. An acker from a connection that has since died cannot ack: the broker
     /// redelivers, and the claim it causes finds nothing.
     pub async fn ack(self) {
