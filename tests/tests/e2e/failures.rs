@@ -404,23 +404,24 @@ async fn a_deleted_embedded_store_refuses_work_and_says_so() {
     assert_eq!(api.get("/__ready__").await.0, 200);
     let file = setup.dir.0.join("signer.db");
     std::fs::remove_file(&file).unwrap();
+    refuses_work_and_says_once(&api, "was deleted or replaced while in use").await;
+    // A new file at the same path is not the one the accepted job is in.
+    std::fs::write(&file, b"").unwrap();
+    refuses_work_and_says_once(&api, "was deleted or replaced while in use").await;
+    assert!(api.process.log_text().contains(&file.display().to_string()));
+}
+
+/// Jobs refused with 503, readiness and heartbeat red for the database, and the cause (`said`) logged once.
+async fn refuses_work_and_says_once(api: &Api, said: &str) {
     for _ in 0..3 {
-        assert_eq!(ask(&api).await, 503);
+        assert_eq!(ask(api).await, 503);
     }
     let (status, ready) = api.get("/__ready__").await;
     assert_eq!((status, ready["database"].clone()), (503, json!(false)));
     let (status, heartbeat) = api.get("/__heartbeat__").await;
     assert_eq!((status, heartbeat["database"].clone()), (503, json!(false)));
-    // A new file at the same path is not the one the accepted job is in.
-    std::fs::write(&file, b"").unwrap();
-    assert_eq!(ask(&api).await, 503);
     let log = api.process.log_text();
-    assert_eq!(
-        log.matches("was deleted or replaced while in use").count(),
-        1,
-        "said once, with the file: {log}"
-    );
-    assert!(log.contains(&file.display().to_string()), "{log}");
+    assert_eq!(log.matches(said).count(), 1, "said once: {log}");
 }
 
 /// The embedded store's file overwritten in place while the API runs (a restore over a running service, a bad
@@ -440,20 +441,7 @@ async fn an_embedded_store_overwritten_in_place_refuses_work_and_says_so() {
         f.write_all(&vec![0x5a; size as usize]).unwrap();
         f.sync_all().unwrap();
     }
-    for _ in 0..3 {
-        assert_eq!(ask(&api).await, 503);
-    }
-    let (status, ready) = api.get("/__ready__").await;
-    assert_eq!((status, ready["database"].clone()), (503, json!(false)));
-    let (status, heartbeat) = api.get("/__heartbeat__").await;
-    assert_eq!((status, heartbeat["database"].clone()), (503, json!(false)));
-    let log = api.process.log_text();
-    assert_eq!(
-        log.matches("no longer starts as an SQLite database")
-            .count(),
-        1,
-        "said once: {log}"
-    );
+    refuses_work_and_says_once(&api, "no longer starts as an SQLite database").await;
 }
 
 /// The embedded store on a full disk (a small tmpfs the test fills): refused with 503 and readiness red while
