@@ -18,12 +18,14 @@ import kinto
 import psycopg2
 import pytest
 import webtest
+from kinto.core.utils import hmac_digest
 
 # The service's own account: it may write statuses and tracking fields that editors and reviewers may not.
 SERVICE = ("signer", "s3cret")
 EDITOR = ("alice", "a-password")
 REVIEWER = ("bob", "b-password")
 ADMIN_URL = os.environ.get("SIGNER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+USERID_HMAC_SECRET = "plugin-tests"
 
 
 def auth(user):
@@ -93,7 +95,7 @@ def backend(request):
 
 def kinto_app(backend, **settings):
     base = {
-        "userid_hmac_secret": "plugin-tests",
+        "userid_hmac_secret": USERID_HMAC_SECRET,
         "multiauth.policies": "basicauth",
         "bucket_create_principals": "system.Authenticated",
         "cache_backend": "kinto.core.cache.memory",
@@ -116,9 +118,8 @@ def workflow(backend):
     """Kinto with the signoff rules (review enabled) and the listener, a source `ws/cfr` made by the editor, and
     the reviewer in its reviewers group."""
     webhook = Webhook()
-    probe = kinto_app({"storage_backend": "kinto.core.storage.memory",
-                       "permission_backend": "kinto.core.permission.memory"})
-    service = userid(probe, SERVICE)
+    # The principal Kinto's Basic auth gives the service, known before the app starts (its settings name it).
+    service = "basicauth:" + hmac_digest(USERID_HMAC_SECRET, f"{SERVICE[0]}:{SERVICE[1]}")
     app = kinto_app(
         backend,
         includes="kinto_signer_webhook.push kinto_signer_webhook.signoff",

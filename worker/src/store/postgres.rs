@@ -44,6 +44,8 @@ struct Completion {
     result: Option<serde_json::Value>,
     error: Option<String>,
     outbox: bool,
+    /// When it finished, if the store's clock was set by hand (otherwise Postgres's `now()` at the flush).
+    at: Option<DateTime<Utc>>,
     answer: oneshot::Sender<Result<bool, StoreError>>,
 }
 
@@ -99,13 +101,12 @@ impl PgStore {
             .await
             .map_err(unreachable)?;
         let (completions, queued) = mpsc::unbounded_channel();
-        let clock = Clock::default();
-        tokio::spawn(flush_completions(pool.clone(), clock.clone(), queued));
+        tokio::spawn(flush_completions(pool.clone(), queued));
         let store = Self {
             pool,
             url: url.to_owned(),
             outbox: false,
-            clock,
+            clock: Clock::default(),
             completions,
         };
         store.migrate().await?;
@@ -125,9 +126,6 @@ impl PgStore {
 
     /// Reads the time from `clock` from now on (tests; a clone shares the time with the caller).
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        let (completions, queued) = mpsc::unbounded_channel();
-        tokio::spawn(flush_completions(self.pool.clone(), clock.clone(), queued));
-        self.completions = completions;
         self.clock = clock;
         self
     }
@@ -218,6 +216,7 @@ impl JobStore for PgStore {
             result,
             error: error.map(str::to_owned),
             outbox: self.outbox,
+            at: self.now(),
             answer,
         };
         self.completions
@@ -810,11 +809,7 @@ fn guarded<'q>(
 }
 
 /// Records queued completions, as many per statement as are waiting, until every store handle is gone.
-async fn flush_completions(
-    pool: PgPool,
-    clock: Clock,
-    mut queued: mpsc::UnboundedReceiver<Completion>,
-) {
+async fn flush_completions(pool: PgPool, mut queued: mpsc::UnboundedReceiver<Completion>) {
     while let Some(first) = queued.recv().await {
         let mut batch = vec![first];
         while batch.len() < COMPLETIONS_PER_FLUSH {
@@ -823,7 +818,7 @@ async fn flush_completions(
                 Err(_) => break,
             }
         }
-        match record_completions(&pool, clock.fixed(), &batch).await {
+        match record_completions(&pool, &batch).await {
             Ok(recorded) => {
                 for completion in batch {
                     // The whole lease: a stale attempt of a job finished in the same batch wrote nothing.
@@ -848,7 +843,6 @@ async fn flush_completions(
 /// still held.
 async fn record_completions(
     pool: &PgPool,
-    now: Option<DateTime<Utc>>,
     batch: &[Completion],
 ) -> Result<Vec<Lease>, sqlx::Error> {
     let ids: Vec<Uuid> = batch.iter().map(|c| c.lease.job_id).collect();
@@ -857,13 +851,15 @@ async fn record_completions(
     let states: Vec<&str> = batch.iter().map(|c| c.state.as_str()).collect();
     let results: Vec<Option<serde_json::Value>> = batch.iter().map(|c| c.result.clone()).collect();
     let errors: Vec<Option<&str>> = batch.iter().map(|c| c.error.as_deref()).collect();
+    let times: Vec<Option<DateTime<Utc>>> = batch.iter().map(|c| c.at).collect();
     let outbox = batch.iter().any(|c| c.outbox);
     let rows = sqlx::query(
         "WITH finished AS (
-            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[])
-                AS f(id, attempt, worker_id, state, result, error)),
+            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                                 $8::timestamptz[])
+                AS f(id, attempt, worker_id, state, result, error, at)),
          done AS (
-            UPDATE jobs SET state = f.state, result = f.result, last_error = f.error, finished_at = COALESCE($8, now()),
+            UPDATE jobs SET state = f.state, result = f.result, last_error = f.error, finished_at = COALESCE(f.at, now()),
                    lease_expires_at = NULL
             FROM finished f
             WHERE jobs.id = f.id AND jobs.state = 'running' AND jobs.attempt = f.attempt AND jobs.worker_id = f.worker_id
@@ -885,7 +881,7 @@ async fn record_completions(
     .bind(&results)
     .bind(&errors)
     .bind(outbox)
-    .bind(now)
+    .bind(&times)
     .fetch_all(pool)
     .await?;
     Ok(rows
