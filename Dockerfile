@@ -5,7 +5,7 @@ WORKDIR /src
 COPY . .
 ARG SIGNER_GIT_COMMIT=unknown
 ENV SIGNER_GIT_COMMIT=${SIGNER_GIT_COMMIT}
-RUN cargo build --release --locked --features signer_api/kmsauth,signer_worker/rabbitmq --bin signer-api --bin signer-worker
+RUN cargo build --release --locked --features signer_auth/kmsauth,signer_worker/rabbitmq --bin signer-api --bin signer-worker
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := python3
 # Every option is built and tested: kmsauth (the AWS SDK) and RabbitMQ dispatch (lapin).
-FEATURES := --features signer_api/kmsauth,signer_worker/rabbitmq
+FEATURES := --features signer_auth/kmsauth,signer_worker/rabbitmq
 # A target's prerequisites are made side by side: the venvs and promtool download while cargo compiles.
 MAKEFLAGS += --jobs=4
 

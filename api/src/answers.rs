@@ -1,7 +1,7 @@
 //! The bodies the API answers with, typed so that the handlers and the OpenAPI document share one definition.
 
 use serde::Serialize;
-use signer_worker::job::{Job, JobEvent};
+use signer_types::job::{Job, JobEvent};
 use signer_worker::store::Enqueued;
 use utoipa::ToSchema;
 

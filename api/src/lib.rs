@@ -2,12 +2,12 @@
 //! jobs, answers their status.
 
 mod answers;
-pub mod auth;
 mod body;
 pub mod error;
 mod prefer;
 mod routes;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod tls;
 

@@ -4,7 +4,7 @@
 //! allowed).
 
 use axum::http::HeaderMap;
-use signer_worker::job::Job;
+use signer_types::job::Job;
 use signer_worker::store::{JobStore as _, Store, StoreError};
 use std::time::Duration;
 use tokio::time::Instant;

@@ -2,13 +2,13 @@
 //! deadline for every request's headers (which also ends idle keep-alive connections) and, through
 //! [`BodyDeadline`], for its body; on shutdown it stops accepting and lets open requests finish.
 
-use crate::auth::TlsPeer;
+use crate::settings::ApiSettings;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use signer_worker::config::ApiSettings;
+use signer_auth::TlsPeer;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

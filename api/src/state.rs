@@ -1,9 +1,11 @@
-use crate::auth::{Authenticator, Caller, Reason, Refused};
 use crate::error::{ApiError, Errno};
+use crate::settings::ApiSettings;
 use axum::http::StatusCode;
+use signer_auth::{Authenticator, Caller, Reason, Refused};
+use signer_types::job::{JobKind, NewJob, Trigger};
+use signer_types::{CollectionRef, Resource, Resources};
 use signer_worker::acl::Permissions;
-use signer_worker::config::{CollectionRef, Resource, Resources, Settings};
-use signer_worker::job::{JobKind, NewJob, Trigger};
+use signer_worker::config::Settings;
 use signer_worker::store::Store;
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ impl AppState {
     pub fn new(
         store: Arc<Store>,
         settings: &Settings,
+        api: &ApiSettings,
         health: signer_worker::health::Health,
         auth: Authenticator,
     ) -> anyhow::Result<Self> {
@@ -39,7 +42,7 @@ impl AppState {
             tracing::warn!(
                 "no [permissions]: anyone who reaches the API may request signatures and read every job"
             );
-        } else if settings.api.webhook_secret.is_none() {
+        } else if api.webhook_secret.is_none() {
             tracing::warn!(
                 "[permissions] without api.webhook_secret: the Kinto webhook refuses every call"
             );
@@ -52,12 +55,8 @@ impl AppState {
             source_url: settings.kinto.source.url.trim_end_matches('/').into(),
             default_principal: settings.plugin_userid.as_str().into(),
             max_attempts: settings.queue.max_attempts,
-            max_body_bytes: settings.api.max_body_bytes,
-            webhook_secret: settings
-                .api
-                .webhook_secret
-                .as_ref()
-                .map(|s| Arc::from(s.as_bytes())),
+            max_body_bytes: api.max_body_bytes,
+            webhook_secret: api.webhook_secret.as_ref().map(|s| Arc::from(s.as_bytes())),
             auth: Arc::new(auth),
             permissions: Arc::new(permissions),
         })

@@ -3,12 +3,12 @@
 //! expired certificate or an unknown critical extension end the handshake: the request never reaches a handler.
 //! Each request of a connection carries what the handshake established (the auth module's `TlsPeer`; see `server`).
 
+use crate::settings::{ClientAuth, TlsSettings};
 use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{CertificateError, RootCertStore, ServerConfig};
-use signer_worker::config::{ClientAuth, TlsSettings};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -11,8 +11,8 @@
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::root;
+use signer_types::job::{Job, JobKind, NewJob, Trigger};
 use signer_worker::dispatch::Waker;
-use signer_worker::job::{Job, JobKind, NewJob, Trigger};
 use signer_worker::pool::{JobError, JobRunner, PoolSettings, WorkerPool};
 use signer_worker::report::Report;
 use signer_worker::store::{JobStore as _, PgStore, Store};
@@ -275,10 +275,10 @@ async fn ours_latency(jobs: usize, claim_ahead: usize) -> Vec<f64> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut latencies = Vec::with_capacity(jobs);
     for i in 0..jobs {
-        let resource = signer_worker::config::Resource {
-            source: signer_worker::config::CollectionRef::new("src", format!("c{i}")),
+        let resource = signer_types::Resource {
+            source: signer_types::CollectionRef::new("src", format!("c{i}")),
             preview: None,
-            destination: signer_worker::config::CollectionRef::new("dst", format!("c{i}")),
+            destination: signer_types::CollectionRef::new("dst", format!("c{i}")),
         };
         let before = Instant::now();
         store

@@ -2,8 +2,8 @@
 //! same checks, so implementations cannot drift. Each store runs on a manual clock: leases expire, retries fall
 //! due and finished jobs age because a case moves the clock, never because it slept.
 
+use signer_types::job::{JobKind, JobState, Lease, NewJob, Progress, Trigger};
 use signer_worker::clock::Clock;
-use signer_worker::job::{JobKind, JobState, Lease, NewJob, Progress, Trigger};
 use signer_worker::store::{JobFilter, JobStore, RetryOutcome};
 use std::time::Duration;
 
@@ -407,7 +407,7 @@ pub async fn batched_claims_keep_one_writer_per_destination_and_concurrent_finis
     let first = store.claim_many("w1", LONG, 10).await.unwrap();
     assert_eq!(first.len(), 10, "a batch takes as many as asked");
     assert_eq!(first[0].priority, 5, "in claim order");
-    let shared = |jobs: &[signer_worker::job::Job]| {
+    let shared = |jobs: &[signer_types::job::Job]| {
         jobs.iter()
             .filter(|j| j.destination.ends_with("/shared"))
             .count()
@@ -455,11 +455,11 @@ pub async fn batched_claims_keep_one_writer_per_destination_and_concurrent_finis
 
 /// Test shorthand: enqueue and claim in one go.
 trait ClaimNew {
-    async fn claim_new(&self, job: NewJob) -> signer_worker::job::Job;
+    async fn claim_new(&self, job: NewJob) -> signer_types::job::Job;
 }
 
 impl<S: JobStore> ClaimNew for S {
-    async fn claim_new(&self, job: NewJob) -> signer_worker::job::Job {
+    async fn claim_new(&self, job: NewJob) -> signer_types::job::Job {
         let id = self.enqueue(job).await.unwrap().job.id;
         let claimed = self.claim("w", LONG).await.unwrap().unwrap();
         assert_eq!(claimed.id, id);

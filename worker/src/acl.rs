@@ -5,10 +5,12 @@
 //! Without a `[permissions]` table nothing is enforced (a single node on loopback, the default); with one,
 //! every grant must be explicit, and a grant on a bucket covers its collections, as in Kinto.
 
-use crate::config::{CollectionRef, ConfigError};
-use crate::job::JobKind;
+use crate::config::ConfigError;
+use signer_types::job::JobKind;
+use signer_types::CollectionRef;
 
-pub use crate::config::{Grants, PermissionSettings, ALL_RESOURCES, AUTHENTICATED, EVERYONE};
+pub use crate::config::{Grants, PermissionSettings, ALL_RESOURCES};
+use signer_types::principals::{Principals, EVERYONE};
 
 /// Something a caller does to a source collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,50 +40,6 @@ impl Grants {
             Action::Request(JobKind::Cleanup) => &self.cleanup,
             Action::Read => &self.read,
         }
-    }
-}
-
-/// Who a caller is: their user id (if they proved one) and every principal that gives them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principals {
-    user_id: Option<String>,
-    all: Vec<String>,
-}
-
-impl Principals {
-    /// Nobody in particular: only `system.Everyone`.
-    pub fn anonymous() -> Self {
-        Self {
-            user_id: None,
-            all: vec![EVERYONE.to_owned()],
-        }
-    }
-
-    /// A proven user id, plus what else the credential vouches for (scopes).
-    pub fn user(user_id: impl Into<String>, extra: impl IntoIterator<Item = String>) -> Self {
-        let user_id = user_id.into();
-        let mut all = vec![
-            user_id.clone(),
-            AUTHENTICATED.to_owned(),
-            EVERYONE.to_owned(),
-        ];
-        all.extend(extra);
-        Self {
-            user_id: Some(user_id),
-            all,
-        }
-    }
-
-    pub fn user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
-    }
-
-    pub fn all(&self) -> &[String] {
-        &self.all
-    }
-
-    fn any_in(&self, granted: &[String]) -> bool {
-        granted.iter().any(|g| self.all.contains(g))
     }
 }
 
@@ -148,6 +106,7 @@ impl Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signer_types::principals::AUTHENTICATED;
     use std::collections::BTreeMap;
 
     fn permissions(toml_grants: &[(&str, Grants)], admin: &[&str]) -> Permissions {

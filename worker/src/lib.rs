@@ -9,7 +9,6 @@ pub mod dispatch;
 pub mod error_text;
 pub mod feed;
 pub mod health;
-pub mod job;
 pub mod kinto;
 pub mod metrics;
 pub mod pipeline;

@@ -3,11 +3,11 @@
 //! shutdown, claiming stops, running jobs get a grace period, and what is left is released for others.
 
 use crate::dispatch::{Wake, Waker};
-use crate::job::{Job, JobState, Lease, Progress};
 use crate::pipeline::Pipeline;
 use crate::report::{Note, Report};
 use crate::store::{JobStore, RetryOutcome, StoreError};
 use backon::{BackoffBuilder as _, ExponentialBuilder};
+use signer_types::job::{Job, JobState, Lease, Progress};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! What a running job tells the outside while it works: its progress (overwritten, written with the heartbeat)
 //! and notes (appended to its history: a retried signer call, a refused approval).
 
-use crate::config::CollectionRef;
-use crate::job::Progress;
+use signer_types::job::Progress;
+use signer_types::CollectionRef;
 use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 

@@ -2,10 +2,10 @@
 //! payload with the records timestamp, and verify `signature` and every entry of `signatures`.
 
 use crate::canonical;
-use crate::config::CollectionRef;
 use crate::kinto::{KintoClient, KintoError};
 use crate::signing::{self, x5u, SignatureMetadata};
 use serde_json::Value;
+use signer_types::CollectionRef;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -11,6 +11,6 @@ pub fn hash_password() -> anyhow::Result<std::process::ExitCode> {
     std::io::stdin().read_line(&mut line)?;
     let password = line.trim_end_matches(['\r', '\n']);
     anyhow::ensure!(!password.is_empty(), "no password on standard input");
-    println!("{}", signer_api::auth::basic::hash_password(password));
+    println!("{}", signer_auth::basic::hash_password(password));
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `serve` and `migrate`: the long-running API and the one-shot schema upgrade.
 
 use anyhow::Context as _;
+use signer_api::settings::Config;
 use signer_api::{router, AppState};
 use signer_worker::config::Settings;
 use signer_worker::service::{shutdown_on_signals, Service};
@@ -12,20 +13,24 @@ pub async fn serve(
     listen: Option<String>,
     workers: usize,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let settings = Settings::load(config)?;
-    let listen = listen.unwrap_or_else(|| settings.api.listen.clone());
+    let Config {
+        service: settings,
+        api,
+        auth,
+    } = Config::load(config)?;
+    let listen = listen.unwrap_or_else(|| api.listen.clone());
     // Credentials' settings and keys are checked before anything connects anywhere.
-    let tls = settings
-        .api
+    let tls = api
         .tls
         .as_ref()
         .map(signer_api::tls::server_config)
         .transpose()?;
-    let auth = signer_api::auth::Authenticator::new(&settings).await?;
+    let auth = signer_auth::Authenticator::new(&auth).await?;
     let service = Service::start(settings).await?;
     let mut state = AppState::new(
         service.store.clone(),
         &service.settings,
+        &api,
         service.health(),
         auth,
     )?;
@@ -37,7 +42,7 @@ pub async fn serve(
 
     let shutdown = shutdown_on_signals();
     state.draining = shutdown.clone();
-    let delay = std::time::Duration::from_secs(service.settings.api.shutdown_delay_seconds);
+    let delay = std::time::Duration::from_secs(api.shutdown_delay_seconds);
     let pool = match workers {
         0 => None,
         n => Some(service.spawn_pool(n, shutdown.clone())?),
@@ -53,7 +58,7 @@ pub async fn serve(
             tokio::time::sleep(delay).await;
         }
     };
-    let limits = signer_api::server::Limits::of(&service.settings.api);
+    let limits = signer_api::server::Limits::of(&api);
     let app = router(state);
     signer_api::server::serve(listener, tls, app, limits, drained)
         .await

@@ -1,7 +1,8 @@
 //! `verify`: fetch a collection, rebuild what clients serialize, check every signature; print a verdict.
 
 use anyhow::Context as _;
-use signer_worker::config::{CollectionRef, ServerSettings, Settings};
+use signer_types::CollectionRef;
+use signer_worker::config::{ServerSettings, Settings};
 use signer_worker::kinto::KintoClient;
 use signer_worker::signing::parse_public_key;
 use signer_worker::signing::x5u::{self, TrustAnchors};

@@ -1,7 +1,6 @@
 //! The middleware that runs the configured policies on a request and attaches its [`Caller`]; a refused
 //! credential is answered here (401, or 503 when it cannot be checked now), before any handler runs.
 
-use crate::auth::{Caller, Request, TlsPeer};
 use crate::error::{ApiError, Errno};
 use crate::server::ClientAddr;
 use crate::state::AppState;
@@ -10,6 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
+use signer_auth::{Caller, Request, TlsPeer};
 
 pub async fn identify(
     State(state): State<AppState>,

@@ -1,7 +1,6 @@
 //! `POST /v1/jobs`, `GET /v1/jobs`, `GET /v1/jobs/{id}`, `POST /v1/jobs/{id}/cancel`.
 
 use crate::answers::{Accepted, JobPage, JobWithHistory, OneJob};
-use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::error::{ApiError, Errno, ErrorBody};
 use crate::state::AppState;
@@ -12,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
+use signer_auth::Caller;
+use signer_types::job::{Job, JobKind, JobState, Trigger};
+use signer_types::CollectionRef;
 use signer_worker::acl::Action;
-use signer_worker::config::CollectionRef;
-use signer_worker::job::{Job, JobKind, JobState, Trigger};
 use signer_worker::store::{Enqueued, JobFilter, JobStore as _};
 use std::collections::HashMap;
 use uuid::Uuid;

@@ -1,6 +1,5 @@
 //! `GET /metrics` (Prometheus text format), and the middleware that times every routed request.
 
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -8,6 +7,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use signer_auth::Caller;
 
 /// The `signer_*` series (README: Operations), in Prometheus' text format; `permissions.metrics` may restrict it.
 #[utoipa::path(

@@ -3,9 +3,9 @@
 
 use super::{health, jobs, metrics, webhook};
 use crate::answers::{Accepted, Ignored, JobPage, JobWithHistory, OneJob, Version, WebhookOutcome};
-use crate::auth::webhook_hmac;
 use crate::error::ErrorBody;
 use axum::Json;
+use signer_auth::webhook_hmac;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
 };
@@ -25,8 +25,8 @@ use utoipa::{Modify, OpenApi};
     ),
     components(schemas(
         Accepted, Ignored, JobPage, JobWithHistory, OneJob, Version, WebhookOutcome, ErrorBody,
-        signer_worker::job::Job, signer_worker::job::JobEvent, signer_worker::job::Progress,
-        signer_worker::job::JobKind, signer_worker::job::JobState, signer_worker::job::Trigger,
+        signer_types::job::Job, signer_types::job::JobEvent, signer_types::job::Progress,
+        signer_types::job::JobKind, signer_types::job::JobState, signer_types::job::Trigger,
     )),
     modifiers(&SecuritySchemes),
     tags(

@@ -4,7 +4,6 @@
 //! changes arrive as one event with several impacted objects, each decided alone.
 
 use crate::answers::{Accepted, Ignored, WebhookOutcome};
-use crate::auth::webhook_hmac;
 use crate::body::{parse, JsonBytes};
 use crate::error::{ApiError, Errno, ErrorBody};
 use crate::prefer;
@@ -16,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
-use signer_worker::config::CollectionRef;
-use signer_worker::job::{JobKind, Trigger};
+use signer_auth::webhook_hmac;
+use signer_types::job::{JobKind, Trigger};
+use signer_types::CollectionRef;
 use signer_worker::pipeline::workflow;
 use signer_worker::store::JobStore as _;
 
@@ -444,7 +444,7 @@ mod tests {
     mod properties {
         use super::*;
         use proptest::prelude::*;
-        use signer_worker::config::check_id;
+        use signer_types::check_id;
 
         /// Ids as a hostile sender would write them, beside valid ones.
         fn id() -> impl Strategy<Value = Value> {

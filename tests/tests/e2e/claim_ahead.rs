@@ -5,9 +5,9 @@
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::service::TempDir;
-use signer_worker::config::{CollectionRef, Resource};
+use signer_types::job::{Job, JobKind, JobState, NewJob, Trigger};
+use signer_types::{CollectionRef, Resource};
 use signer_worker::dispatch::Waker;
-use signer_worker::job::{Job, JobKind, JobState, NewJob, Trigger};
 use signer_worker::pool::{JobError, JobRunner, PoolSettings, WorkerPool};
 use signer_worker::report::Report;
 use signer_worker::store::{JobStore, PgStore, SqliteStore, Store};

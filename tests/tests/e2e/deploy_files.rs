@@ -3,9 +3,9 @@
 //! loads, the Kubernetes objects probe and scale what they should, and the Dockerfile ships real binaries.
 
 use serde_json::Value;
+use signer_api::settings::Config;
 use signer_e2e::root;
 use signer_e2e::service::{bin, run_binary, TempDir};
-use signer_worker::config::Settings;
 use std::process::Command;
 
 fn deploy_facts() -> Value {
@@ -104,8 +104,11 @@ fn the_deployed_settings_and_variables_load() {
         }
         let path = dir.0.join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
-        let settings =
-            Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{name} settings: {e}"));
+        let Config {
+            service: settings,
+            auth,
+            ..
+        } = Config::load(Some(&path)).unwrap_or_else(|e| panic!("{name} settings: {e}"));
         assert_eq!(
             settings.queue.dispatch,
             signer_worker::config::Dispatch::Rabbitmq,
@@ -120,7 +123,7 @@ fn the_deployed_settings_and_variables_load() {
             "{name}: an API listening on 0.0.0.0 enforces permissions"
         );
         if variables.contains(&"SIGNER_AUTH__BASICAUTH__USERS__OPS") {
-            let users = &settings.auth.basicauth.as_ref().expect("basicauth").users;
+            let users = &auth.basicauth.as_ref().expect("basicauth").users;
             assert_eq!(
                 users.get("ops").map(String::as_str),
                 Some("a-secret"),

@@ -1,22 +1,18 @@
 //! Typed settings: one TOML file plus `SIGNER_*` environment overrides (`__` separates sections, e.g.
 //! `SIGNER_KINTO__SOURCE__URL`; `SIGNER_DATABASE_URL` is the top-level `database_url`).
 
-mod auth;
 mod permissions;
 mod policy;
-mod resources;
 
-pub use auth::{
-    AuthSettings, BasicSettings, CavageSettings, ClientAuth, JwtSettings, KeySettings,
-    KmsauthSettings, MtlsSettings, Rfc9421Settings, Scheme, TlsSettings,
-};
-pub use permissions::{Grants, PermissionSettings, ALL_RESOURCES, AUTHENTICATED, EVERYONE};
+pub use permissions::{Grants, PermissionSettings, ALL_RESOURCES};
 pub use policy::{AutographOverride, Override, ResourcePolicy, SignerBackend, SignerConfig};
-pub use resources::{check_id, CollectionRef, Resource, ResourceError, Resources, MAX_ID_LENGTH};
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use figment::Figment;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
+use signer_types::words::word_list;
+use signer_types::{ResourceError, Resources};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -37,6 +33,28 @@ pub enum ConfigError {
     Invalid(String),
     #[error(transparent)]
     Resource(#[from] ResourceError),
+}
+
+/// `defaults`, then the TOML file (if any), then `SIGNER_*` variables: how every process reads its part of the
+/// settings.
+pub fn layered<T: Serialize + for<'de> Deserialize<'de>>(
+    defaults: &T,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment
+        .merge(Env::prefixed("SIGNER_").ignore(NOT_SETTINGS).split("__"))
+        .extract()
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,12 +85,15 @@ pub struct Settings {
     pub kinto: KintoSettings,
     pub queue: QueueSettings,
     pub rabbitmq: RabbitmqSettings,
-    pub api: ApiSettings,
     pub worker: WorkerSettings,
-    /// How API callers authenticate; none by default.
-    pub auth: AuthSettings,
     /// Who may do what; without it, anyone who reaches the API may do anything.
     pub permissions: Option<PermissionSettings>,
+    /// `[api]` and `[auth]` are the API's (`signer_api::settings`), read from the same file; here they are only
+    /// allowed to be there.
+    #[serde(default, skip_serializing, rename = "api")]
+    _api: IgnoredAny,
+    #[serde(default, skip_serializing, rename = "auth")]
+    _auth: IgnoredAny,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -249,39 +270,6 @@ impl std::fmt::Debug for RabbitmqSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApiSettings {
-    pub listen: String,
-    pub max_body_bytes: usize,
-    /// When set, webhook calls must carry the Kinto listener plugin's HMAC signature made with this secret.
-    pub webhook_secret: Option<String>,
-    /// After SIGTERM, readiness fails at once but requests are served this long, while load balancers notice.
-    pub shutdown_delay_seconds: u64,
-    /// Serve HTTPS (and, with a client CA directory, require client certificates).
-    pub tls: Option<TlsSettings>,
-    /// A connection must send a request's headers within this long (also how long an idle keep-alive
-    /// connection is kept).
-    #[serde(default = "default_header_read_timeout_seconds")]
-    pub header_read_timeout_seconds: u64,
-    /// A request's body must arrive within this long.
-    #[serde(default = "default_body_read_timeout_seconds")]
-    pub body_read_timeout_seconds: u64,
-    /// Connections served at once; beyond, new ones wait to be accepted.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-}
-
-fn default_header_read_timeout_seconds() -> u64 {
-    10
-}
-fn default_body_read_timeout_seconds() -> u64 {
-    30
-}
-fn default_max_connections() -> usize {
-    1024
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub concurrency: usize,
     /// Jobs a sweep claims beyond its free slots and starts as slots free (Graphile Worker's local queue): fewer,
@@ -332,19 +320,6 @@ fn default_autograph_backoff_min_ms() -> u64 {
 }
 fn default_autograph_backoff_max_ms() -> u64 {
     5_000
-}
-
-pub(crate) fn word_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Words {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match Words::deserialize(d)? {
-        Words::One(s) => s.split_whitespace().map(str::to_owned).collect(),
-        Words::Many(v) => v,
-    })
 }
 
 fn resources_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -413,24 +388,15 @@ impl Default for Settings {
                 queue: "signer.jobs".into(),
                 delivery_limit: 20,
             },
-            api: ApiSettings {
-                listen: "127.0.0.1:8000".into(),
-                max_body_bytes: 1 << 20,
-                webhook_secret: None,
-                shutdown_delay_seconds: 2,
-                tls: None,
-                header_read_timeout_seconds: default_header_read_timeout_seconds(),
-                body_read_timeout_seconds: default_body_read_timeout_seconds(),
-                max_connections: default_max_connections(),
-            },
             worker: WorkerSettings {
                 concurrency: 4,
                 claim_ahead: 0,
                 shutdown_grace_seconds: 30,
                 metrics_listen: None,
             },
-            auth: AuthSettings::default(),
             permissions: None,
+            _api: IgnoredAny,
+            _auth: IgnoredAny,
         }
     }
 }
@@ -438,20 +404,7 @@ impl Default for Settings {
 impl Settings {
     /// Defaults, then the TOML file (if any), then `SIGNER_*` variables; validated.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        let settings: Settings = figment
-            .merge(Env::prefixed("SIGNER_").ignore(NOT_SETTINGS).split("__"))
-            .extract()
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let settings: Settings = layered(&Settings::default(), file)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -491,7 +444,6 @@ impl Settings {
                 "queue.max_attempts and worker.concurrency must be at least 1, queue.lease_seconds at least 3".into(),
             ));
         }
-        self.validate_auth()?;
         if self.queue.dispatch == Dispatch::Rabbitmq {
             if !cfg!(feature = "rabbitmq") {
                 return Err(ConfigError::Invalid(
@@ -521,48 +473,6 @@ impl Settings {
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// Every listed policy has its table and every table is listed; mTLS needs a client CA to verify against.
-    fn validate_auth(&self) -> Result<(), ConfigError> {
-        let auth = &self.auth;
-        for (i, scheme) in auth.policies.iter().enumerate() {
-            if auth.policies[..i].contains(scheme) {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.policies lists {} twice",
-                    scheme.name()
-                )));
-            }
-        }
-        let all = [
-            Scheme::Basicauth,
-            Scheme::Jwt,
-            Scheme::Cavage,
-            Scheme::Rfc9421,
-            Scheme::Mtls,
-            Scheme::Kmsauth,
-        ];
-        for scheme in all {
-            let listed = auth.policies.contains(&scheme);
-            let name = scheme.name();
-            if listed && !auth.configured(scheme) && scheme != Scheme::Mtls {
-                return Err(ConfigError::Invalid(format!(
-                    "auth.policies lists {name} but there is no [auth.{name}] table"
-                )));
-            }
-            if !listed && auth.configured(scheme) {
-                return Err(ConfigError::Invalid(format!(
-                    "[auth.{name}] is configured but auth.policies does not list {name:?}"
-                )));
-            }
-        }
-        let client_ca = self.api.tls.as_ref().and_then(|t| t.client_ca_dir.as_ref());
-        if auth.policies.contains(&Scheme::Mtls) && client_ca.is_none() {
-            return Err(ConfigError::Invalid(
-                "auth.policies lists mtls: set api.tls.client_ca_dir to the directory of trusted client CAs".into(),
-            ));
-        }
         match &self.permissions {
             Some(permissions) => permissions.check(),
             None => Ok(()),
@@ -588,6 +498,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signer_types::CollectionRef;
 
     fn load_toml(text: &str) -> Result<Settings, ConfigError> {
         let dir = std::env::temp_dir().join(format!("signer-config-{}", uuid::Uuid::new_v4()));

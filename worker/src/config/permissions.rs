@@ -4,8 +4,7 @@ use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const EVERYONE: &str = "system.Everyone";
-pub const AUTHENTICATED: &str = "system.Authenticated";
+use signer_types::principals::EVERYONE;
 /// The key of the grants that cover every source collection.
 pub const ALL_RESOURCES: &str = "*";
 

@@ -1,8 +1,9 @@
 //! Per-resource settings, looked up like kinto-signer's `signer.<bid>.<cid>.<name>` then `signer.<bid>.<name>`
 //! then the global value: which signer signs a collection, and whether its changes need a review.
 
-use super::{AutographSettings, CollectionRef, ConfigError, EcdsaSettings, Settings};
+use super::{AutographSettings, ConfigError, EcdsaSettings, Settings};
 use serde::{Deserialize, Serialize};
+use signer_types::CollectionRef;
 
 /// One `[overrides."<bucket>"]` or `[overrides."<bucket>/<collection>"]` table; unset fields inherit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -7,13 +7,14 @@ mod leader;
 
 pub use leader::Leader;
 
-use crate::config::{CollectionRef, Resource, Resources, Settings};
-use crate::job::{Job, JobKind, JobState, NewJob, Trigger};
+use crate::config::Settings;
 use crate::kinto::{KintoClient, KintoError};
 use crate::pipeline::workflow;
 use crate::signing::x5u;
 use crate::store::{JobFilter, JobStore, Store, StoreError};
 use serde_json::Value;
+use signer_types::job::{Job, JobKind, JobState, NewJob, Trigger};
+use signer_types::{CollectionRef, Resource, Resources};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -8,13 +8,14 @@ mod listing;
 pub use error::KintoError;
 
 use crate::canonical::{CanonicalError, PageReader, Record};
-use crate::config::{CollectionRef, ServerSettings};
+use crate::config::ServerSettings;
 use backon::{ExponentialBuilder, Retryable as _};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use signer_types::CollectionRef;
 use std::borrow::Cow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

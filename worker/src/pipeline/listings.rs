@@ -3,8 +3,8 @@
 //! held at its timestamp, and a refresh corrects whatever happened since, whoever wrote it. An entry is taken out
 //! while a job uses it (a job that fails drops it; the next one lists in full).
 
-use crate::config::CollectionRef;
 use crate::kinto::{KintoClient, KintoError, Listing};
+use signer_types::CollectionRef;
 use std::collections::HashMap;
 use std::sync::Mutex;
 

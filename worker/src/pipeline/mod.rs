@@ -12,14 +12,15 @@ pub use diff::{diff_records, Diff};
 
 use crate::acl::{Action, Permissions};
 use crate::canonical::{self, CanonicalError};
-use crate::config::{CollectionRef, ConfigError, Resource, ResourcePolicy, Resources, Settings};
-use crate::job::{Job, JobKind, Trigger};
+use crate::config::{ConfigError, ResourcePolicy, Settings};
 use crate::kinto::{CollectionObject, KintoClient, KintoError, Listing};
 use crate::report::Report;
 use crate::signing::{AnySigner, Message, SignatureMetadata, Signer, SignerSet, SigningError};
 use listings::Listings;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use signer_types::job::{Job, JobKind, Trigger};
+use signer_types::{CollectionRef, Resource, Resources};
 use std::sync::Arc;
 use workflow::Plan;
 
@@ -682,7 +683,7 @@ impl Pipeline {
 
 /// Review rules apply: the resource has review enabled and a status change (not an operator's API call) asked.
 fn reviewed(cx: &Context<'_>) -> bool {
-    cx.policy.to_review_enabled && cx.job.trigger != crate::job::Trigger::Api
+    cx.policy.to_review_enabled && cx.job.trigger != signer_types::job::Trigger::Api
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -2,8 +2,8 @@
 //! plugin of `deploy/kinto` (`signoff`, in the editor's own request); a job only carries out an accepted change,
 //! while the source still asks for it, and writes what the change leads to.
 
-use crate::job::{JobKind, Trigger};
 use serde_json::{json, Map, Value};
+use signer_types::job::{JobKind, Trigger};
 
 pub const WORK_IN_PROGRESS: &str = "work-in-progress";
 pub const TO_REVIEW: &str = "to-review";

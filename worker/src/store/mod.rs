@@ -17,8 +17,8 @@ pub fn postgres_channel() -> &'static str {
     postgres::NOTIFY_CHANNEL
 }
 
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
+use signer_types::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
@@ -437,7 +437,7 @@ pub async fn publish_queue_metrics(store: &impl JobStore) -> Result<(), StoreErr
 }
 
 /// Counts a recorded request in `signer_jobs_enqueued_total`.
-pub fn count_enqueued(trigger: crate::job::Trigger, enqueued: &Enqueued) {
+pub fn count_enqueued(trigger: signer_types::job::Trigger, enqueued: &Enqueued) {
     crate::metrics::metrics()
         .jobs_enqueued
         .with_label_values(&[

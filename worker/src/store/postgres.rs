@@ -6,8 +6,8 @@ use super::{
 };
 use crate::clock::Clock;
 use crate::error_text::redact;
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, Utc};
+use signer_types::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
 use std::str::FromStr as _;
@@ -175,7 +175,7 @@ impl JobStore for PgStore {
         .bind(why.error())
         .bind(why.delay().as_secs_f64())
         .bind(i32::from(why.refunds_attempt()))
-        .bind(crate::job::Job::out_of_retries())
+        .bind(signer_types::job::Job::out_of_retries())
         .bind(self.now())
         .execute(&mut *tx)
         .await?;

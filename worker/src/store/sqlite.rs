@@ -7,8 +7,8 @@ use super::{
     Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
 use crate::clock::Clock;
-use crate::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use chrono::{DateTime, TimeZone as _, Utc};
+use signer_types::job::{Job, JobEvent, JobState, Lease, NewJob, Progress};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteRow, SqliteSynchronous,
@@ -144,7 +144,7 @@ impl JobStore for SqliteStore {
         .bind(self.later_ms(why.delay()))
         .bind(i32::from(why.refunds_attempt()))
         .bind(now)
-        .bind(crate::job::Job::out_of_retries().to_string())
+        .bind(signer_types::job::Job::out_of_retries().to_string())
         .execute(&mut *tx)
         .await?;
         let event = Event {

@@ -2,7 +2,6 @@
 //! prefetch is the process's concurrency, so a busy worker holds no more than it could start.
 
 use super::{Broker, BrokerError};
-use crate::job::Job;
 use crate::store::{JobStore, StoreError};
 use futures_util::StreamExt as _;
 use lapin::options::{
@@ -11,6 +10,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::Acker;
+use signer_types::job::Job;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

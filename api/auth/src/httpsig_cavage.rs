@@ -10,9 +10,9 @@
 use super::digest::check_digest;
 use super::keys::{self, Algorithm, EcdsaEncoding, VerifyingKey};
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
+use crate::settings::{CavageSettings, Scheme};
 use base64::Engine as _;
-use signer_worker::acl::Principals;
-use signer_worker::config::{CavageSettings, Scheme};
+use signer_types::Principals;
 use std::collections::HashMap;
 
 pub struct Cavage {

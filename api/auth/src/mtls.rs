@@ -1,4 +1,4 @@
-//! Client certificates (certified's model): the TLS handshake (`crate::tls`) already verified the chain against
+//! Client certificates (certified's model): the API's TLS handshake already verified the chain against
 //! the trusted client CAs, validity included; here the end-entity certificate names the caller and says what it
 //! vouches for. User id `mtls:<name>`: the first DNS name, URI or e-mail address of its subjectAltName, else its
 //! subject's common name.
@@ -10,8 +10,8 @@
 //! mapped are ignored.
 
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
-use signer_worker::acl::Principals;
-use signer_worker::config::{MtlsSettings, Scheme};
+use crate::settings::{MtlsSettings, Scheme};
+use signer_types::Principals;
 use x509_cert::der::asn1::{Any, Ia5StringRef, PrintableStringRef, Utf8StringRef};
 use x509_cert::der::{Decode as _, Tag, Tagged as _};
 use x509_cert::ext::pkix::name::GeneralName;

@@ -1,6 +1,7 @@
 //! Keys that verify signed HTTP requests (Cavage and RFC 9421): an HMAC secret or a public key, and the one
 //! algorithm it is used with. The algorithm comes from the key's configuration, never from the request alone.
 
+use crate::settings::{KeySettings, Scheme};
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
 use p256::ecdsa::signature::Verifier as _;
@@ -8,7 +9,6 @@ use rsa::pkcs1::DecodeRsaPublicKey as _;
 use rsa::pkcs8::DecodePublicKey as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Sha256, Sha512};
-use signer_worker::config::{KeySettings, Scheme};
 use std::collections::{BTreeMap, HashMap};
 
 /// RSA keys below this many bits are refused in configuration.

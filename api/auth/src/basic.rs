@@ -6,13 +6,13 @@
 
 use super::attempts::Attempts;
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
+use crate::settings::{BasicSettings, Scheme};
 use argon2::password_hash::{PasswordHashString, PasswordVerifier as _};
 use argon2::{Argon2, PasswordHash};
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use signer_worker::acl::Principals;
-use signer_worker::config::{BasicSettings, Scheme};
+use signer_types::Principals;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,8 +1,10 @@
 //! `[auth]`: how API callers prove who they are, one table per scheme, tried in the order of `auth.policies`
 //! (like Kinto's `multiauth.policies`: the first policy that recognises the request's credentials decides).
-//! The API turns these into verifiers at start-up, where keys are read and every setting is checked.
+//! [`crate::Authenticator::new`] turns them into verifiers at start-up, where keys are read and every setting is
+//! checked.
 
 use serde::{Deserialize, Serialize};
+use signer_types::words::word_list;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -45,7 +47,56 @@ pub struct AuthSettings {
     pub kmsauth: Option<KmsauthSettings>,
 }
 
+/// Settings that cannot work together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("configuration: {0}")]
+pub struct Inconsistent(String);
+
+impl Scheme {
+    pub const ALL: [Scheme; 6] = [
+        Scheme::Basicauth,
+        Scheme::Jwt,
+        Scheme::Cavage,
+        Scheme::Rfc9421,
+        Scheme::Mtls,
+        Scheme::Kmsauth,
+    ];
+}
+
 impl AuthSettings {
+    /// Every listed policy has its table and every table is listed; mTLS needs the client CAs the TLS handshake
+    /// verifies certificates against (`has_client_ca`: the API's `[api.tls] client_ca_dir` is set).
+    pub fn check(&self, has_client_ca: bool) -> Result<(), Inconsistent> {
+        for (i, scheme) in self.policies.iter().enumerate() {
+            if self.policies[..i].contains(scheme) {
+                return Err(Inconsistent(format!(
+                    "auth.policies lists {} twice",
+                    scheme.name()
+                )));
+            }
+        }
+        for scheme in Scheme::ALL {
+            let listed = self.policies.contains(&scheme);
+            let name = scheme.name();
+            if listed && !self.configured(scheme) && scheme != Scheme::Mtls {
+                return Err(Inconsistent(format!(
+                    "auth.policies lists {name} but there is no [auth.{name}] table"
+                )));
+            }
+            if !listed && self.configured(scheme) {
+                return Err(Inconsistent(format!(
+                    "[auth.{name}] is configured but auth.policies does not list {name:?}"
+                )));
+            }
+        }
+        if self.policies.contains(&Scheme::Mtls) && !has_client_ca {
+            return Err(Inconsistent(
+                "auth.policies lists mtls: set api.tls.client_ca_dir to the directory of trusted client CAs".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the scheme's table is present.
     pub fn configured(&self, scheme: Scheme) -> bool {
         match scheme {
@@ -179,10 +230,10 @@ pub struct MtlsSettings {
 #[serde(deny_unknown_fields)]
 pub struct KmsauthSettings {
     /// Keys (ARN, alias or id) that service tokens may be encrypted with; a list or one string.
-    #[serde(deserialize_with = "super::word_list")]
+    #[serde(deserialize_with = "word_list")]
     pub auth_key: Vec<String>,
     /// Keys that user tokens may be encrypted with.
-    #[serde(default, deserialize_with = "super::word_list")]
+    #[serde(default, deserialize_with = "word_list")]
     pub user_auth_key: Vec<String>,
     /// More keys for service tokens, each vouching for a scope (`scope:<name>`).
     #[serde(default)]
@@ -204,28 +255,6 @@ pub struct KmsauthSettings {
     /// More encryption context every token must carry.
     #[serde(default)]
     pub extra_context: BTreeMap<String, String>,
-}
-
-/// `[api.tls]`: serve HTTPS; with `client_ca_dir`, ask for client certificates (mTLS).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSettings {
-    /// PEM chain, server certificate first.
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// Every `*.crt` / `*.pem` in it is a trusted client CA (certified's `known_clients/`).
-    pub client_ca_dir: Option<PathBuf>,
-    /// `required`: no certificate, no connection. `optional`: callers without one use another scheme.
-    #[serde(default)]
-    pub client_auth: ClientAuth,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    #[default]
-    Required,
-    Optional,
 }
 
 fn default_jwks_refresh_seconds() -> u64 {
@@ -273,4 +302,68 @@ fn default_token_max_lifetime() -> u64 {
 }
 fn default_token_cache_size() -> usize {
     4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(policies: &[Scheme], tables: impl FnOnce(&mut AuthSettings)) -> AuthSettings {
+        let mut settings = AuthSettings {
+            policies: policies.to_vec(),
+            ..AuthSettings::default()
+        };
+        tables(&mut settings);
+        settings
+    }
+
+    fn basic() -> Option<BasicSettings> {
+        Some(BasicSettings {
+            users: BTreeMap::new(),
+        })
+    }
+
+    #[test]
+    fn policies_and_tables_go_together() {
+        assert_eq!(AuthSettings::default().check(false), Ok(()));
+        let listed = with(&[Scheme::Basicauth], |s| s.basicauth = basic());
+        assert_eq!(listed.check(false), Ok(()));
+        let untabled = with(&[Scheme::Basicauth], |_| {});
+        assert!(untabled
+            .check(false)
+            .unwrap_err()
+            .to_string()
+            .contains("auth.policies lists basicauth but there is no [auth.basicauth] table"));
+        let unlisted = with(&[], |s| s.basicauth = basic());
+        assert!(unlisted.check(false).unwrap_err().to_string().contains(
+            "[auth.basicauth] is configured but auth.policies does not list \"basicauth\""
+        ));
+        let twice = with(&[Scheme::Basicauth, Scheme::Basicauth], |s| {
+            s.basicauth = basic()
+        });
+        assert!(twice
+            .check(false)
+            .unwrap_err()
+            .to_string()
+            .contains("lists basicauth twice"));
+    }
+
+    #[test]
+    fn mtls_needs_client_cas_and_no_table() {
+        let mtls = with(&[Scheme::Mtls], |_| {});
+        assert!(mtls
+            .check(false)
+            .unwrap_err()
+            .to_string()
+            .contains("api.tls.client_ca_dir"));
+        assert_eq!(mtls.check(true), Ok(()));
+    }
+
+    #[test]
+    fn key_lists_are_words_or_lists() {
+        let text = r#"{"auth_key": "alias/a alias/b", "user_auth_key": ["alias/u"], "to_auth_context": "signer", "region": "us-east-1"}"#;
+        let kms: KmsauthSettings = serde_json::from_str(text).unwrap();
+        assert_eq!(kms.auth_key, ["alias/a", "alias/b"]);
+        assert_eq!(kms.user_auth_key, ["alias/u"]);
+    }
 }

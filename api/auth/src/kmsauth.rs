@@ -8,13 +8,13 @@
 //! `timedelta.seconds`, so a token valid for a day and five minutes passes a 60-minute cap there).
 
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
+use crate::settings::{KmsauthSettings, Scheme};
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sha2::{Digest as _, Sha256};
-use signer_worker::acl::Principals;
-use signer_worker::config::{KmsauthSettings, Scheme};
+use signer_types::Principals;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use tokio::sync::RwLock;

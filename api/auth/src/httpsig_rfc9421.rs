@@ -7,11 +7,11 @@
 use super::digest::check_content_digest;
 use super::keys::{self, EcdsaEncoding, VerifyingKey};
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
-use axum::http::HeaderMap;
+use crate::settings::{Rfc9421Settings, Scheme};
 use base64::Engine as _;
+use http::HeaderMap;
 use sfv::{BareItem, Dictionary, FieldType as _, InnerList, Item, ListEntry};
-use signer_worker::acl::Principals;
-use signer_worker::config::{Rfc9421Settings, Scheme};
+use signer_types::Principals;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -497,7 +497,7 @@ mod tests {
     use super::super::keys::Algorithm;
     use super::super::testing::{proven, refused, Parts};
     use super::*;
-    use axum::http::{HeaderName, HeaderValue};
+    use http::{HeaderName, HeaderValue};
 
     /// RFC 9421 Appendix B.1 keys.
     const SHARED_SECRET: &str =

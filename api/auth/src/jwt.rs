@@ -4,12 +4,12 @@
 //! principal `public`.
 
 use super::{AuthConfigError, Outcome, Reason, Refusal, Request};
+use crate::settings::{JwtSettings, Scheme};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
-use signer_worker::acl::Principals;
-use signer_worker::config::{JwtSettings, Scheme};
+use signer_types::Principals;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, RwLock};
 

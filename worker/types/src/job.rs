@@ -174,7 +174,7 @@ pub struct NewJob {
 impl NewJob {
     /// A request for `resource` as configured; no source timestamp or previous status known yet.
     pub fn new(
-        resource: &crate::config::Resource,
+        resource: &crate::resources::Resource,
         kind: JobKind,
         trigger: Trigger,
         requested_by: String,

@@ -1,7 +1,8 @@
 //! Who is calling. Each scheme of `auth.policies` (one module each) looks at the request; as with Kinto's
 //! multiauth, the first that recognises its credentials decides. A credential of a known form that no policy
 //! knows (an unknown user or key id) is refused by the first policy that understood its form. What a caller may
-//! then do is `signer_worker::acl`.
+//! then do is not this crate's to say (the job engine's `acl`). Nothing here serves HTTP: the API's middleware
+//! hands each request to [`Authenticator::authenticate`].
 
 mod attempts;
 pub mod basic;
@@ -13,11 +14,12 @@ pub mod keys;
 #[cfg(feature = "kmsauth")]
 pub mod kmsauth;
 pub mod mtls;
+pub mod settings;
 pub mod webhook_hmac;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use signer_worker::acl::Principals;
-use signer_worker::config::{Scheme, Settings};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use settings::{AuthSettings, Scheme};
+use signer_types::Principals;
 use std::sync::Arc;
 
 /// The realm named in challenges.
@@ -188,8 +190,7 @@ enum Policy {
 }
 
 impl Policy {
-    async fn build(scheme: Scheme, settings: &Settings) -> Result<Self, AuthConfigError> {
-        let auth = &settings.auth;
+    async fn build(scheme: Scheme, auth: &AuthSettings) -> Result<Self, AuthConfigError> {
         let err = |m: &str| AuthConfigError::new(scheme, m);
         Ok(match scheme {
             Scheme::Basicauth => {
@@ -212,7 +213,7 @@ impl Policy {
             #[cfg(not(feature = "kmsauth"))]
             Scheme::Kmsauth => {
                 return Err(err(
-                    "this signer-api was built without the `kmsauth` feature (cargo build --features kmsauth)",
+                    "this signer-api was built without the `kmsauth` feature (build with `--features signer_auth/kmsauth`, as make build and the Docker image do)",
                 ))
             }
         })
@@ -244,7 +245,7 @@ impl Policy {
 
     /// What a 401 answer tells clients about this scheme.
     fn challenge(&self) -> Option<(HeaderName, String)> {
-        let www = axum::http::header::WWW_AUTHENTICATE;
+        let www = http::header::WWW_AUTHENTICATE;
         match self {
             Policy::Basic(_) => Some((www, format!("Basic realm=\"{REALM}\""))),
             #[cfg(feature = "kmsauth")]
@@ -271,9 +272,9 @@ pub struct Authenticator {
 const BASIC_FAILURES_PER_ADDRESS: u32 = 30;
 
 impl Authenticator {
-    pub async fn new(settings: &Settings) -> Result<Self, AuthConfigError> {
+    pub async fn new(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
         let mut policies = Vec::new();
-        for scheme in &settings.auth.policies {
+        for scheme in &settings.policies {
             policies.push(Policy::build(*scheme, settings).await?);
         }
         let mut challenges: Vec<(HeaderName, HeaderValue)> = Vec::new();
