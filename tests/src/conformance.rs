@@ -234,20 +234,30 @@ pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(
         store.claim("w", LONG).await.unwrap().is_none(),
         "not before its run_at"
     );
-    let next = store.next_run_at().await.unwrap().expect("a queued job");
-    assert_eq!(next, clock.now() + chrono::Duration::milliseconds(400));
+    let next = store.next_run_in().await.unwrap().expect("a queued job");
+    assert_eq!(next, Duration::from_millis(400));
     clock.advance(Duration::from_millis(399));
+    assert_eq!(
+        store.next_run_in().await.unwrap(),
+        Some(Duration::from_millis(1))
+    );
     assert!(
         store.claim("w", LONG).await.unwrap().is_none(),
         "a millisecond early"
     );
     clock.advance(Duration::from_millis(1));
+    assert_eq!(
+        store.next_run_in().await.unwrap(),
+        Some(Duration::ZERO),
+        "due"
+    );
     let job = store
         .claim("w", LONG)
         .await
         .unwrap()
         .expect("runnable after the delay");
     assert_eq!(job.attempt, 2);
+    assert_eq!(store.next_run_in().await.unwrap(), None, "nothing queued");
     assert_eq!(job.last_error.as_deref(), Some("Kinto answered 503"));
     store
         .retry(&job.lease().unwrap(), "again", Duration::ZERO)

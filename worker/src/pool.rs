@@ -11,9 +11,10 @@ use signer_types::job::{Job, JobState, Lease, Progress};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -160,7 +161,7 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
         let mut next = waker.claims_greedily().then_some(Wake::Sweep);
         loop {
             let give_back_stale = |ahead: &mut ClaimedAhead, running: &mut JoinSet<()>| {
-                for stale in ahead.take_stale() {
+                for stale in ahead.take_stale(Instant::now()) {
                     running.spawn(give_back(
                         self.store.clone(),
                         stale,
@@ -214,7 +215,7 @@ impl<S: JobStore, R: JobRunner> WorkerPool<S, R> {
                     for (slot, job) in slots_held.drain(..).zip(jobs.by_ref()) {
                         launcher.start(&mut running, job, slot);
                     }
-                    ahead.extend(jobs);
+                    ahead.extend(jobs, Instant::now());
                     if claimed_any && waker.claims_greedily() {
                         next = Some(Wake::Sweep);
                     }
@@ -280,13 +281,18 @@ async fn idle_time<S: JobStore>(store: &S, waker: &Waker, settings: &PoolSetting
     if !waker.claims_greedily() {
         return settings.poll_interval;
     }
-    match store.next_run_at().await {
-        Ok(Some(at)) => (at - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::from_millis(10))
-            .clamp(Duration::from_millis(10), settings.poll_interval),
-        _ => settings.poll_interval,
-    }
+    idle_for(
+        store.next_run_in().await.ok().flatten(),
+        settings.poll_interval,
+    )
+}
+
+/// The wait before the next sweep, given how long until the next queued job is due: at least 10 ms (a job due now
+/// was just missed by a claim racing its enqueue), at most the poll interval.
+fn idle_for(next_run_in: Option<Duration>, poll_interval: Duration) -> Duration {
+    next_run_in.map_or(poll_interval, |wait| {
+        wait.clamp(Duration::from_millis(10), poll_interval)
+    })
 }
 
 /// Starts claimed jobs, each in its own task with a slot.
@@ -320,12 +326,12 @@ impl<S: JobStore, R: JobRunner> Launcher<S, R> {
 /// Their leases run from the claim and are not renewed while they wait, so one that waited `max_wait` (a third
 /// of the lease: its first heartbeat, a third of a lease after it starts, then still comes in time) is given
 /// back instead of started.
-struct ClaimedAhead {
-    jobs: VecDeque<(Job, Instant)>,
+struct ClaimedAhead<J = Job> {
+    jobs: VecDeque<(J, Instant)>,
     max_wait: Duration,
 }
 
-impl ClaimedAhead {
+impl<J> ClaimedAhead<J> {
     fn new(max_wait: Duration) -> Self {
         Self {
             jobs: VecDeque::new(),
@@ -333,21 +339,20 @@ impl ClaimedAhead {
         }
     }
 
-    fn extend(&mut self, jobs: impl IntoIterator<Item = Job>) {
-        let now = Instant::now();
+    fn extend(&mut self, jobs: impl IntoIterator<Item = J>, now: Instant) {
         self.jobs.extend(jobs.into_iter().map(|job| (job, now)));
     }
 
-    fn pop(&mut self) -> Option<Job> {
+    fn pop(&mut self) -> Option<J> {
         self.jobs.pop_front().map(|(job, _)| job)
     }
 
-    /// The jobs that waited too long (the oldest are first).
-    fn take_stale(&mut self) -> Vec<Job> {
+    /// The jobs that have waited too long by `now` (the oldest are first).
+    fn take_stale(&mut self, now: Instant) -> Vec<J> {
         let fresh = self
             .jobs
             .iter()
-            .position(|(_, claimed)| claimed.elapsed() < self.max_wait)
+            .position(|(_, claimed)| now.duration_since(*claimed) < self.max_wait)
             .unwrap_or(self.jobs.len());
         self.jobs.drain(..fresh).map(|(job, _)| job).collect()
     }
@@ -359,7 +364,7 @@ impl ClaimedAhead {
             .map(|(_, claimed)| *claimed + self.max_wait)
     }
 
-    fn take_all(&mut self) -> Vec<Job> {
+    fn take_all(&mut self) -> Vec<J> {
         self.jobs.drain(..).map(|(job, _)| job).collect()
     }
 }
@@ -367,7 +372,7 @@ impl ClaimedAhead {
 /// Until `at`; forever without one.
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -618,5 +623,44 @@ mod tests {
             assert!((low..=2 * low).contains(&d), "attempt {attempt}: {d} ms");
         }
         assert!(s.retry_delay(50) <= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_idle_wait_is_the_time_to_the_next_due_job_within_bounds() {
+        let poll = Duration::from_secs(5);
+        assert_eq!(
+            idle_for(None, poll),
+            poll,
+            "nothing queued: the poll interval"
+        );
+        assert_eq!(
+            idle_for(Some(Duration::from_millis(1200)), poll),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(
+            idle_for(Some(Duration::ZERO), poll),
+            Duration::from_millis(10)
+        );
+        assert_eq!(idle_for(Some(Duration::from_secs(60)), poll), poll);
+    }
+
+    #[test]
+    fn jobs_claimed_ahead_go_stale_after_max_wait_oldest_first() {
+        let start = Instant::now();
+        let wait = Duration::from_secs(20);
+        let mut ahead = ClaimedAhead::new(wait);
+        assert_eq!(ahead.stale_at(), None);
+        ahead.extend([1, 2], start);
+        ahead.extend([3], start + Duration::from_secs(5));
+        assert_eq!(ahead.stale_at(), Some(start + wait));
+        assert!(ahead
+            .take_stale(start + wait - Duration::from_millis(1))
+            .is_empty());
+        assert_eq!(ahead.take_stale(start + wait), [1, 2]);
+        assert_eq!(ahead.stale_at(), Some(start + Duration::from_secs(25)));
+        assert_eq!(ahead.pop(), Some(3));
+        assert_eq!(ahead.pop(), None);
+        ahead.extend([4], start);
+        assert_eq!(ahead.take_all(), [4]);
     }
 }

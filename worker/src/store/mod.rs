@@ -78,6 +78,11 @@ fn embedded_hint(source: &sqlx::Error) -> &'static str {
 /// A new job's id: UUIDv7, so ids sort in creation order and the jobs of a burst sit together in the primary key's
 /// index, which every transition of a job rewrites (against random ids: 11% less Postgres time per job, 14–38% more
 /// jobs per second burning down a queue; BENCHMARKS.md).
+/// A wait in milliseconds as a duration; a time already past waits for nothing.
+fn until(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(millis).unwrap_or(0))
+}
+
 fn new_job_id() -> Uuid {
     Uuid::now_v7()
 }
@@ -273,7 +278,7 @@ delegate_to_backend! {
     fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
     fn cancel(&self, id: Uuid, by: &str) -> Result<bool, StoreError>;
     fn prune(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError>;
-    fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    fn next_run_in(&self) -> Result<Option<Duration>, StoreError>;
     fn ping(&self) -> Result<(), StoreError>;
     fn stats(&self) -> Result<QueueStats, StoreError>;
     fn first_use(&self, key: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError>;
@@ -402,9 +407,9 @@ pub trait JobStore: Send + Sync + 'static {
         older_than: Duration,
         batch: i64,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// When the next queued job becomes runnable, if any is queued.
-    fn next_run_at(&self)
-        -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
+    /// How long until the next queued job becomes runnable, by the store's clock (zero when one already is);
+    /// `None` when nothing is queued.
+    fn next_run_in(&self) -> impl Future<Output = Result<Option<Duration>, StoreError>> + Send;
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Jobs by state, and when the oldest runnable queued job became runnable.
     fn stats(&self) -> impl Future<Output = Result<QueueStats, StoreError>> + Send;

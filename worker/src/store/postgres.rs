@@ -2,7 +2,7 @@
 //! per destination, guarded transitions that append their history in the same statement, `NOTIFY` on enqueue.
 
 use super::{
-    Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
+    until, Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
 use crate::clock::Clock;
 use crate::error_text::redact;
@@ -550,12 +550,15 @@ impl JobStore for PgStore {
         Ok(u64::try_from(done.get::<i64, _>(0)).unwrap_or_default())
     }
 
-    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT min(run_at) FROM jobs WHERE state = 'queued'")
-                .fetch_one(&self.pool)
-                .await?,
+    async fn next_run_in(&self) -> Result<Option<Duration>, StoreError> {
+        let millis: Option<i64> = sqlx::query_scalar(
+            "SELECT (EXTRACT(EPOCH FROM min(run_at) - COALESCE($1, now())) * 1000)::bigint
+             FROM jobs WHERE state = 'queued'",
         )
+        .bind(self.now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(millis.map(until))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

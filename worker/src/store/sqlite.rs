@@ -4,7 +4,7 @@
 
 use super::store_file::StoreFile;
 use super::{
-    Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
+    until, Enqueued, JobFilter, JobStore, QueueStats, Requeue, Rescued, RetryOutcome, StoreError,
 };
 use crate::clock::Clock;
 use chrono::{DateTime, TimeZone as _, Utc};
@@ -500,12 +500,12 @@ impl JobStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    async fn next_run_in(&self) -> Result<Option<Duration>, StoreError> {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT min(run_at) FROM jobs WHERE state = 'queued'")
                 .fetch_one(&self.pool)
                 .await?;
-        Ok(next.map(time))
+        Ok(next.map(|at| until(at - self.now_ms())))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
