@@ -502,3 +502,230 @@ pub async fn a_webhook_call_is_taken_once<S: JobStore>(store: &S, clock: &Clock)
         "an expired call is forgotten"
     );
 }
+
+pub async fn stats_count_jobs_by_state_and_date_the_oldest_runnable<S: JobStore>(
+    store: &S,
+    clock: &Clock,
+) {
+    let empty = store.stats().await.unwrap();
+    assert!(
+        empty.by_state.iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        empty.by_state
+    );
+    assert_eq!(empty.oldest_runnable, None);
+    let first_at = clock.now();
+    store.enqueue(new_job("a", "a", 0)).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    store.enqueue(new_job("b", "b", 0)).await.unwrap();
+    store.enqueue(new_job("c", "c", 0)).await.unwrap();
+    assert_eq!(
+        store.stats().await.unwrap().oldest_runnable,
+        Some(first_at),
+        "runnable since it was queued"
+    );
+    let done = store.claim("w", LONG).await.unwrap().unwrap();
+    assert!(store
+        .succeed(&done.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap());
+    let running = store.claim("w", LONG).await.unwrap().unwrap();
+    let later = store.claim("w", LONG).await.unwrap().unwrap();
+    let scheduled = store
+        .retry(&later.lease().unwrap(), "503", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(scheduled, RetryOutcome::Scheduled);
+    let count = |stats: &signer_worker::store::QueueStats, state: &str| {
+        stats
+            .by_state
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        ["queued", "running", "succeeded", "failed"].map(|s| count(&stats, s)),
+        [1, 1, 1, 0]
+    );
+    assert_eq!(stats.oldest_runnable, None, "the queued job is not due yet");
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        store.stats().await.unwrap().oldest_runnable,
+        Some(clock.now()),
+        "due now: runnable since its run_at"
+    );
+    assert!(store
+        .succeed(&running.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap());
+}
+
+pub async fn notes_join_the_history_only_while_the_lease_is_held<S: JobStore>(
+    store: &S,
+    _: &Clock,
+) {
+    let id = store.enqueue(new_job("n", "n", 0)).await.unwrap().job.id;
+    let job = store.claim("w", LONG).await.unwrap().unwrap();
+    let lease = job.lease().unwrap();
+    assert!(store
+        .note(&lease, "kinto-retried", "503 on page 2")
+        .await
+        .unwrap());
+    let history = store.history(id).await.unwrap();
+    let note = history
+        .iter()
+        .find(|e| e.event == "kinto-retried")
+        .expect("the note");
+    assert_eq!(
+        (
+            note.attempt,
+            note.worker_id.as_deref(),
+            note.detail.as_deref()
+        ),
+        (1, Some("w"), Some("503 on page 2"))
+    );
+    assert!(store.succeed(&lease, serde_json::json!({})).await.unwrap());
+    assert!(
+        !store.note(&lease, "late", "after the end").await.unwrap(),
+        "the lease is gone"
+    );
+    assert_eq!(
+        events(store, id).await,
+        ["queued", "running", "kinto-retried", "succeeded"]
+    );
+}
+
+pub async fn a_doorbell_claims_the_job_it_names_and_only_when_it_is_runnable<S: JobStore>(
+    store: &S,
+    _: &Clock,
+) {
+    let urgent = store
+        .enqueue(new_job("urgent", "u", 10))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let named = store
+        .enqueue(new_job("named", "shared", 0))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let rival = store
+        .enqueue(new_job("rival", "shared", 0))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = store
+        .claim_one("w", LONG, Some(named))
+        .await
+        .unwrap()
+        .expect("the named job");
+    assert_eq!(job.id, named, "not the higher-priority one");
+    assert!(
+        store
+            .claim_one("w", LONG, Some(named))
+            .await
+            .unwrap()
+            .is_none(),
+        "already running: a second ring claims nothing"
+    );
+    assert!(
+        store
+            .claim_one("w", LONG, Some(rival))
+            .await
+            .unwrap()
+            .is_none(),
+        "its destination has a running job"
+    );
+    assert!(store
+        .succeed(&job.lease().unwrap(), serde_json::json!({}))
+        .await
+        .unwrap());
+    assert!(
+        store
+            .claim_one("w", LONG, Some(named))
+            .await
+            .unwrap()
+            .is_none(),
+        "finished"
+    );
+    assert!(
+        store
+            .claim_one("w", LONG, Some(uuid::Uuid::now_v7()))
+            .await
+            .unwrap()
+            .is_none(),
+        "unknown"
+    );
+    assert_eq!(
+        store.claim("w", LONG).await.unwrap().map(|j| j.id),
+        Some(urgent)
+    );
+    assert_eq!(
+        store.claim("w", LONG).await.unwrap().map(|j| j.id),
+        Some(rival)
+    );
+}
+
+pub async fn listing_filters_by_resource_state_and_requester_newest_first_by_pages<S: JobStore>(
+    store: &S,
+    clock: &Clock,
+) {
+    let mut ids = Vec::new();
+    for (resource, by) in [("l1", "alice"), ("l2", "bob"), ("l3", "alice")] {
+        let job = NewJob {
+            requested_by: by.into(),
+            ..new_job(resource, resource, 0)
+        };
+        ids.push(store.enqueue(job).await.unwrap().job.id);
+        clock.advance(Duration::from_millis(10));
+    }
+    let running = store.claim("w", LONG).await.unwrap().unwrap();
+    assert_eq!(running.id, ids[0]);
+    let list = |filter: JobFilter| async move {
+        store
+            .list(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>()
+    };
+    let all = JobFilter {
+        limit: 10,
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        list(all.clone()).await,
+        [ids[2], ids[1], ids[0]],
+        "newest first"
+    );
+    let page = JobFilter {
+        limit: 2,
+        ..all.clone()
+    };
+    assert_eq!(list(page.clone()).await, [ids[2], ids[1]]);
+    let next = JobFilter {
+        before: Some(ids[1]),
+        ..page
+    };
+    assert_eq!(list(next).await, [ids[0]], "the page after the cursor");
+    let by_resource = JobFilter {
+        resource: Some("/buckets/src/collections/l2".into()),
+        ..all.clone()
+    };
+    assert_eq!(list(by_resource).await, [ids[1]]);
+    let by_state = JobFilter {
+        state: Some(JobState::Running),
+        ..all.clone()
+    };
+    assert_eq!(list(by_state).await, [ids[0]]);
+    let by_requester = JobFilter {
+        requested_by: Some("alice".into()),
+        ..all
+    };
+    assert_eq!(list(by_requester).await, [ids[2], ids[0]]);
+}

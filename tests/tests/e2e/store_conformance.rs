@@ -51,6 +51,10 @@ conformance!(
     concurrent_claims_never_hand_out_a_job_twice,
     batched_claims_keep_one_writer_per_destination_and_concurrent_finishes_keep_their_guard,
     a_webhook_call_is_taken_once,
+    stats_count_jobs_by_state_and_date_the_oldest_runnable,
+    notes_join_the_history_only_while_the_lease_is_held,
+    a_doorbell_claims_the_job_it_names_and_only_when_it_is_runnable,
+    listing_filters_by_resource_state_and_requester_newest_first_by_pages,
 );
 
 #[tokio::test(flavor = "multi_thread")]
