@@ -50,6 +50,9 @@ enum Command {
     Sign(commands::sign::SignArgs),
     /// Check a collection's signature the way a client does; exits 1 when it does not verify.
     Verify(commands::verify::VerifyArgs),
+    /// Ask a running signer-api (or worker) whether it is ready: exit 0 on a 2xx answer, 1 otherwise (the
+    /// container health check; the image has no curl).
+    Probe(commands::probe::ProbeArgs),
 }
 
 #[tokio::main]
@@ -66,6 +69,7 @@ async fn main() -> ExitCode {
         Command::HashPassword => commands::hash_password(),
         Command::Sign(args) => commands::sign::sign(args).await,
         Command::Verify(args) => commands::verify::verify(args).await,
+        Command::Probe(args) => commands::probe::probe(args).await,
     };
     match result {
         Ok(code) => code,

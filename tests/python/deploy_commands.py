@@ -30,6 +30,9 @@ def main(deploy):
                     commands.append({"where": f"compose:{name}", "argv": part.split()})
         elif isinstance(argv, list) and signer_argv(argv):
             commands.append({"where": f"compose:{name}", "argv": argv})
+        check = (service.get("healthcheck") or {}).get("test")
+        if isinstance(check, list) and check[:1] == ["CMD"] and signer_argv(check[1:]):
+            commands.append({"where": f"compose:{name}:healthcheck", "argv": check[1:]})
         variables["compose"].update(k for k in (service.get("environment") or {}) if k.startswith("SIGNER_"))
 
     objects = []

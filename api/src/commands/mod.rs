@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod keygen;
+pub mod probe;
 pub mod serve;
 pub mod sign;
 pub mod verify;

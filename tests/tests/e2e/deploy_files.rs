@@ -5,7 +5,7 @@
 use serde_json::Value;
 use signer_api::settings::Config;
 use signer_e2e::root;
-use signer_e2e::service::{bin, run_binary, TempDir};
+use signer_e2e::service::{bin, run_binary, Api, Setup, TempDir};
 use std::process::Command;
 
 fn deploy_facts() -> Value {
@@ -46,7 +46,16 @@ fn alert_rules_pass_promtool_check_and_their_unit_tests() {
 fn every_command_line_in_compose_kubernetes_and_systemd_uses_real_flags() {
     let facts = deploy_facts();
     let commands = facts["commands"].as_array().unwrap();
-    assert!(commands.len() >= 9, "{commands:?}");
+    assert!(commands.len() >= 11, "{commands:?}");
+    for service in [
+        "compose:signer-api:healthcheck",
+        "compose:signer-worker:healthcheck",
+    ] {
+        assert!(
+            commands.iter().any(|c| c["where"] == service),
+            "{service}: {commands:?}"
+        );
+    }
     for command in commands {
         let argv: Vec<&str> = command["argv"]
             .as_array()
@@ -206,4 +215,38 @@ fn the_dockerfile_builds_and_ships_the_workspace_binaries() {
         dockerfile.contains("USER 10001"),
         "the image runs as non-root"
     );
+}
+
+/// Compose's health check (the image has no curl): `signer-api probe` exits 0 while the API is ready, 1 when it
+/// answers anything else (draining after SIGTERM: 503; a wrong path: 404) or nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_probe_exits_zero_only_while_the_api_is_ready() {
+    let setup = Setup::new(
+        "",
+        "http://127.0.0.1:9/v1",
+        "ws/a -> prod/a",
+        "[api]\nshutdown_delay_seconds = 30\n[feed]\nenabled = false\n",
+    );
+    let api = Api::start(&setup, 0).await;
+    let probe = |url: String| run_binary("signer-api", ["probe", "--url", &url]);
+    let ready = format!("{}/__ready__", api.url);
+    assert_eq!(probe(ready.clone()), (0, String::new()));
+    let (code, said) = probe(format!("{}/nowhere", api.url));
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("404 Not Found"), "{said}");
+    api.process.terminate();
+    signer_e2e::eventually(10, "readiness to fail while draining", || {
+        let ready = ready.clone();
+        async move {
+            let (code, said) = tokio::task::spawn_blocking(move || probe(ready))
+                .await
+                .unwrap();
+            (code == 1 && said.contains("503")).then_some(())
+        }
+    })
+    .await;
+    let closed = format!("http://127.0.0.1:{}/__ready__", signer_e2e::free_port());
+    let (code, said) = probe(closed);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("no answer"), "{said}");
 }
