@@ -31,6 +31,11 @@ pub fn new_job(resource: &str, destination: &str, priority: i32) -> NewJob {
     }
 }
 
+/// Enqueues `job`; its id.
+async fn enqueued<S: JobStore>(store: &S, job: NewJob) -> uuid::Uuid {
+    store.enqueue(job).await.unwrap().job.id
+}
+
 async fn events<S: JobStore>(store: &S, id: uuid::Uuid) -> Vec<String> {
     store
         .history(id)
@@ -141,7 +146,7 @@ pub async fn an_expired_lease_is_rescued_and_the_late_worker_cannot_write<S: Job
     store: &S,
     clock: &Clock,
 ) {
-    let id = store.enqueue(new_job("r", "r", 0)).await.unwrap().job.id;
+    let id = enqueued(store, new_job("r", "r", 0)).await;
     let first = store
         .claim("slow", Duration::from_millis(300))
         .await
@@ -219,7 +224,7 @@ pub async fn retries_wait_their_delay_and_stop_at_max_attempts<S: JobStore>(
     store: &S,
     clock: &Clock,
 ) {
-    let id = store.enqueue(new_job("x", "x", 0)).await.unwrap().job.id;
+    let id = enqueued(store, new_job("x", "x", 0)).await;
     let job = store.claim("w", LONG).await.unwrap().unwrap();
     let outcome = store
         .retry(
@@ -335,7 +340,7 @@ pub async fn a_lease_expiring_on_the_last_attempt_fails_the_job<S: JobStore>(
 ) {
     let mut job = new_job("crashy", "crashy", 0);
     job.max_attempts = 1;
-    let id = store.enqueue(job).await.unwrap().job.id;
+    let id = enqueued(store, job).await;
     store
         .claim("w", Duration::from_millis(100))
         .await
@@ -565,7 +570,7 @@ pub async fn notes_join_the_history_only_while_the_lease_is_held<S: JobStore>(
     store: &S,
     _: &Clock,
 ) {
-    let id = store.enqueue(new_job("n", "n", 0)).await.unwrap().job.id;
+    let id = enqueued(store, new_job("n", "n", 0)).await;
     let job = store.claim("w", LONG).await.unwrap().unwrap();
     let lease = job.lease().unwrap();
     assert!(store
@@ -600,66 +605,30 @@ pub async fn a_doorbell_claims_the_job_it_names_and_only_when_it_is_runnable<S: 
     store: &S,
     _: &Clock,
 ) {
-    let urgent = store
-        .enqueue(new_job("urgent", "u", 10))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let named = store
-        .enqueue(new_job("named", "shared", 0))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let rival = store
-        .enqueue(new_job("rival", "shared", 0))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let urgent = enqueued(store, new_job("urgent", "u", 10)).await;
+    let named = enqueued(store, new_job("named", "shared", 0)).await;
+    let rival = enqueued(store, new_job("rival", "shared", 0)).await;
     let job = store
         .claim_one("w", LONG, Some(named))
         .await
         .unwrap()
         .expect("the named job");
     assert_eq!(job.id, named, "not the higher-priority one");
+    let ring = |id| async move { store.claim_one("w", LONG, Some(id)).await.unwrap() };
     assert!(
-        store
-            .claim_one("w", LONG, Some(named))
-            .await
-            .unwrap()
-            .is_none(),
+        ring(named).await.is_none(),
         "already running: a second ring claims nothing"
     );
     assert!(
-        store
-            .claim_one("w", LONG, Some(rival))
-            .await
-            .unwrap()
-            .is_none(),
+        ring(rival).await.is_none(),
         "its destination has a running job"
     );
     assert!(store
         .succeed(&job.lease().unwrap(), serde_json::json!({}))
         .await
         .unwrap());
-    assert!(
-        store
-            .claim_one("w", LONG, Some(named))
-            .await
-            .unwrap()
-            .is_none(),
-        "finished"
-    );
-    assert!(
-        store
-            .claim_one("w", LONG, Some(uuid::Uuid::now_v7()))
-            .await
-            .unwrap()
-            .is_none(),
-        "unknown"
-    );
+    assert!(ring(named).await.is_none(), "finished");
+    assert!(ring(uuid::Uuid::now_v7()).await.is_none(), "unknown");
     assert_eq!(
         store.claim("w", LONG).await.unwrap().map(|j| j.id),
         Some(urgent)
