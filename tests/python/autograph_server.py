@@ -1,6 +1,6 @@
 """An Autograph stand-in for the end-to-end tests (no real Autograph can be installed here).
 
-It implements what the signer relies on, as Autograph documents and does it (spec §5):
+It implements what the signer relies on, as Autograph documents and does it:
 - POST /sign/data and /sign/hash: JSON array of {input, keyid}; Content-Type exactly `application/json`;
   Hawk with a payload hash, ±60 s skew, nonces refused on replay, host and port taken from the Host header
   (443 when it has no port); the Hawk user may only use its own key ids; answers 201 with

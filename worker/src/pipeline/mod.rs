@@ -1,4 +1,5 @@
-//! One job, step by step (kinto-signer's `sign_and_update_destination`, spec §3.3, and its review workflow, §3.2):
+//! One job, step by step (kinto-signer's `sign_and_update_destination` and its review workflow, as
+//! kinto-remote-settings runs them):
 //! read the source → decide the action from its status → check who asked → snapshot → (for the preview, then the
 //! destination:) ensure it exists → diff → push → list → canonical JSON → sign → publish the signature → check
 //! the source did not move → write the source's status and tracking fields. Listings kept from the last job are

@@ -1,4 +1,4 @@
-//! Signing through Autograph (spec §5): `POST /sign/data` (or `/sign/hash` for large payloads) with a Hawk header
+//! Signing through Autograph (its `/sign/data` API, and `/sign/hash` for large payloads) with a Hawk header
 //! that covers the body. One request carries every key id; network errors, timeouts, 5xx and 429 are retried
 //! with exponential backoff and jitter, any other refusal fails at once with Autograph's message and request id.
 //! Every returned signature is checked against the public key Autograph returns before it is used.

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::signing::{message_digest, parse_public_key, verify};
 
-    /// The public test key of kinto-signer / remote-settings (= Autograph's `appkey1`), spec §2.4.
+    /// The public test key of kinto-signer / remote-settings (= Autograph's `appkey1`, in both test suites).
     const TEST_KEY_D: &str = "335f64eb18eaf4584f7601b025fa7aa7a6a876e692822d834c4d5da1247cedae454f58ea7cc349a1b1c22874af113296";
     const TEST_SPKI: &str = "MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE4k3FmG7dFoOt3Tuzl76abTRtK8sb/r/ibCSeVKa96RbrOX2ciscz/TT8wfqBYS/8cN4zMe1+f7wRmkNrCUojZR1ZKmYM2BeiUOMlMoqk2O7+uwsn1DwNQSYP58TkvZt6";
 
