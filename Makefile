@@ -107,7 +107,7 @@ plugin-test: venv
 	cd deploy/kinto && ../../$(VENV)/bin/ruff check --no-cache . && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 # The end-to-end tests spend most of their time waiting for the servers and processes they start: twice as many
-# at once as there are cores keeps the cores busy (on 2 cores, 181 s for the suite instead of 272 s).
+# at once as there are cores keeps the cores busy (the README gives the suite's time on 2 cores).
 TEST_THREADS := $(shell echo $$(( $$(nproc) * 2 )))
 test: venv reference-venv tools browser-tools build plugin-test
 	@if cargo nextest --version >/dev/null 2>&1; then \
