@@ -1,17 +1,24 @@
 //! A fault-injecting HTTP proxy in front of a real server, for the faults a load balancer or a proxy makes: a
 //! success answer cut in half with a `Content-Length` that matches what is sent (`Truncate`), or cut in half with
-//! the full length announced and the connection closed (`Reset`). Requests are forwarded as they come; each rule
-//! spoils the first `times` answers to requests it matches, and counts what it spoiled.
+//! the full length announced and the connection closed (`Reset`); or a slow upstream, the whole answer sent late
+//! (`Slow`). Requests are forwarded as they come; each rule spoils the first `times` answers to requests it
+//! matches, and counts what it spoiled.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+/// Records a test pushes through [`FaultProxy::slow_writes`] to act while a job runs: 20 calls of 25, each
+/// answered [`SLOW_WRITE`] late, so that the push lasts at least 3 s.
+pub const SLOW_RECORDS: usize = 500;
+pub const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(150);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Truncate,
     Reset,
+    Slow(std::time::Duration),
 }
 
 struct Rule {
@@ -67,6 +74,15 @@ impl FaultProxy {
             spoiled,
             task,
         }
+    }
+
+    /// A proxy to `upstream` whose batch writes (`POST …/batch`) each answer `by` late: pushing records through
+    /// it takes at least that long per call of 25 records, so that a test can act while a job runs, however fast
+    /// the machine.
+    pub async fn slow_writes(upstream: &str, by: std::time::Duration) -> Self {
+        let proxy = Self::start(upstream).await;
+        proxy.inject("POST", "/batch", Fault::Slow(by), usize::MAX);
+        proxy
     }
 
     /// Spoils the next `times` answers to `method` requests whose path contains `path_contains`.
@@ -184,6 +200,10 @@ async fn serve(
         None => (bytes.len(), &bytes[..]),
         Some(Fault::Truncate) => (half, &bytes[..half]),
         Some(Fault::Reset) => (bytes.len(), &bytes[..half]),
+        Some(Fault::Slow(by)) => {
+            tokio::time::sleep(by).await;
+            (bytes.len(), &bytes[..])
+        }
     };
     out += &format!("content-length: {announced}\r\nconnection: close\r\n\r\n");
     socket.write_all(out.as_bytes()).await?;

@@ -4,16 +4,16 @@
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
 use signer_e2e::disk::Tmpfs;
-use signer_e2e::faults::{Fault, FaultProxy};
+use signer_e2e::faults::{Fault, FaultProxy, SLOW_RECORDS, SLOW_WRITE};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{Api, Process, Setup};
 use signer_e2e::{by_id_without_timestamps, eventually, free_port, metric, FAST_QUEUE};
 use std::time::Duration;
 
-/// Large enough that pushing it takes a few seconds on the memory backend through `/v1/batch` (25 records per
-/// call: `KintoServer::start_batch_only`), so that a test can act during the push.
-const BIG: usize = 5000;
+/// Pushed through `/v1/batch` (`KintoServer::start_batch_only`) and a proxy that answers each call late, so that
+/// a test can act during the push.
+const BIG: usize = SLOW_RECORDS;
 
 async fn job(api: &Api, id: &str) -> Value {
     api.get(&format!("/v1/jobs/{id}")).await.1
@@ -76,7 +76,8 @@ async fn a_worker_killed_mid_job_loses_its_lease_and_another_worker_finishes() {
             &sample_records(BIG, 11),
         )
         .await;
-    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
+    let proxy = FaultProxy::slow_writes(&kinto.url, SLOW_WRITE).await;
+    let setup = Setup::new(&db.url, &proxy.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 0).await;
     let mut doomed = worker(&setup, "doomed");
 
@@ -158,7 +159,8 @@ async fn a_source_edited_during_the_job_is_not_marked_signed_until_copied() {
     editor
         .create_source("ws", "big", json!({}), &sample_records(BIG, 5))
         .await;
-    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
+    let proxy = FaultProxy::slow_writes(&kinto.url, SLOW_WRITE).await;
+    let setup = Setup::new(&db.url, &proxy.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 1).await;
 
     let id = api.sign("ws/big").await;
@@ -203,7 +205,8 @@ async fn a_trigger_during_a_running_job_waits_for_it_never_two_writers() {
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG / 2, 9))
         .await;
-    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", FAST_QUEUE);
+    let proxy = FaultProxy::slow_writes(&kinto.url, SLOW_WRITE).await;
+    let setup = Setup::new(&db.url, &proxy.url, "ws/big -> prod/big", FAST_QUEUE);
     let api = Api::start(&setup, 4).await;
 
     let first = api.sign("ws/big").await;
@@ -245,8 +248,9 @@ async fn sigterm_releases_an_unfinished_job_within_the_grace_period_and_exits_ze
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG, 13))
         .await;
+    let proxy = FaultProxy::slow_writes(&kinto.url, SLOW_WRITE).await;
     let extra = format!("{FAST_QUEUE}[worker]\nconcurrency = 1\nshutdown_grace_seconds = 1\n");
-    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", &extra);
+    let setup = Setup::new(&db.url, &proxy.url, "ws/big -> prod/big", &extra);
     let api = Api::start(&setup, 0).await;
     let mut stopping = worker(&setup, "stopping");
 

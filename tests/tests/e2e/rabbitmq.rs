@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use signer_e2e::db::TestDb;
+use signer_e2e::faults::{FaultProxy, SLOW_RECORDS, SLOW_WRITE};
 use signer_e2e::kinto::KintoServer;
 use signer_e2e::rabbitmq::{dispatch_settings, shared_url, unique_queue, TestBroker};
 use signer_e2e::records::sample_records;
@@ -11,8 +12,8 @@ use signer_e2e::{assert_deployed_metrics_exist, eventually, free_port, metric};
 use sqlx::Connection as _;
 use std::time::Duration;
 
-/// Large enough that pushing it takes a few seconds on the memory backend.
-const BIG: usize = 5000;
+/// Pushed through `/v1/batch` and a proxy that answers each call late, so that the test can act during the push.
+const BIG: usize = SLOW_RECORDS;
 
 async fn outbox_rows(db: &TestDb) -> i64 {
     let mut conn = db.connect().await;
@@ -129,13 +130,14 @@ async fn a_job_released_at_sigterm_rings_again_and_another_worker_finishes_it() 
         .editor()
         .create_source("ws", "big", json!({}), &sample_records(BIG, 17))
         .await;
+    let proxy = FaultProxy::slow_writes(&kinto.url, SLOW_WRITE).await;
     let (url, queue) = (shared_url(), unique_queue());
     let broker = TestBroker::connect(&url, &queue).await;
     let extra = format!(
         "[queue]\npoll_interval_ms = 30000\nlease_seconds = 4\ndispatch = \"rabbitmq\"\n{}[worker]\nconcurrency = 1\nshutdown_grace_seconds = 1\n[feed]\nenabled = false\n",
         dispatch_settings(&url, &queue)
     );
-    let setup = Setup::new(&db.url, &kinto.url, "ws/big -> prod/big", &extra);
+    let setup = Setup::new(&db.url, &proxy.url, "ws/big -> prod/big", &extra);
     let api = Api::start(&setup, 0).await;
     let log = |name: &str| setup.dir.0.join(format!("{name}.log"));
     let mut stopping = Process::spawn("signer-worker", &[], &setup.config, log("stopping"));
