@@ -287,8 +287,8 @@ async fn idle_time<S: JobStore>(store: &S, waker: &Waker, settings: &PoolSetting
     )
 }
 
-/// The wait before the next sweep, given how long until the next queued job is due: at least 10 ms (a job due now
-/// was just missed by a claim racing its enqueue), at most the poll interval.
+/// The wait before the next sweep, given how long until the next queued job is due: at least 10 ms (a due job the
+/// sweep could not take, its destination busy, must not make the loop spin), at most the poll interval.
 fn idle_for(next_run_in: Option<Duration>, poll_interval: Duration) -> Duration {
     next_run_in.map_or(poll_interval, |wait| {
         wait.clamp(Duration::from_millis(10), poll_interval)
