@@ -41,21 +41,55 @@ struct Stack {
     outsider: KintoAdmin,
     editor_id: String,
     reviewer_id: String,
+    /// The job the source's creation queued, before the test's steps.
+    first_job: String,
+}
+
+/// The jobs of the source, newest first.
+async fn source_jobs(api: &Api) -> Vec<Value> {
+    let (_, body) = api.get(&format!("/v1/jobs?resource={SOURCE}")).await;
+    body["data"].as_array().cloned().unwrap_or_default()
 }
 
 /// `ws/cfr` holding `records` records, its editors and reviewers groups: the editor is in both (as often), the
-/// reviewer only reviews, the outsider is in neither.
-async fn source_with_groups(kinto_url: &str, records: usize) -> (KintoAdmin, String, String) {
+/// reviewer only reviews, the outsider is in neither. With the service running (`api`), the new collection's
+/// first signature (the job its creation queues) is waited for before any record is written, so that it is a
+/// job of its own that happened, not one racing the edits (the listener posts after Kinto's commit, from a thread
+/// of its own); it is returned.
+async fn source_with_groups(
+    kinto_url: &str,
+    records: usize,
+    api: Option<&Api>,
+) -> (KintoAdmin, String, String, Option<Value>) {
     let editor = KintoServer::admin(kinto_url);
     let reviewer = editor.as_user("reviewer", "reviewer-pw");
     let (editor_id, reviewer_id) = (editor.principal().await, reviewer.principal().await);
+    let before = match api {
+        Some(api) => source_jobs(api).await,
+        None => Vec::new(),
+    };
     editor
         .create_source(
             "ws",
             "cfr",
             json!({"status": "work-in-progress", "displayFields": ["title"]}),
-            &sample_records(records, 11),
+            &[],
         )
+        .await;
+    let mut first = None;
+    if let Some(api) = api {
+        let id = eventually(60, "the new source's first job", || async {
+            let jobs = source_jobs(api).await;
+            let new = jobs
+                .into_iter()
+                .find(|j| before.iter().all(|old| old["id"] != j["id"]))?;
+            Some(new["id"].as_str().unwrap().to_owned())
+        })
+        .await;
+        first = Some(api.wait_final(&id, 60).await);
+    }
+    editor
+        .put_records("ws", "cfr", &sample_records(records, 11))
         .await;
     editor
         .put_group("ws", "cfr-editors", std::slice::from_ref(&editor_id))
@@ -67,7 +101,7 @@ async fn source_with_groups(kinto_url: &str, records: usize) -> (KintoAdmin, Str
             &[reviewer_id.clone(), editor_id.clone()],
         )
         .await;
-    (editor, editor_id, reviewer_id)
+    (editor, editor_id, reviewer_id, first)
 }
 
 /// ws → ws-preview → main, review enabled and decided in Kinto, signed by Autograph with two key ids, events by
@@ -96,7 +130,6 @@ async fn stack_with(records: usize, backend: Backend, kinto_settings: &str) -> S
     ) + &signoff_settings(RESOURCES, true)
         + kinto_settings;
     let kinto = KintoServer::launch(&dir.0, Install::Ours, &storage, &settings).await;
-    let (editor, editor_id, reviewer_id) = source_with_groups(&kinto.url, records).await;
     let setup = Setup::new(
         &db.url,
         &kinto.url,
@@ -107,7 +140,16 @@ async fn stack_with(records: usize, backend: Backend, kinto_settings: &str) -> S
         ),
     );
     let api = Api::start_on(&setup, 2, api_port).await;
+    let (editor, editor_id, reviewer_id, first) =
+        source_with_groups(&kinto.url, records, Some(&api)).await;
+    let first = first.expect("the service ran");
+    assert_eq!(
+        (&first["data"]["kind"], &first["data"]["state"]),
+        (&json!("sign"), &json!("succeeded")),
+        "a new source is published as it is, empty: {first}"
+    );
     Stack {
+        first_job: first["data"]["id"].as_str().unwrap().to_owned(),
         dir,
         _db: db,
         _kinto_db: kinto_db,
@@ -147,10 +189,10 @@ impl Stack {
             .await;
     }
 
-    /// The jobs of the source, oldest first.
+    /// The jobs of the source the test's steps queued (after its creation's), oldest first.
     async fn jobs(&self) -> Vec<Value> {
-        let (_, body) = self.api.get(&format!("/v1/jobs?resource={SOURCE}")).await;
-        let mut jobs = body["data"].as_array().cloned().unwrap_or_default();
+        let mut jobs = source_jobs(&self.api).await;
+        jobs.retain(|j| j["id"] != self.first_job.as_str());
         jobs.reverse();
         jobs
     }
@@ -744,7 +786,7 @@ async fn a_source_deleted_for_good_takes_its_preview_and_destination() {
         "{cleanup}"
     );
     // Refused while the source existed, the destination's deletion was what the source's deletion did.
-    let (editor, _, _) = source_with_groups(&s.kinto.url, 1).await;
+    let (editor, _, _, _) = source_with_groups(&s.kinto.url, 1, Some(&s.api)).await;
     s.set_status(&editor, "to-review").await;
     s.set_status(&s.reviewer, "to-sign").await;
     eventually(60, "the new source signed", || async {
@@ -845,7 +887,7 @@ async fn answers_match_kinto_signer_side_by_side() {
                 )
                 .await;
         }
-        let (editor, _, reviewer_id) = source_with_groups(&kinto.url, 4).await;
+        let (editor, _, reviewer_id, _) = source_with_groups(&kinto.url, 4, None).await;
         let reviewer = editor.as_user("reviewer", "reviewer-pw");
         let outsider = editor.as_user("eve", "eve-pw");
         let settled = || async {
