@@ -36,6 +36,7 @@ pub struct Metrics {
     pub outbox_pending: IntGauge,
     pub worker_heartbeat: IntGauge,
     pub certificate_expiry: IntGauge,
+    pub feed_checks: IntCounterVec,
     pub log_writes_dropped: IntCounter,
 }
 
@@ -88,6 +89,19 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(oldest.clone())).expect("unique metric");
+        let feed_checks = counter(
+            &r,
+            "signer_feed_checks_total",
+            "Looks of the change feed's leader, by check (changes: collections asking for work; resigns: \
+             signatures due again) and outcome (ok, failed)",
+            &["check", "outcome"],
+        );
+        // Every series from the start, so that a rate of failures has a baseline before the first one.
+        for check in ["changes", "resigns"] {
+            for outcome in ["ok", "failed"] {
+                feed_checks.with_label_values(&[check, outcome]);
+            }
+        }
         Self {
             jobs_enqueued: counter(
                 &r,
@@ -198,6 +212,7 @@ impl Metrics {
                 "signer_certificate_earliest_expiry_timestamp_seconds",
                 "Unix time the earliest x5u end-entity certificate of a published signature expires (0: unknown)",
             ),
+            feed_checks,
             queue_depth,
             oldest_runnable_age: oldest,
             registry: r,

@@ -7,7 +7,7 @@ use signer_e2e::db::TestDb;
 use signer_e2e::kinto::{signoff_settings, KintoAdmin, KintoServer};
 use signer_e2e::records::sample_records;
 use signer_e2e::service::{verify_x5u, Api, Process, Setup};
-use signer_e2e::{eventually, FAST_QUEUE};
+use signer_e2e::{eventually, metric, FAST_QUEUE};
 
 const LEADER: &str = "change feed: this worker is the leader";
 
@@ -153,8 +153,21 @@ async fn destinations_are_re_signed_before_the_certificate_expires_once_per_cert
         "a scheduled re-sign leaves the status alone"
     );
 
-    // The same certificate does not ask again: no second re-sign over the next checks.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // The same certificate does not ask again: no second re-sign over the next two checks.
+    let checks = || async {
+        let scrape = api.metrics().await;
+        metric(
+            &scrape,
+            "signer_feed_checks_total",
+            &[("check", "resigns"), ("outcome", "ok")],
+        )
+        .unwrap_or(0.0)
+    };
+    let seen = checks().await;
+    eventually(30, "two more re-sign checks", || async {
+        (checks().await >= seen + 2.0).then_some(())
+    })
+    .await;
     let (_, jobs) = api
         .get("/v1/jobs?resource=/buckets/ws/collections/cfr")
         .await;

@@ -131,7 +131,9 @@ impl Feed {
             if ticks.is_multiple_of(FULL_LOOK_EVERY) {
                 self.etags.clear();
             }
-            match self.poll().await {
+            let polled = self.poll().await;
+            count_check("changes", polled.is_ok());
+            match polled {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(
                     enqueued = n,
@@ -145,7 +147,9 @@ impl Feed {
                 .is_none_or(|at| at.elapsed() >= check_every)
             {
                 self.last_resign_check = Some(Instant::now());
-                match self.schedule_resigns().await {
+                let scheduled = self.schedule_resigns().await;
+                count_check("resigns", scheduled.is_ok());
+                match scheduled {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(enqueued = n, "change feed: re-signs scheduled"),
                     Err(e) => tracing::warn!(error = %e, "change feed: re-sign check failed"),
@@ -337,6 +341,13 @@ impl Feed {
         self.expiries.insert(x5u.to_owned(), expiry);
         Some(expiry)
     }
+}
+
+fn count_check(check: &str, ok: bool) {
+    crate::metrics::metrics()
+        .feed_checks
+        .with_label_values(&[check, if ok { "ok" } else { "failed" }])
+        .inc();
 }
 
 /// A certificate-driven re-sign is pointless when the last re-sign already used this certificate (the signer has
