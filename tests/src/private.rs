@@ -7,7 +7,6 @@
 use crate::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn is_root() -> bool {
     Command::new("id")
@@ -200,8 +199,16 @@ impl PrivateBroker {
 
     /// Stops the node (every connection dropped, queues written to disk) and starts it again.
     pub async fn restart(&self) {
+        // A node of the same name cannot start while the old one's process lives. (`rabbitmqctl stop` given the
+        // pid file would wait for it too, but looks once a second.)
+        let pid = std::fs::read_to_string(self.dir.join("pid")).expect("the node's pid file");
+        let process = PathBuf::from(format!("/proc/{}", pid.trim()));
         self.stop_node();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::eventually(30, "the stopped node's process to exit", || {
+            let gone = !process.exists();
+            async move { gone.then_some(()) }
+        })
+        .await;
         self.start_node().await;
     }
 }
